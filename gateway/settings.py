@@ -1,0 +1,180 @@
+"""Configuration: one ``GatewaySettings`` read from the environment, ``.env`` and TOML.
+
+Env prefix ``REFUND_GATEWAY_``, nested with ``__`` (``REFUND_GATEWAY_WECHATPAY__MCHID``).
+Keys are ``SecretStr`` holding PEM text or a path to a PEM file (``pem_text`` resolves
+them). Every network timeout is explicit (wechatpayv3's default is none, CH §0 #12).
+Nothing here runs at import time; ``load_settings`` is called by the composition root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gateway.errors import ConfigurationError
+
+
+class Timeouts(BaseModel):
+    """Seconds. ``connect`` failing proves a request was not sent; ``read`` does not."""
+
+    connect: float = Field(3.0, gt=0, le=60)
+    read: float = Field(10.0, gt=0, le=120)
+
+
+class AlipaySettings(BaseModel):
+    app_id: str
+    app_private_key: SecretStr
+    alipay_public_key: SecretStr
+    gateway_url: str = "https://openapi.alipay.com/gateway.do"
+    notify_url: str | None = None
+    sign_type: Literal["RSA2"] = "RSA2"
+    timeouts: Timeouts = Timeouts()
+
+
+class WechatPaySettings(BaseModel):
+    mchid: str
+    appid: str
+    private_key: SecretStr
+    cert_serial_no: str
+    apiv3_key: SecretStr
+    public_key: SecretStr | None = None       # public-key mode (default, CH §0 #3)
+    public_key_id: str | None = None
+    cert_dir: str | None = None               # certificate mode, pre-seeded directory
+    base_url: str = "https://api.mch.weixin.qq.com"
+    notify_url: str | None = None
+    notification_max_skew_seconds: int = Field(300, gt=0, le=3600)
+    timeouts: Timeouts = Timeouts()
+
+
+class BankcardSettings(BaseModel):
+    mer_id: str
+    private_key: SecretStr
+    cert_id: str
+    unionpay_public_key: SecretStr            # PEM public key or certificate
+    base_url: str = "https://gateway.95516.com"
+    back_url: str | None = None
+    channel_type: str = "07"
+    timeouts: Timeouts = Timeouts()
+
+
+class BalanceSettings(BaseModel):
+    base_url: str
+    hmac_key: SecretStr
+    timeouts: Timeouts = Timeouts(connect=1.0, read=5.0)
+
+
+class RetrySettings(BaseModel):
+    """Inline retries of a submit for provably-unsent calls (ChannelUnavailable)."""
+
+    max_attempts: int = Field(3, ge=1, le=10)
+    initial_backoff: float = Field(0.2, ge=0, le=10)
+    max_backoff: float = Field(2.0, ge=0, le=60)
+    max_total_seconds: float = Field(15.0, gt=0, le=300)
+
+
+class ResolverSettings(BaseModel):
+    first_check_seconds: int = Field(10, ge=0, le=60)   # Alipay: query >= 10 s after refund
+    lease_seconds: int = Field(120, ge=5, le=3600)      # claimed refunds hidden from peers
+    batch_size: int = Field(100, ge=1, le=10_000)
+
+
+class ReceiptSettings(BaseModel):
+    hmac_key: SecretStr | None = None
+    platform_name: str = "refund-gateway"
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REFUND_GATEWAY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    database_url: str = "sqlite:///refund-gateway.db"
+    auto_migrate: bool = True
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    retry: RetrySettings = RetrySettings()
+    resolver: ResolverSettings = ResolverSettings()
+    receipts: ReceiptSettings = ReceiptSettings()
+    alipay: AlipaySettings | None = None
+    wechatpay: WechatPaySettings | None = None
+    bankcard: BankcardSettings | None = None
+    balance: BalanceSettings | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if not (v.startswith("sqlite") or v.startswith("postgresql")):
+            raise ValueError("database_url must be sqlite:///PATH or postgresql+psycopg://...")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings,
+                                                     dotenv_settings]
+        toml_path = os.environ.get("REFUND_GATEWAY_CONFIG_FILE")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    def route_settings(self, route: str) -> BaseModel | None:
+        value = getattr(self, route, None)
+        return value if isinstance(value, BaseModel) else None
+
+
+def load_settings(env_file: str | Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Read settings; a ``ConfigurationError`` names each bad setting (never its value)."""
+    try:
+        if env_file is not None:
+            if not Path(env_file).is_file():
+                raise ConfigurationError(f"settings file not found: {env_file}",
+                                         setting="env_file")
+            return GatewaySettings(_env_file=str(env_file), **overrides)  # type: ignore[call-arg]
+        return GatewaySettings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = "__".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"REFUND_GATEWAY_{loc}: {err['msg']}")
+        first = problems[0].split(":")[0] if problems else None
+        raise ConfigurationError("invalid settings: " + "; ".join(problems),
+                                 setting=first) from None
+
+
+def pem_text(secret: SecretStr, setting: str) -> str:
+    """PEM text from a setting holding either the PEM itself or a path to a PEM file.
+
+    Accepts ``\\n``-escaped PEM as written into env files by the sandbox.
+    """
+    value = secret.get_secret_value().strip()
+    if "-----BEGIN" in value:
+        return value.replace("\\n", "\n") + ("\n" if not value.endswith("\n") else "")
+    path = Path(value).expanduser()
+    if value and len(value) < 4096 and path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if "-----BEGIN" not in text:
+            raise ConfigurationError(f"{setting}: file does not hold a PEM block",
+                                     setting=setting)
+        return text
+    raise ConfigurationError(f"{setting}: neither PEM text nor a readable PEM file",
+                             setting=setting)
