@@ -1,0 +1,73 @@
+"""refund-gateway's core: refunds back along the route the money came in.
+
+The public API is exactly ``__all__`` (pinned by a test). Everything else is internal.
+"""
+
+from gateway.errors import (
+    ChannelAuthError,
+    ChannelError,
+    ChannelUnavailable,
+    ConfigurationError,
+    GatewayError,
+    IdempotencyConflict,
+    InvalidRequest,
+    OutcomeUnknown,
+    OverRefund,
+    RefundNotFound,
+    SignatureInvalid,
+    StatementError,
+)
+from gateway.models import (
+    ArrivalWindow,
+    ChannelResult,
+    ChannelStatus,
+    NotificationAck,
+    Payment,
+    Refund,
+    RefundEvent,
+    RefundRequest,
+    RefundStatus,
+    Route,
+)
+from gateway.money import Money
+from gateway.ports import (
+    AbnormalRefundInstruction,
+    AbnormalTarget,
+    Capabilities,
+    ChannelAdapter,
+)
+from gateway.service import RefundGateway, ResolveReport
+from gateway.settings import GatewaySettings
+
+__all__ = [
+    "AbnormalRefundInstruction",
+    "AbnormalTarget",
+    "ArrivalWindow",
+    "Capabilities",
+    "ChannelAdapter",
+    "ChannelAuthError",
+    "ChannelError",
+    "ChannelResult",
+    "ChannelStatus",
+    "ChannelUnavailable",
+    "ConfigurationError",
+    "GatewayError",
+    "GatewaySettings",
+    "IdempotencyConflict",
+    "InvalidRequest",
+    "Money",
+    "NotificationAck",
+    "OutcomeUnknown",
+    "OverRefund",
+    "Payment",
+    "Refund",
+    "RefundEvent",
+    "RefundGateway",
+    "RefundNotFound",
+    "RefundRequest",
+    "RefundStatus",
+    "ResolveReport",
+    "Route",
+    "SignatureInvalid",
+    "StatementError",
+]

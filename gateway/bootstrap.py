@@ -1,0 +1,82 @@
+"""The one composition root: settings -> logging -> store -> adapters -> RefundGateway.
+
+Adapters are found through the entry-point group ``refund_gateway.adapters`` (route
+value -> ``build(settings, clock)``), so ``gateway`` never imports ``adapters`` and a
+deployment can plug in its own. Only routes whose settings are present are built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+
+from gateway.clock import Clock, utcnow
+from gateway.errors import ConfigurationError
+from gateway.logging import configure_logging
+from gateway.models import Route
+from gateway.ports import ChannelAdapter
+from gateway.service import RefundGateway
+from gateway.settings import GatewaySettings, load_settings
+from gateway.store import RefundStore, make_engine, upgrade
+from gateway.store.engine import needs_upgrade
+
+ADAPTER_GROUP = "refund_gateway.adapters"
+
+
+class AdapterFactory(Protocol):
+    def __call__(self, settings: GatewaySettings, clock: Clock) -> ChannelAdapter: ...
+
+
+def adapter_factories() -> dict[Route, AdapterFactory]:
+    found: dict[Route, AdapterFactory] = {}
+    for ep in entry_points(group=ADAPTER_GROUP):
+        try:
+            route = Route(ep.name)
+        except ValueError:
+            continue
+        found[route] = ep.load()
+    return found
+
+
+def build_adapters(settings: GatewaySettings, clock: Clock = utcnow,
+                   routes: list[Route] | None = None) -> dict[Route, ChannelAdapter]:
+    factories = adapter_factories()
+    adapters: dict[Route, ChannelAdapter] = {}
+    for route in routes or list(Route):
+        if settings.route_settings(route.value) is None:
+            if routes:
+                raise ConfigurationError(f"route {route.value} has no settings",
+                                         setting=f"REFUND_GATEWAY_{route.value.upper()}")
+            continue
+        if route not in factories:
+            raise ConfigurationError(f"no adapter installed for route {route.value}")
+        adapters[route] = factories[route](settings, clock)
+    return adapters
+
+
+def build_store(settings: GatewaySettings) -> RefundStore:
+    engine: Engine = make_engine(settings.database_url)
+    if settings.auto_migrate and needs_upgrade(engine):
+        upgrade(engine)
+    elif needs_upgrade(engine):
+        raise ConfigurationError("the database schema is not current: run "
+                                 "`refund-gateway db upgrade`",
+                                 setting="REFUND_GATEWAY_DATABASE_URL")
+    return RefundStore(engine)
+
+
+def build_gateway(settings: GatewaySettings | None = None, *, clock: Clock = utcnow,
+                  sleep: Callable[[float], None] | None = None,
+                  adapters: Mapping[Route, ChannelAdapter] | None = None,
+                  configure_logs: bool = True, **kwargs: Any) -> RefundGateway:
+    settings = settings or load_settings()
+    if configure_logs:
+        configure_logging(settings.log_format, settings.log_level)
+    store = build_store(settings)
+    built = dict(adapters) if adapters is not None else build_adapters(settings, clock)
+    extra: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
+    return RefundGateway(store, built, clock=clock, retry=settings.retry,
+                         resolver=settings.resolver, **extra, **kwargs)

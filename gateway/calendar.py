@@ -1,0 +1,81 @@
+"""Working days in mainland China and when a refund should reach the user.
+
+Chinese working days are not "Monday to Friday": public holidays move, and make-up
+Saturdays/Sundays (调休) are working days. The data comes from the maintained
+``chinese-calendar`` package; a date outside the years it covers is a
+``CalendarRangeError``, never a guess. Arrival windows per route come from DOMAIN.md.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Final
+
+import chinese_calendar
+
+from gateway.clock import to_beijing
+from gateway.errors import CalendarRangeError
+from gateway.models import ArrivalWindow, Route
+
+# DOMAIN.md "Routes and how long money takes" (working days after the refund succeeds
+# at the channel or is accepted by it).
+ARRIVAL_WORKING_DAYS: Final[dict[Route, tuple[int, int]]] = {
+    Route.BALANCE: (0, 0),
+    Route.ALIPAY: (0, 3),
+    Route.WECHATPAY: (0, 3),
+    Route.BANKCARD: (1, 5),
+}
+# A reviewed manual transfer to an account the user supplies (协商退款).
+MANUAL_TRANSFER_WORKING_DAYS: Final = (5, 7)
+
+
+def is_working_day(day: date) -> bool:
+    try:
+        return bool(chinese_calendar.is_workday(day))
+    except NotImplementedError as exc:
+        raise CalendarRangeError(
+            f"no holiday data for {day.isoformat()} (chinese-calendar covers "
+            f"{chinese_calendar.constants.holidays and min(chinese_calendar.constants.holidays).year}"
+            f"-{max(chinese_calendar.constants.holidays).year}); upgrade chinese-calendar"
+        ) from exc
+
+
+def add_working_days(day: date, n: int) -> date:
+    """The n-th working day after ``day`` (n=0: ``day`` itself if it is a working day,
+    else the next working day)."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    current = day
+    if n == 0:
+        while not is_working_day(current):
+            current += timedelta(days=1)
+        return current
+    remaining = n
+    while remaining:
+        current += timedelta(days=1)
+        if is_working_day(current):
+            remaining -= 1
+    return current
+
+
+def working_days_between(start: date, end: date) -> int:
+    """Working days in (start, end]; 0 when end <= start."""
+    count, current = 0, start
+    while current < end:
+        current += timedelta(days=1)
+        if is_working_day(current):
+            count += 1
+    return count
+
+
+def arrival_window(days: tuple[int, int], moment: datetime) -> ArrivalWindow:
+    """Dates (Beijing) between which money sent at ``moment`` should arrive."""
+    start = to_beijing(moment).date()
+    lo, hi = days
+    earliest = start if lo == 0 else add_working_days(start, lo)
+    return ArrivalWindow(earliest=earliest, latest=start if hi == 0 else
+                         add_working_days(start, hi))
+
+
+def expected_arrival(route: Route, moment: datetime) -> ArrivalWindow:
+    return arrival_window(ARRIVAL_WORKING_DAYS[route], moment)

@@ -1,0 +1,94 @@
+"""Structured logs (structlog) with secrets and account numbers scrubbed.
+
+JSON lines in production, a readable console in a terminal. ``redact`` is the one
+scrubber: it drops values under secret-looking keys, replaces PEM blocks and
+``Authorization``/signature values, and masks 16-19 digit runs (card and account
+numbers) to their last 4. It also serves stored raw payloads (``redact_mapping``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final, cast
+
+import structlog
+
+_SECRET_KEY = re.compile(
+    r"(private_?key|secret|apiv3|api_v3|password|passwd|hmac|authorization|signature|"
+    r"^sign$|_sign$|token|cert_?pem|real_name|bank_account)",
+    re.IGNORECASE,
+)
+_PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?(-----END [A-Z ]+-----|$)", re.DOTALL)
+_AUTH = re.compile(r"(WECHATPAY2-SHA256-RSA2048\s+)\S.*", re.IGNORECASE)
+_DIGITS = re.compile(r"(?<!\d)(\d{12,15})(\d{4})(?!\d)")
+REDACTED: Final = "[REDACTED]"
+
+
+def mask_account(value: str) -> str:
+    """Keep the last 4 digits of any 16-19 digit run (card numbers): ``6222021000001234`` -> ``****1234``."""
+    return _DIGITS.sub(lambda m: "*" * 4 + m.group(2), value)
+
+
+def redact_text(value: str) -> str:
+    value = _PEM.sub("[REDACTED PEM]", value)
+    value = _AUTH.sub(r"\1[REDACTED]", value)
+    return mask_account(value)
+
+
+def redact(value: Any, key: str | None = None) -> Any:
+    if key is not None and _SECRET_KEY.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {str(k): redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if hasattr(value, "get_secret_value"):   # pydantic SecretStr
+        return REDACTED
+    return value
+
+
+def redact_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
+    return cast(dict[str, Any], redact(data))
+
+
+def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]
+                      ) -> MutableMapping[str, Any]:
+    for k in list(event_dict):
+        if k in ("event", "level", "timestamp", "logger"):
+            if isinstance(event_dict[k], str):
+                event_dict[k] = redact_text(event_dict[k])
+            continue
+        event_dict[k] = redact(event_dict[k], k)
+    return event_dict
+
+
+def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None) -> None:
+    """Idempotent. ``fmt``: json | console | auto (console when ``stream`` is a TTY)."""
+    out = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if getattr(out, "isatty", lambda: False)() else "json"
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
+                     else structlog.processors.JSONRenderer(ensure_ascii=False))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_processor,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,47 @@
+"""Retry policies, driven only by the error attributes (``retryable``, ``resubmit_safe``).
+
+Inline, the service retries a submit only when the error proves the request was not
+processed (``ChannelUnavailable``: both flags true). Everything uncertain goes to the
+resolver, which queries first. Backoff is exponential with full jitter, bounded in
+attempts and in total time; ``sleep`` is injectable so tests run instantly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from gateway.errors import GatewayError
+from gateway.settings import RetrySettings
+
+T = TypeVar("T")
+
+
+def is_safe_to_resend(exc: BaseException) -> bool:
+    return isinstance(exc, GatewayError) and exc.retryable and exc.resubmit_safe
+
+
+def resend_policy(settings: RetrySettings, sleep: Callable[[float], None] = time.sleep
+                  ) -> Retrying:
+    return Retrying(
+        retry=retry_if_exception(is_safe_to_resend),
+        stop=stop_after_attempt(settings.max_attempts)
+        | stop_after_delay(settings.max_total_seconds),
+        wait=wait_random_exponential(multiplier=settings.initial_backoff,
+                                     max=settings.max_backoff),
+        sleep=sleep,
+        reraise=True,
+    )
+
+
+def call_with_policy(policy: Retrying, fn: Callable[[], T]) -> T:
+    return policy(fn)

@@ -1,0 +1,105 @@
+"""Engines and schema upgrades for the two supported backends.
+
+SQLite (the embedded default): WAL, ``synchronous=FULL``, and every transaction opened
+with ``BEGIN IMMEDIATE`` so the over-refund check and the reservation hold the write lock
+together (DESIGN.md invariant 3). PostgreSQL (several processes): psycopg 3, row locks
+(``SELECT ... FOR UPDATE``) taken by the repository. ``upgrade`` runs the Alembic
+migrations; a file lock makes concurrent first use of one SQLite file safe.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+
+from gateway.errors import ConfigurationError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise ConfigurationError(
+                "SQLite needs a file path (several connections share it), e.g. "
+                "sqlite:///refund-gateway.db", setting="REFUND_GATEWAY_DATABASE_URL")
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+                               pool_size=pool_size)
+        _sqlite_pragmas(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(
+                hide_password=False))
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                             pool_pre_ping=True)
+    raise ConfigurationError(f"unsupported database backend {parsed.get_backend_name()!r}",
+                             setting="REFUND_GATEWAY_DATABASE_URL")
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" below decide how transactions start (pysqlite's own
+        # implicit BEGIN is deferred, which would let two writers both read "enough left").
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        yield
+        return
+    lock_path = Path(engine.url.database).expanduser().with_suffix(".migrate.lock")
+    with lock_path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``. Safe to call from several processes."""
+    with _migration_lock(engine):
+        command.upgrade(alembic_config(engine), revision)
+
+
+def needs_upgrade(engine: Engine) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return True
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return current != heads

@@ -1,0 +1,406 @@
+"""``RefundStore``: every read and write of refunds, payments, events and attempts.
+
+Each public method is one short transaction; none spans channel I/O (DESIGN.md
+invariant 5). Writers lock what they decide on: on PostgreSQL the payment row
+(``SELECT ... FOR UPDATE``) when reserving, the refund row when applying an outcome;
+on SQLite every transaction is ``BEGIN IMMEDIATE`` (see ``engine.py``). Events are
+inserted, never updated (the database refuses edits as well).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from gateway.errors import IdempotencyConflict, InvalidRequest, OverRefund, RefundNotFound
+from gateway.logging import redact_mapping
+from gateway.models import (
+    ArrivalWindow,
+    Attempt,
+    EventKind,
+    Payment,
+    Refund,
+    RefundEvent,
+    RefundRequest,
+    RefundStatus,
+    Route,
+)
+from gateway.money import Money
+from gateway.states import check
+from gateway.store.schema import attempts, notifications, payments, refund_events, refunds
+
+_RELEASED = [s.value for s in RefundStatus if not s.counts_against_payment]
+_DUE = [RefundStatus.PENDING.value, RefundStatus.PROCESSING.value]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to change on a refund, decided under its lock from its current state."""
+
+    status: RefundStatus | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    events: Sequence[tuple[EventKind, Mapping[str, Any]]] = ()
+
+
+def _dumps(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+
+
+class RefundStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pg = engine.dialect.name == "postgresql"
+
+    # -- plumbing ---------------------------------------------------------------------
+    @contextmanager
+    def _tx(self, *, readonly: bool = False) -> Iterator[Connection]:
+        conn = self.engine.connect()
+        try:
+            if readonly and not self._pg:
+                conn = conn.execution_options(sqlite_begin="DEFERRED")
+            with conn.begin():
+                yield conn
+        finally:
+            conn.close()
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert(table) if self._pg else sqlite.insert(table))
+
+    # -- reads ------------------------------------------------------------------------
+    def _select_refund(self) -> Any:
+        return select(refunds, payments.c.route.label("p_route"),
+                      payments.c.merchant_order_no, payments.c.channel_trade_no,
+                      payments.c.amount_minor.label("p_amount_minor"),
+                      payments.c.currency.label("p_currency"), payments.c.user_id,
+                      ).join(payments, payments.c.id == refunds.c.payment_id)
+
+    @staticmethod
+    def _to_refund(row: Row[Any]) -> Refund:
+        m = row._mapping
+        arrival = (ArrivalWindow(m["arrival_earliest"], m["arrival_latest"])
+                   if m["arrival_earliest"] is not None else None)
+        return Refund(
+            id=m["id"], idempotency_key=m["idempotency_key"], route=Route(m["route"]),
+            payment=Payment(route=Route(m["p_route"]),
+                            merchant_order_no=m["merchant_order_no"],
+                            channel_trade_no=m["channel_trade_no"],
+                            amount=Money(m["p_amount_minor"], m["p_currency"]),
+                            user_id=m["user_id"]),
+            amount=Money(m["amount_minor"], m["currency"]), reason=m["reason"],
+            status=RefundStatus(m["status"]), channel_refund_no=m["channel_refund_no"],
+            created_at=m["created_at"], updated_at=m["updated_at"],
+            channel_refund_id=m["channel_refund_id"], succeeded_at=m["succeeded_at"],
+            next_check_at=m["next_check_at"], check_count=m["check_count"],
+            failure_code=m["failure_code"], failure_message=m["failure_message"],
+            received_account=m["received_account"], bank_ack=json.loads(m["bank_ack"]),
+            expected_arrival=arrival, rerouted_from=m["rerouted_from"],
+            rerouted_to=m["rerouted_to"], version=m["version"],
+        )
+
+    def _load(self, conn: Connection, refund_id: str, *, lock: bool = False) -> Refund:
+        q = self._select_refund().where(refunds.c.id == refund_id)
+        if lock and self._pg:
+            q = q.with_for_update(of=refunds)
+        row = conn.execute(q).first()
+        if row is None:
+            raise RefundNotFound(f"no refund {refund_id!r}")
+        return self._to_refund(row)
+
+    def get(self, refund_id: str) -> Refund:
+        with self._tx(readonly=True) as conn:
+            return self._load(conn, refund_id)
+
+    def find_by_key(self, idempotency_key: str) -> Refund | None:
+        with self._tx(readonly=True) as conn:
+            row = conn.execute(self._select_refund().where(
+                refunds.c.idempotency_key == idempotency_key)).first()
+            return self._to_refund(row) if row else None
+
+    def find_by_channel_refund_no(self, channel_refund_no: str) -> Refund | None:
+        with self._tx(readonly=True) as conn:
+            row = conn.execute(self._select_refund().where(
+                refunds.c.channel_refund_no == channel_refund_no)).first()
+            return self._to_refund(row) if row else None
+
+    def list_refunds(self, *, created_from: datetime | None = None,
+                     created_to: datetime | None = None,
+                     route: Route | None = None) -> list[Refund]:
+        q = self._select_refund().order_by(refunds.c.created_at, refunds.c.id)
+        if created_from is not None:
+            q = q.where(refunds.c.created_at >= created_from)
+        if created_to is not None:
+            q = q.where(refunds.c.created_at < created_to)
+        if route is not None:
+            q = q.where(refunds.c.route == route.value)
+        with self._tx(readonly=True) as conn:
+            return [self._to_refund(r) for r in conn.execute(q)]
+
+    def refunds_of_payment(self, route: Route, merchant_order_no: str) -> list[Refund]:
+        q = self._select_refund().where(and_(
+            payments.c.route == route.value,
+            payments.c.merchant_order_no == merchant_order_no)).order_by(refunds.c.created_at)
+        with self._tx(readonly=True) as conn:
+            return [self._to_refund(r) for r in conn.execute(q)]
+
+    def events(self, refund_id: str) -> list[RefundEvent]:
+        q = select(refund_events).where(refund_events.c.refund_id == refund_id).order_by(
+            refund_events.c.seq)
+        with self._tx(readonly=True) as conn:
+            return [RefundEvent(refund_id=r.refund_id, seq=r.seq, at=r.at,
+                                kind=EventKind(r.kind),
+                                status_from=RefundStatus(r.status_from) if r.status_from
+                                else None,
+                                status_to=RefundStatus(r.status_to) if r.status_to else None,
+                                data=json.loads(r.data))
+                    for r in conn.execute(q)]
+
+    def attempts(self, refund_id: str) -> list[Attempt]:
+        q = select(attempts).where(attempts.c.refund_id == refund_id).order_by(attempts.c.id)
+        with self._tx(readonly=True) as conn:
+            return [Attempt(refund_id=r.refund_id, operation=r.operation,
+                            started_at=r.started_at, finished_at=r.finished_at,
+                            outcome=r.outcome, http_status=r.http_status, code=r.code,
+                            request_id=r.request_id, raw=json.loads(r.raw))
+                    for r in conn.execute(q)]
+
+    # -- writes -----------------------------------------------------------------------
+    def _append_event(self, conn: Connection, refund_id: str, at: datetime, kind: EventKind,
+                      data: Mapping[str, Any], status_from: RefundStatus | None = None,
+                      status_to: RefundStatus | None = None) -> None:
+        seq = conn.execute(select(func.coalesce(func.max(refund_events.c.seq), 0)).where(
+            refund_events.c.refund_id == refund_id)).scalar_one() + 1
+        conn.execute(refund_events.insert().values(
+            refund_id=refund_id, seq=seq, at=at, kind=kind.value,
+            status_from=status_from.value if status_from else None,
+            status_to=status_to.value if status_to else None,
+            data=_dumps(redact_mapping(data))))
+
+    def _lock_payment(self, conn: Connection, payment: Payment, now: datetime) -> int:
+        conn.execute(self._insert(payments).values(
+            route=payment.route.value, merchant_order_no=payment.merchant_order_no,
+            channel_trade_no=payment.channel_trade_no, amount_minor=payment.amount.minor,
+            currency=payment.amount.currency, user_id=payment.user_id, created_at=now,
+        ).on_conflict_do_nothing(index_elements=["route", "merchant_order_no"]))
+        q = select(payments).where(and_(payments.c.route == payment.route.value,
+                                        payments.c.merchant_order_no ==
+                                        payment.merchant_order_no))
+        if self._pg:
+            q = q.with_for_update()
+        row = conn.execute(q).one()
+        differs = [name for name, stored, given in (
+            ("channel_trade_no", row.channel_trade_no, payment.channel_trade_no),
+            ("amount", row.amount_minor, payment.amount.minor),
+            ("currency", row.currency, payment.amount.currency)) if stored != given]
+        if differs:
+            raise InvalidRequest(
+                f"payment {payment.merchant_order_no} was recorded with a different "
+                f"{', '.join(differs)}", field="payment")
+        return int(row.id)
+
+    def _refunded_minor(self, conn: Connection, payment_id: int) -> tuple[int, int]:
+        total, count = conn.execute(
+            select(func.coalesce(func.sum(refunds.c.amount_minor), 0), func.count()).where(
+                and_(refunds.c.payment_id == payment_id,
+                     refunds.c.status.not_in(_RELEASED)))).one()
+        return int(total), int(count)
+
+    def _existing(self, conn: Connection, request: RefundRequest) -> Refund | None:
+        row = conn.execute(self._select_refund().add_columns(
+            refunds.c.fingerprint.label("fp"), refunds.c.request_json.label("req")).where(
+            refunds.c.idempotency_key == request.idempotency_key)).first()
+        if row is None:
+            return None
+        if row.fp != request.fingerprint():
+            stored = json.loads(row.req)
+            given = request.canonical()
+            fields = sorted(k for k in set(stored) | set(given) if stored.get(k) != given.get(k))
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was used for a different "
+                f"request (differs in: {', '.join(fields)})",
+                key=request.idempotency_key, fields=fields)
+        return self._to_refund(row)
+
+    def reserve(self, request: RefundRequest, *, refund_id: str, channel_refund_no: str,
+                now: datetime, next_check_at: datetime, arrival: ArrivalWindow | None,
+                max_refunds: int | None) -> tuple[Refund, bool]:
+        """Store the refund as PENDING, or return the one stored under the same key.
+
+        Returns ``(refund, created)``. Raises ``IdempotencyConflict`` or ``OverRefund``.
+        """
+        try:
+            with self._tx() as conn:
+                existing = self._existing(conn, request)
+                if existing is not None:
+                    return existing, False
+                payment_id = self._lock_payment(conn, request.payment, now)
+                existing = self._existing(conn, request)   # a racer may have won the lock
+                if existing is not None:
+                    return existing, False
+                refunded, count = self._refunded_minor(conn, payment_id)
+                paid = request.payment.amount
+                if refunded + request.amount.minor > paid.minor:
+                    raise OverRefund(
+                        f"refund of {request.amount} would exceed what is left of "
+                        f"{paid} paid ({Money(paid.minor - refunded, paid.currency)} left)",
+                        paid_minor=paid.minor, refunded_minor=refunded,
+                        requested_minor=request.amount.minor, currency=paid.currency)
+                if max_refunds is not None and count >= max_refunds:
+                    raise InvalidRequest(
+                        f"{request.payment.route.value} allows at most {max_refunds} "
+                        f"refunds per payment", field="payment")
+                conn.execute(refunds.insert().values(
+                    id=refund_id, idempotency_key=request.idempotency_key,
+                    fingerprint=request.fingerprint(),
+                    request_json=_dumps(request.canonical()), payment_id=payment_id,
+                    route=request.payment.route.value, amount_minor=request.amount.minor,
+                    currency=request.amount.currency, reason=request.reason,
+                    status=RefundStatus.PENDING.value, channel_refund_no=channel_refund_no,
+                    next_check_at=next_check_at, check_count=0, bank_ack="{}",
+                    arrival_earliest=arrival.earliest if arrival else None,
+                    arrival_latest=arrival.latest if arrival else None,
+                    created_at=now, updated_at=now, version=0))
+                self._append_event(conn, refund_id, now, EventKind.REQUESTED, {
+                    "idempotency_key": request.idempotency_key,
+                    "amount_minor": request.amount.minor, "currency": request.amount.currency,
+                    "paid_minor": paid.minor, "refunded_before_minor": refunded,
+                    "reason": request.reason, "channel_refund_no": channel_refund_no,
+                }, status_to=RefundStatus.PENDING)
+                return self._load(conn, refund_id), True
+        except IntegrityError:
+            # Two callers with one key on PostgreSQL: the loser re-reads the winner's row.
+            with self._tx() as conn:
+                existing = self._existing(conn, request)
+            if existing is None:
+                raise
+            return existing, False
+
+    def apply(self, refund_id: str, decide: Callable[[Refund], Decision | None], *,
+              now: datetime, attempt: Attempt | None = None) -> Refund:
+        """Record ``attempt`` and apply ``decide(current)`` under the refund's lock."""
+        with self._tx() as conn:
+            current = self._load(conn, refund_id, lock=True)
+            if attempt is not None:
+                raw = redact_mapping(attempt.raw)
+                conn.execute(attempts.insert().values(
+                    refund_id=refund_id, operation=attempt.operation,
+                    started_at=attempt.started_at, finished_at=attempt.finished_at,
+                    outcome=attempt.outcome, http_status=attempt.http_status,
+                    code=attempt.code, request_id=attempt.request_id, raw=_dumps(raw)))
+                self._append_event(conn, refund_id, now, EventKind.ATTEMPT, {
+                    "operation": attempt.operation, "outcome": attempt.outcome,
+                    "http_status": attempt.http_status, "code": attempt.code,
+                    "request_id": attempt.request_id,
+                    "duration_ms": int((attempt.finished_at - attempt.started_at)
+                                       .total_seconds() * 1000),
+                    "answer": raw})
+            decision = decide(current)
+            if decision is None:
+                return current
+            values: dict[str, Any] = dict(decision.fields)
+            target = decision.status
+            if target is not None and target is not current.status:
+                check(current.status, target)
+                values["status"] = target.value
+            if "bank_ack" in values:
+                values["bank_ack"] = _dumps(values["bank_ack"])
+            if values:
+                values.update(updated_at=now, version=current.version + 1)
+                conn.execute(update(refunds).where(refunds.c.id == refund_id).values(values))
+            for kind, data in decision.events:
+                self._append_event(conn, refund_id, now, kind, data)
+            if target is not None and target is not current.status:
+                self._append_event(conn, refund_id, now, EventKind.STATUS_CHANGED,
+                                   {"reason": values.get("failure_code") or ""},
+                                   status_from=current.status, status_to=target)
+            return self._load(conn, refund_id)
+
+    def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[Refund]:
+        """Refunds due for a check, hidden from other resolvers for ``lease``.
+
+        PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so several resolvers split the work.
+        """
+        q = (select(refunds.c.id).where(and_(refunds.c.status.in_(_DUE),
+                                              refunds.c.next_check_at <= now))
+             .order_by(refunds.c.next_check_at, refunds.c.id).limit(limit))
+        if self._pg:
+            q = q.with_for_update(skip_locked=True)
+        with self._tx() as conn:
+            ids = [r.id for r in conn.execute(q)]
+            if not ids:
+                return []
+            conn.execute(update(refunds).where(refunds.c.id.in_(ids)).values(
+                next_check_at=now + lease))
+            rows = conn.execute(self._select_refund().where(refunds.c.id.in_(ids))
+                                .order_by(refunds.c.id))
+            return [self._to_refund(r) for r in rows]
+
+    def reroute(self, original_id: str, *, new_id: str, route: Route, now: datetime,
+                arrival: ArrivalWindow | None, note: str) -> tuple[Refund, Refund]:
+        """Replace an ABNORMAL refund by a linked refund on ``route``, atomically.
+
+        The original becomes REROUTED (its amount released) and the linked refund takes
+        the same amount in the same transaction, so the payment's total never moves.
+        Calling it again returns the same pair.
+        """
+        with self._tx() as conn:
+            original = self._load(conn, original_id, lock=True)
+            if original.status is RefundStatus.REROUTED and original.rerouted_to:
+                return original, self._load(conn, original.rerouted_to)
+            check(original.status, RefundStatus.REROUTED)
+            payment_row = conn.execute(
+                select(refunds.c.payment_id).where(refunds.c.id == original_id)).scalar_one()
+            if self._pg:
+                conn.execute(select(payments.c.id).where(payments.c.id == payment_row)
+                             .with_for_update())
+            key = f"reroute:{original_id}"
+            canonical = {"reroute_of": original_id, "route": route.value,
+                         "amount_minor": str(original.amount.minor)}
+            conn.execute(refunds.insert().values(
+                id=new_id, idempotency_key=key, fingerprint=key, request_json=_dumps(canonical),
+                payment_id=payment_row, route=route.value, amount_minor=original.amount.minor,
+                currency=original.amount.currency, reason=original.reason,
+                status=RefundStatus.PENDING.value, channel_refund_no=new_id,
+                next_check_at=now, check_count=0, bank_ack="{}",
+                arrival_earliest=arrival.earliest if arrival else None,
+                arrival_latest=arrival.latest if arrival else None,
+                rerouted_from=original_id, created_at=now, updated_at=now, version=0))
+            self._append_event(conn, new_id, now, EventKind.REROUTE_OF, {
+                "original": original_id, "original_route": original.route.value,
+                "note": note}, status_to=RefundStatus.PENDING)
+            conn.execute(update(refunds).where(refunds.c.id == original_id).values(
+                status=RefundStatus.REROUTED.value, rerouted_to=new_id, next_check_at=None,
+                updated_at=now, version=original.version + 1))
+            self._append_event(conn, original_id, now, EventKind.REROUTED, {
+                "linked_refund": new_id, "route": route.value, "note": note},
+                status_from=original.status, status_to=RefundStatus.REROUTED)
+            return self._load(conn, original_id), self._load(conn, new_id)
+
+    def remember_notification(self, route: Route, kind: str, key: str, *, now: datetime,
+                              refund_id: str | None, outcome: str) -> bool:
+        """Record a notification key; False when it was seen before (replay/duplicate)."""
+        with self._tx() as conn:
+            result = conn.execute(self._insert(notifications).values(
+                route=route.value, dedupe_kind=kind, dedupe_key=key[:128], refund_id=refund_id,
+                received_at=now, outcome=outcome,
+            ).on_conflict_do_nothing(index_elements=["route", "dedupe_kind", "dedupe_key"]))
+            return bool(result.rowcount)
+
+    def sum_counting(self, route: Route, merchant_order_no: str) -> Money | None:
+        """Σ of a payment's refunds that still count against it (for checks and tests)."""
+        with self._tx(readonly=True) as conn:
+            row = conn.execute(select(payments).where(and_(
+                payments.c.route == route.value,
+                payments.c.merchant_order_no == merchant_order_no))).first()
+            if row is None:
+                return None
+            total, _ = self._refunded_minor(conn, int(row.id))
+            return Money(total, row.currency)
+

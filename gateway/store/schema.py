@@ -1,0 +1,111 @@
+"""The tables, as SQLAlchemy Core. Alembic migrations (``migrations/versions``) create
+them; this module is what queries are written against. Money columns are integers of
+minor units; timestamps are aware UTC (``UTCDateTime``)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from gateway.store.types import UTCDateTime
+
+# SQLite only autoincrements INTEGER PRIMARY KEY columns.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+payments = Table(
+    "payments", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("route", String(16), nullable=False),
+    Column("merchant_order_no", String(64), nullable=False),
+    Column("channel_trade_no", String(64), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("user_id", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("route", "merchant_order_no", name="uq_payments_route_order"),
+)
+
+refunds = Table(
+    "refunds", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("request_json", Text, nullable=False),
+    Column("payment_id", BigId, ForeignKey("payments.id"), nullable=False),
+    Column("route", String(16), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("channel_refund_no", String(64), nullable=False, unique=True),
+    Column("channel_refund_id", String(64)),
+    Column("succeeded_at", UTCDateTime),
+    Column("next_check_at", UTCDateTime),
+    Column("check_count", Integer, nullable=False, default=0),
+    Column("failure_code", String(64)),
+    Column("failure_message", String(512)),
+    Column("received_account", String(128)),
+    Column("bank_ack", Text, nullable=False, default="{}"),
+    Column("arrival_earliest", Date),
+    Column("arrival_latest", Date),
+    Column("rerouted_from", String(32)),
+    Column("rerouted_to", String(32)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False, default=0),
+    Index("ix_refunds_due", "status", "next_check_at"),
+    Index("ix_refunds_payment", "payment_id"),
+    Index("ix_refunds_created", "created_at"),
+)
+
+refund_events = Table(
+    "refund_events", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("refund_id", String(32), ForeignKey("refunds.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("status_from", String(16)),
+    Column("status_to", String(16)),
+    Column("data", Text, nullable=False),
+    UniqueConstraint("refund_id", "seq", name="uq_refund_events_seq"),
+)
+
+attempts = Table(
+    "attempts", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("refund_id", String(32), ForeignKey("refunds.id"), nullable=False, index=True),
+    Column("operation", String(32), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("http_status", Integer),
+    Column("code", String(64)),
+    Column("request_id", String(128)),
+    Column("raw", Text, nullable=False),
+)
+
+notifications = Table(
+    "notifications", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("route", String(16), nullable=False),
+    Column("dedupe_kind", String(16), nullable=False),   # "event" | "nonce"
+    Column("dedupe_key", String(128), nullable=False),
+    Column("refund_id", String(32)),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    UniqueConstraint("route", "dedupe_kind", "dedupe_key", name="uq_notifications_dedupe"),
+)
