@@ -390,8 +390,9 @@ class RefundStore:
             result = conn.execute(self._insert(notifications).values(
                 route=route.value, dedupe_kind=kind, dedupe_key=key[:128], refund_id=refund_id,
                 received_at=now, outcome=outcome,
-            ).on_conflict_do_nothing(index_elements=["route", "dedupe_kind", "dedupe_key"]))
-            return bool(result.rowcount)
+            ).on_conflict_do_nothing(index_elements=["route", "dedupe_kind", "dedupe_key"])
+                .returning(notifications.c.id))
+            return result.first() is not None
 
     def sum_counting(self, route: Route, merchant_order_no: str) -> Money | None:
         """Σ of a payment's refunds that still count against it (for checks and tests)."""

@@ -1,0 +1,149 @@
+"""Races with real threads and real processes on both databases.
+
+Processes count channel calls in a shared append-only file, the way the sandbox's truth
+counts executions: one idempotency key must produce one channel call, and racing partial
+refunds must never add up to more than was paid.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from gateway import OverRefund, RefundStatus, Route
+from gateway.bootstrap import build_gateway
+from gateway.models import ChannelResult, ChannelStatus, Refund
+from gateway.settings import load_settings
+from tests.fakes import FakeChannel
+from tests.helpers import request
+
+
+class FileCountingChannel(FakeChannel):
+    """Appends one line per channel call to a file shared by processes."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def submit(self, refund: Refund) -> ChannelResult:
+        with open(self.path, "a") as fh:  # O_APPEND: one write per line, atomic
+            fh.write(f"{refund.idempotency_key} {refund.channel_refund_no} "
+                     f"{refund.amount.minor}\n")
+        return ChannelResult(ChannelStatus.SUCCEEDED, refund.channel_refund_no)
+
+
+def _worker(url: str, calls: str, keys: list[str], amount: int,
+            results: mp.Queue) -> None:  # type: ignore[type-arg]
+    gw = build_gateway(load_settings(database_url=url), configure_logs=False,
+                       adapters={Route.WECHATPAY: FileCountingChannel(calls)},
+                       sleep=lambda _: None)
+    for key in keys:
+        try:
+            refund = gw.refund(request(key, amount))
+            results.put(("ok", key, refund.id))
+        except OverRefund:
+            results.put(("over", key, ""))
+    gw.close()
+
+
+def _run_processes(url: str, calls: Path, plans: list[list[str]], amount: int
+                   ) -> list[tuple[str, str, str]]:
+    ctx = mp.get_context("spawn")
+    results: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_worker, args=(url, str(calls), keys, amount, results))
+             for keys in plans]
+    for p in procs:
+        p.start()
+    out = [results.get(timeout=120) for keys in plans for _ in keys]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return out
+
+
+def _prepare(url: str) -> None:
+    # Migrate once up front, like `refund-gateway db upgrade` in a deployment.
+    build_gateway(load_settings(database_url=url), adapters={}, configure_logs=False).close()
+
+
+def test_eight_processes_overlapping_keys_one_call_per_key(database_url: str,
+                                                           tmp_path: Path) -> None:
+    _prepare(database_url)
+    calls = tmp_path / "calls.log"
+    calls.touch()
+    keys = [f"key-{i}" for i in range(6)]
+    plans = [keys[i % 3:] + keys[:i % 3] for i in range(8)]   # every key, 8 times
+    results = _run_processes(database_url, calls, plans, 100)
+    lines = calls.read_text().splitlines()
+    called_keys = [line.split()[0] for line in lines]
+    assert sorted(called_keys) == sorted(keys)   # exactly one channel call per key
+    ids_per_key: dict[str, set[str]] = {}
+    for _, key, rid in results:
+        ids_per_key.setdefault(key, set()).add(rid)
+    assert all(len(ids) == 1 for ids in ids_per_key.values())
+
+
+def test_twenty_partial_refunds_race_in_processes(database_url: str, tmp_path: Path) -> None:
+    _prepare(database_url)
+    calls = tmp_path / "calls.log"
+    calls.touch()
+    # 20 refunds of 700 against 10,000 paid: at most 14 can be accepted.
+    plans = [[f"p{i}"] for i in range(20)]
+    results = _run_processes(database_url, calls, plans, 700)
+    accepted = [r for r in results if r[0] == "ok"]
+    assert len(accepted) == 14
+    total = sum(int(line.split()[2]) for line in calls.read_text().splitlines())
+    assert total == 9_800 <= 10_000
+
+
+def test_threads_one_key_one_call(database_url: str) -> None:
+    _prepare(database_url)
+    channel = FakeChannel()
+    gw = build_gateway(load_settings(database_url=database_url), configure_logs=False,
+                       adapters={Route.WECHATPAY: channel}, sleep=lambda _: None)
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+
+    def go() -> None:
+        barrier.wait()
+        ids.append(gw.refund(request("same-key")).id)
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 1
+    assert [c for c in channel.ledger.calls if c[0] == "submit"] == [("submit", ids[0])]
+    assert gw.get(ids[0]).status is RefundStatus.PROCESSING
+    gw.close()
+
+
+def test_threads_partial_refunds_never_exceed_paid(database_url: str) -> None:
+    _prepare(database_url)
+    channel = FakeChannel()
+    gw = build_gateway(load_settings(database_url=database_url), configure_logs=False,
+                       adapters={Route.WECHATPAY: channel}, sleep=lambda _: None)
+    barrier = threading.Barrier(20)
+    outcomes: list[str] = []
+
+    def go(i: int) -> None:
+        barrier.wait()
+        try:
+            gw.refund(request(f"t{i}", 900))
+            outcomes.append("ok")
+        except OverRefund:
+            outcomes.append("over")
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("ok") == 11     # 11 x 900 = 9,900 <= 10,000
+    assert sum(channel.ledger.amounts.values()) == 9_900
+    gw.close()
