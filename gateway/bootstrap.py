@@ -30,20 +30,21 @@ class AdapterFactory(Protocol):
     def __call__(self, settings: GatewaySettings, clock: Clock) -> ChannelAdapter: ...
 
 
-def adapter_factories() -> dict[Route, AdapterFactory]:
-    found: dict[Route, AdapterFactory] = {}
-    for ep in entry_points(group=ADAPTER_GROUP):
+def adapter_factory(route: Route) -> AdapterFactory:
+    """Load the adapter factory registered for ``route`` (only when it is configured)."""
+    for ep in entry_points(group=ADAPTER_GROUP, name=route.value):
         try:
-            route = Route(ep.name)
-        except ValueError:
-            continue
-        found[route] = ep.load()
-    return found
+            factory: AdapterFactory = ep.load()
+        except ImportError as exc:
+            raise ConfigurationError(f"the adapter for route {route.value} cannot be "
+                                     f"imported: {exc}") from exc
+        return factory
+    raise ConfigurationError(f"no adapter installed for route {route.value}")
 
 
 def build_adapters(settings: GatewaySettings, clock: Clock = utcnow,
                    routes: list[Route] | None = None) -> dict[Route, ChannelAdapter]:
-    factories = adapter_factories()
+    """Adapters for ``routes`` (default: every route that has settings)."""
     adapters: dict[Route, ChannelAdapter] = {}
     for route in routes or list(Route):
         if settings.route_settings(route.value) is None:
@@ -51,9 +52,7 @@ def build_adapters(settings: GatewaySettings, clock: Clock = utcnow,
                 raise ConfigurationError(f"route {route.value} has no settings",
                                          setting=f"REFUND_GATEWAY_{route.value.upper()}")
             continue
-        if route not in factories:
-            raise ConfigurationError(f"no adapter installed for route {route.value}")
-        adapters[route] = factories[route](settings, clock)
+        adapters[route] = adapter_factory(route)(settings, clock)
     return adapters
 
 

@@ -33,10 +33,10 @@ def is_working_day(day: date) -> bool:
     try:
         return bool(chinese_calendar.is_workday(day))
     except NotImplementedError as exc:
+        years = sorted(d.year for d in chinese_calendar.constants.holidays)
         raise CalendarRangeError(
             f"no holiday data for {day.isoformat()} (chinese-calendar covers "
-            f"{chinese_calendar.constants.holidays and min(chinese_calendar.constants.holidays).year}"
-            f"-{max(chinese_calendar.constants.holidays).year}); upgrade chinese-calendar"
+            f"{years[0]}-{years[-1]}); upgrade chinese-calendar"
         ) from exc
 
 

@@ -28,7 +28,7 @@ REDACTED: Final = "[REDACTED]"
 
 
 def mask_account(value: str) -> str:
-    """Keep the last 4 digits of any 16-19 digit run (card numbers): ``6222021000001234`` -> ``****1234``."""
+    """Keep the last 4 digits of 16-19 digit runs (card numbers): ``...1234`` -> ``****1234``."""
     return _DIGITS.sub(lambda m: "*" * 4 + m.group(2), value)
 
 

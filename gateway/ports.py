@@ -96,7 +96,7 @@ class ChannelAdapter(abc.ABC):
         return NotificationAck(400, b'{"code":"FAIL","message":"rejected"}',
                                "application/json", accepted=False)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook with a sensible no-op default
         """Release pooled connections; the default has none."""
 
 

@@ -149,7 +149,7 @@ def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Gatew
             if not Path(env_file).is_file():
                 raise ConfigurationError(f"settings file not found: {env_file}",
                                          setting="env_file")
-            return GatewaySettings(_env_file=str(env_file), **overrides)  # type: ignore[call-arg]
+            return GatewaySettings(_env_file=str(env_file), **overrides)
         return GatewaySettings(**overrides)
     except ValidationError as exc:
         problems = []

@@ -8,11 +8,8 @@ refunds must never add up to more than was paid.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import threading
 from pathlib import Path
-
-import pytest
 
 from gateway import OverRefund, RefundStatus, Route
 from gateway.bootstrap import build_gateway
@@ -97,7 +94,7 @@ def test_twenty_partial_refunds_race_in_processes(database_url: str, tmp_path: P
     accepted = [r for r in results if r[0] == "ok"]
     assert len(accepted) == 14
     total = sum(int(line.split()[2]) for line in calls.read_text().splitlines())
-    assert total == 9_800 <= 10_000
+    assert total == 9_800   # 14 x 700, never above the 10,000 paid
 
 
 def test_threads_one_key_one_call(database_url: str) -> None:

@@ -1,0 +1,39 @@
+# The two commands a newcomer runs (README): `make demo` and `make test`.
+# Everything they need is installed here, from the project's own files.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export NO_PROXY := 127.0.0.1,localhost
+export no_proxy := 127.0.0.1,localhost
+
+.PHONY: install system-deps demo test lint typecheck unit bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,postgres]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the test suite uses (Chromium for the HTML report, poppler for PDF
+# receipts, a CJK font); installs only what is missing.
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: install
+	$(BIN)/refund-gateway demo
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install system-deps lint typecheck
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/run_all.py

@@ -1,0 +1,261 @@
+"""The ``refund-gateway`` console script.
+
+Core commands live here (``db upgrade``, ``refund``, ``status``, ``resolve``,
+``reroute``); other packages contribute theirs through the entry-point group
+``refund_gateway.cli`` (``sandbox``, ``reconcile``, ``receipt``, ``demo``...), so this
+module imports none of them. Exit codes (DESIGN.md): 0 ok, 1 discrepancies or a failed
+refund, 2 usage or configuration error, 3 outcome unknown. A user mistake prints one
+clear line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime
+from enum import Enum
+from functools import cached_property, wraps
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from gateway.errors import ConfigurationError, GatewayError, OutcomeUnknown
+from gateway.models import Payment, Refund, RefundRequest, RefundStatus, Route
+from gateway.money import Money
+from gateway.service import RefundGateway
+from gateway.settings import GatewaySettings, load_settings
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AppContext:
+    """What every sub-command shares: settings and a gateway, built on first use."""
+
+    def __init__(self, env_file: str | None, as_json: bool) -> None:
+        self.env_file = env_file
+        self.as_json = as_json
+
+    @cached_property
+    def settings(self) -> GatewaySettings:
+        return load_settings(self.env_file)
+
+    @cached_property
+    def gateway(self) -> RefundGateway:
+        return RefundGateway.from_settings(self.settings)
+
+    def emit(self, payload: Any, text: str | None = None) -> None:
+        if self.as_json:
+            click.echo(json.dumps(to_jsonable(payload), ensure_ascii=False, sort_keys=True,
+                                  indent=2))
+        else:
+            click.echo(text if text is not None else str(payload))
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, Money):
+        return {"minor": value.minor, "currency": value.currency, "text": value.format()}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: to_jsonable(getattr(value, k)) for k in asdict(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn the error tree into one line on stderr and the documented exit code."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except OutcomeUnknown as exc:
+            click.echo(f"outcome unknown: {exc.message}", err=True)
+            sys.exit(EXIT_UNKNOWN)
+        except GatewayError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper
+
+
+def describe(refund: Refund) -> str:
+    lines = [
+        f"refund      {refund.id}",
+        f"status      {refund.status.value}",
+        f"route       {refund.route.value}",
+        f"amount      {refund.amount}",
+        f"order       {refund.payment.merchant_order_no}",
+        f"channel no  {refund.channel_refund_no}",
+    ]
+    if refund.channel_refund_id:
+        lines.append(f"channel id  {refund.channel_refund_id}")
+    if refund.expected_arrival:
+        lines.append(f"arrival     {refund.expected_arrival.earliest} .. "
+                     f"{refund.expected_arrival.latest}")
+    if refund.next_check_at:
+        lines.append(f"next check  {refund.next_check_at.isoformat()}")
+    if refund.failure_code:
+        lines.append(f"failure     {refund.failure_code} {refund.failure_message or ''}")
+    if refund.rerouted_to:
+        lines.append(f"rerouted to {refund.rerouted_to}")
+    return "\n".join(lines)
+
+
+def exit_for(refund: Refund) -> int:
+    if refund.status in (RefundStatus.FAILED, RefundStatus.CLOSED, RefundStatus.ABNORMAL):
+        return EXIT_PROBLEM
+    if refund.status in (RefundStatus.PENDING, RefundStatus.PROCESSING):
+        return EXIT_UNKNOWN if refund.check_count > 0 else EXIT_OK
+    return EXIT_OK
+
+
+class PluginGroup(click.Group):
+    """Adds the sub-commands other packages register under ``refund_gateway.cli``."""
+
+    def _plugins(self) -> dict[str, click.Command]:
+        found: dict[str, click.Command] = {}
+        for ep in entry_points(group="refund_gateway.cli"):
+            try:
+                cmd = ep.load()
+            except ImportError:
+                continue   # a package not built yet must not break the core commands
+            if isinstance(cmd, click.Command):
+                found[ep.name] = cmd
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._plugins().get(cmd_name)
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--env-file", type=click.Path(dir_okay=False), default=None,
+              help="Settings file (REFUND_GATEWAY_* lines), e.g. one written by the sandbox.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def main(ctx: click.Context, env_file: str | None, as_json: bool) -> None:
+    """refund-gateway: refunds back along the route the money came in."""
+    if env_file and not Path(env_file).is_file():
+        raise click.BadParameter(f"{env_file} does not exist", param_hint="--env-file")
+    ctx.obj = AppContext(env_file, as_json)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@pass_app
+@handle_errors
+def db_upgrade(app: AppContext) -> None:
+    """Create or migrate the schema (Alembic) at REFUND_GATEWAY_DATABASE_URL."""
+    from gateway.store import make_engine, upgrade  # noqa: PLC0415 - only this command
+
+    engine = make_engine(app.settings.database_url)
+    upgrade(engine)
+    engine.dispose()
+    app.emit({"database": engine.url.render_as_string(hide_password=True),
+              "schema": "current"}, "schema is current")
+
+
+@main.command("refund")
+@click.option("--route", type=click.Choice([r.value for r in Route]), required=True)
+@click.option("--order", "order", required=True, help="merchant order number")
+@click.option("--trade-no", required=True, help="the channel's trade number of the payment")
+@click.option("--paid", required=True, help="amount paid, in yuan, e.g. 100.00")
+@click.option("--amount", required=True, help="amount to refund, in yuan, e.g. 25.00")
+@click.option("--key", "key", required=True, help="idempotency key")
+@click.option("--reason", default="")
+@click.option("--user-id", default=None)
+@pass_app
+@handle_errors
+def refund_cmd(app: AppContext, route: str, order: str, trade_no: str, paid: str,
+               amount: str, key: str, reason: str, user_id: str | None) -> None:
+    """Refund part or all of a payment (idempotent per --key)."""
+    refund = app.gateway.refund(RefundRequest(
+        idempotency_key=key,
+        payment=Payment(Route(route), order, trade_no, Money.parse(paid), user_id),
+        amount=Money.parse(amount), reason=reason))
+    app.emit(refund, describe(refund))
+    sys.exit(exit_for(refund))
+
+
+@main.command("status")
+@click.argument("refund_id")
+@click.option("--sync", "do_sync", is_flag=True, help="Ask the channel now.")
+@click.option("--events", "show_events", is_flag=True, help="Show the event history.")
+@pass_app
+@handle_errors
+def status_cmd(app: AppContext, refund_id: str, do_sync: bool, show_events: bool) -> None:
+    """Show a refund."""
+    gw = app.gateway
+    refund = gw.sync(refund_id) if do_sync else gw.get(refund_id)
+    events = gw.events(refund_id) if show_events else []
+    text = describe(refund)
+    if events:
+        text += "\n" + "\n".join(
+            f"  {e.seq:>3} {e.at.isoformat()} {e.kind.value:<15} "
+            f"{(e.status_from or '') and e.status_from.value if e.status_from else ''}"
+            f"{' -> ' + e.status_to.value if e.status_to else ''}" for e in events)
+    app.emit({"refund": refund, "events": events} if show_events else refund, text)
+    sys.exit(exit_for(refund))
+
+
+@main.command("resolve")
+@click.option("--loop", is_flag=True, help="Keep running (a scheduler-free resolver).")
+@click.option("--interval", type=click.IntRange(1, 3600), default=10, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=None)
+@pass_app
+@handle_errors
+def resolve_cmd(app: AppContext, loop: bool, interval: int, limit: int | None) -> None:
+    """Query refunds whose check is due; resend under the same number when needed."""
+    gw = app.gateway
+    while True:
+        report = gw.resolve_due(limit)
+        app.emit(report, f"claimed {report.claimed}, changed {report.changed}, "
+                         f"resent {report.resent}, final {report.final}, "
+                         f"errors {report.errors}")
+        if not loop:
+            sys.exit(EXIT_PROBLEM if report.errors else EXIT_OK)
+        time.sleep(interval)
+
+
+@main.command("reroute")
+@click.argument("refund_id")
+@click.option("--to", "to", type=click.Choice([r.value for r in Route]), default="balance",
+              show_default=True)
+@click.option("--note", default="", help="Why (kept in the refund's events).")
+@pass_app
+@handle_errors
+def reroute_cmd(app: AppContext, refund_id: str, to: str, note: str) -> None:
+    """Resolve an ABNORMAL refund through another route (default: platform balance)."""
+    linked = app.gateway.reroute(refund_id, Route(to), note=note)
+    app.emit(linked, describe(linked))
+    sys.exit(exit_for(linked))
+
+
+def run() -> None:  # pragma: no cover - console entry for `python -m gateway.cli`
+    try:
+        main()
+    except ConfigurationError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_USAGE)
