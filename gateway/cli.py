@@ -117,12 +117,22 @@ def describe(refund: Refund) -> str:
     return "\n".join(lines)
 
 
-def exit_for(refund: Refund) -> int:
+def exit_for(refund: Refund, last_outcome: str | None = None) -> int:
+    """1 for a refund that did not reach the user, 3 when the last channel call left the
+    outcome unknown (or the channel could not be reached), else 0."""
     if refund.status in (RefundStatus.FAILED, RefundStatus.CLOSED, RefundStatus.ABNORMAL):
         return EXIT_PROBLEM
-    if refund.status in (RefundStatus.PENDING, RefundStatus.PROCESSING):
-        return EXIT_UNKNOWN if refund.check_count > 0 else EXIT_OK
+    if refund.status is RefundStatus.PENDING and last_outcome is not None:
+        return EXIT_UNKNOWN
+    if refund.status is RefundStatus.PROCESSING and last_outcome in (
+            "OutcomeUnknown", "ChannelUnavailable", "ChannelAuthError"):
+        return EXIT_UNKNOWN
     return EXIT_OK
+
+
+def last_outcome(gw: RefundGateway, refund: Refund) -> str | None:
+    attempts = gw.store.attempts(refund.id)
+    return attempts[-1].outcome if attempts else None
 
 
 class PluginGroup(click.Group):
@@ -196,7 +206,7 @@ def refund_cmd(app: AppContext, route: str, order: str, trade_no: str, paid: str
         payment=Payment(Route(route), order, trade_no, Money.parse(paid), user_id),
         amount=Money.parse(amount), reason=reason))
     app.emit(refund, describe(refund))
-    sys.exit(exit_for(refund))
+    sys.exit(exit_for(refund, last_outcome(app.gateway, refund)))
 
 
 @main.command("status")
@@ -211,13 +221,12 @@ def status_cmd(app: AppContext, refund_id: str, do_sync: bool, show_events: bool
     refund = gw.sync(refund_id) if do_sync else gw.get(refund_id)
     events = gw.events(refund_id) if show_events else []
     text = describe(refund)
-    if events:
-        text += "\n" + "\n".join(
-            f"  {e.seq:>3} {e.at.isoformat()} {e.kind.value:<15} "
-            f"{(e.status_from or '') and e.status_from.value if e.status_from else ''}"
-            f"{' -> ' + e.status_to.value if e.status_to else ''}" for e in events)
+    for e in events:
+        change = (f"{e.status_from.value if e.status_from else ''} -> {e.status_to.value}"
+                  if e.status_to else "")
+        text += f"\n  {e.seq:>3} {e.at.isoformat()} {e.kind.value:<15} {change}"
     app.emit({"refund": refund, "events": events} if show_events else refund, text)
-    sys.exit(exit_for(refund))
+    sys.exit(exit_for(refund, last_outcome(gw, refund) if do_sync else None))
 
 
 @main.command("resolve")
@@ -250,7 +259,7 @@ def reroute_cmd(app: AppContext, refund_id: str, to: str, note: str) -> None:
     """Resolve an ABNORMAL refund through another route (default: platform balance)."""
     linked = app.gateway.reroute(refund_id, Route(to), note=note)
     app.emit(linked, describe(linked))
-    sys.exit(exit_for(linked))
+    sys.exit(exit_for(linked, last_outcome(app.gateway, linked)))
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m gateway.cli`
