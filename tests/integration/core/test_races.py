@@ -11,6 +11,8 @@ import multiprocessing as mp
 import threading
 from pathlib import Path
 
+import pytest
+
 from gateway import OverRefund, RefundStatus, Route
 from gateway.bootstrap import build_gateway
 from gateway.models import ChannelResult, ChannelStatus, Refund
@@ -144,3 +146,59 @@ def test_threads_partial_refunds_never_exceed_paid(database_url: str) -> None:
     assert outcomes.count("ok") == 11     # 11 x 900 = 9,900 <= 10,000
     assert sum(channel.ledger.amounts.values()) == 9_900
     gw.close()
+
+
+class FileCountingQueries(FakeChannel):
+    """Every query is a line in a shared file; every refund is still processing."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def query(self, refund: Refund) -> ChannelResult:
+        with open(self.path, "a") as fh:
+            fh.write(f"{refund.channel_refund_no}\n")
+        return ChannelResult(ChannelStatus.PROCESSING, refund.channel_refund_no)
+
+
+def _resolver(url: str, calls: str, start: mp.Event, results: mp.Queue) -> None:  # type: ignore[type-arg]
+    from datetime import timedelta
+
+    from gateway.clock import utcnow
+
+    gw = build_gateway(load_settings(database_url=url), configure_logs=False,
+                       adapters={Route.WECHATPAY: FileCountingQueries(calls)},
+                       clock=lambda: utcnow() + timedelta(hours=1))
+    start.wait(30)
+    claimed = 0
+    while True:   # one cycle = drain what is due now
+        report = gw.resolve_due(limit=7)
+        if report.claimed == 0:
+            break
+        claimed += report.claimed
+    results.put(claimed)
+    gw.close()
+
+
+@pytest.mark.postgres
+def test_three_resolvers_query_each_due_refund_once(pg_url: str, tmp_path: Path) -> None:
+    _prepare(pg_url)
+    gw = build_gateway(load_settings(database_url=pg_url), configure_logs=False,
+                       adapters={Route.WECHATPAY: FakeChannel()}, sleep=lambda _: None)
+    ids = {gw.refund(request(f"r{i}", 10, order=f"O{i}")).id for i in range(60)}
+    gw.close()
+    calls = tmp_path / "queries.log"
+    calls.touch()
+    ctx = mp.get_context("spawn")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_resolver, args=(pg_url, str(calls), start, results))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    start.set()
+    claimed = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    queried = calls.read_text().split()
+    assert sorted(queried) == sorted(ids)      # each due refund queried exactly once
+    assert sum(claimed) == 60
