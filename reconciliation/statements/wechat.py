@@ -1,0 +1,255 @@
+"""WeChat Pay bills (CH §5.7): trade bill ALL / SUCCESS / REFUND and the fund-flow bill.
+
+UTF-8 CSV (first header cell may carry a BOM), every data and summary cell prefixed with
+a backtick, then a summary header and one summary row, which is checked against the rows
+read. Delivered gzip (``tar_type=GZIP``) or plain; both are accepted. Refund rows:
+trade bill ``交易状态=REFUND`` (amounts positive; ``商户退款单号`` = our channel refund
+number, ``微信退款单号`` = the channel's refund id), fund-flow ``业务类型=退款``/``支出``
+(``业务凭证号`` = refund number, ``微信支付业务单号`` = refund id). Parsing only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO, Final
+
+import polars as pl
+
+from gateway.errors import StatementError
+from gateway.models import ChannelStatus, Route
+from gateway.money import Money
+from reconciliation.statements.archive import GZIP_MAGIC, ArchiveLimits, open_gzip
+from reconciliation.statements.base import (
+    CHUNK_BYTES,
+    BadLines,
+    Sections,
+    Source,
+    Table,
+    amount_minor,
+    beijing_time,
+    clean,
+    fold_header,
+    read_rows,
+    split_csv_line,
+    stream_sections,
+)
+from reconciliation.statements.model import COLUMNS, LineKind
+
+FORMAT_TRADE: Final = "wechat-trade"
+FORMAT_FUNDFLOW: Final = "wechat-fundflow"
+ROUTE: Final = Route.WECHATPAY
+
+TRADE_HEADER_START: Final = "交易时间"
+FUND_HEADER_START: Final = "记账时间"
+_TRADE_SUMMARY: Final = "总交易单数".encode()
+_FUND_SUMMARY: Final = "资金流水总笔数".encode()
+
+# 退款状态 (CH §5.7, §5.1 status enum). Unknown values are "processing": never success.
+REFUND_STATUS: Final = {
+    "SUCCESS": ChannelStatus.SUCCEEDED.value,
+    "PROCESSING": ChannelStatus.PROCESSING.value,
+    "ABNORMAL": ChannelStatus.ABNORMAL.value,
+    "CLOSED": ChannelStatus.CLOSED.value,
+    "FAIL": ChannelStatus.FAILED.value,
+}
+# 交易状态 of trade-bill rows (CH §5.7).
+TRADE_KIND: Final = {"SUCCESS": LineKind.PAYMENT.value, "REFUND": LineKind.REFUND.value}
+
+
+def first_text_line(head: bytes) -> str:
+    return head.split(b"\n", 1)[0].decode("utf-8", errors="replace").lstrip("\ufeff")
+
+
+def _plain_head(source: Source) -> bytes:
+    head = source.head(65536)
+    if head.startswith(GZIP_MAGIC):
+        with source.open() as fh, open_gzip(fh, source.name, source.size()) as gz:
+            return gz.read(4096)
+    return head
+
+
+def sniff_trade(head: bytes, source: Source) -> bool:
+    return first_text_line(_plain_head(source) if head.startswith(GZIP_MAGIC) else head
+                           ).startswith(TRADE_HEADER_START)
+
+
+def sniff_fundflow(head: bytes, source: Source) -> bool:
+    return first_text_line(_plain_head(source) if head.startswith(GZIP_MAGIC) else head
+                           ).startswith(FUND_HEADER_START)
+
+
+def _open_plain(fh: IO[bytes], source: Source, limits: ArchiveLimits | None) -> IO[bytes]:
+    magic = fh.read(2)
+    fh.seek(0)
+    if magic == GZIP_MAGIC:
+        return open_gzip(fh, source.name, source.size(), limits)
+    return fh
+
+
+def parse_trade_batches(source: Source, bad: BadLines, *, chunk_bytes: int = CHUNK_BYTES,
+                        limits: ArchiveLimits | None = None) -> Iterator[pl.DataFrame]:
+    sections = Sections()
+    rows = 0
+    refund_total = 0
+    with source.open() as raw, _open_plain(raw, source, limits) as fh:
+        for table, first, data in stream_sections(
+                fh, source.name, encoding="utf8",
+                is_header=lambda t: t.lstrip("\ufeff").startswith(TRADE_HEADER_START),
+                end_markers=[_TRADE_SUMMARY], sections=sections, chunk_bytes=chunk_bytes):
+            batch, n, refunded = _trade_rows(table, first, data, source.name, bad)
+            rows += n
+            refund_total += refunded
+            yield batch
+    _check_summary(sections, source.name, bad, {"总交易单数": rows, "退款总金额": refund_total})
+
+
+def _trade_rows(table: Table, first: int, data: bytes, name: str,
+                bad: BadLines) -> tuple[pl.DataFrame, int, int]:
+    is_refund_bill = "退款申请时间" in table.header
+    wanted = {"time": table.index(TRADE_HEADER_START, name),
+              "trade_no": table.index("微信订单号", name),
+              "order_no": table.index("商户订单号", name),
+              "state": table.index("交易状态", name),
+              "currency": table.index("货币种类", name),
+              "refund_id": table.index("微信退款单号", name),
+              "refund_no": table.index("商户退款单号", name),
+              "refunded": table.index("退款金额", name),
+              "refund_status": table.index("退款状态", name),
+              "paid": table.index("订单金额", name),
+              "applied": table.index("申请退款金额", name)}
+    if is_refund_bill:
+        wanted["refund_at"] = table.index("退款成功时间", name)
+        wanted["applied_at"] = table.index("退款申请时间", name)
+    df = read_rows(data, first, len(table.header), wanted, source=name, bad=bad)
+    n_rows = df.height
+    df = df.with_columns([clean(c, backtick=True).alias(c) for c in wanted])
+    kind = pl.col("state").replace_strict(TRADE_KIND, default=LineKind.OTHER.value)
+    is_refund = kind == LineKind.REFUND.value
+    when = beijing_time("time")
+    if is_refund_bill:
+        when = pl.coalesce(beijing_time("refund_at"), beijing_time("applied_at"), when)
+    df = df.with_columns(
+        kind.alias("kind"),
+        pl.when(is_refund).then(amount_minor("applied")).otherwise(amount_minor("paid"))
+        .alias("_amount"),
+        pl.when(is_refund).then(amount_minor("refunded")).otherwise(0).alias("_refunded"),
+        when.alias("_time"),
+        pl.when(is_refund)
+        .then(pl.col("refund_status").replace_strict(REFUND_STATUS,
+                                                     default=ChannelStatus.PROCESSING.value))
+        .otherwise(pl.lit(ChannelStatus.SUCCEEDED.value)).alias("_status"),
+    )
+    problems = (
+        pl.when(pl.col("_amount").is_null()).then(pl.lit("bad amount"))
+        .when(pl.col("_refunded").is_null()).then(pl.lit("bad amount in 退款金额"))
+        .when(pl.col("_time").is_null()).then(pl.lit("bad time"))
+        .when((pl.col("kind") == LineKind.REFUND.value) & (pl.col("refund_no") == ""))
+        .then(pl.lit("refund row without 商户退款单号"))
+        .when(~pl.col("currency").is_in(["CNY", ""])).then(pl.lit("unsupported currency"))
+        .otherwise(None).alias("_problem"))
+    df = df.with_columns(problems)
+    broken = df.filter(pl.col("_problem").is_not_null())
+    if broken.height:
+        bad.add_rows(broken, lambda r: str(r["_problem"]), name)
+        df = df.filter(pl.col("_problem").is_null())
+    refunded = int(df.get_column("_refunded").sum() or 0)
+    refund_rows = pl.col("kind") == LineKind.REFUND.value
+    out = df.select(
+        pl.lit(ROUTE.value).alias("route"),
+        pl.col("kind"),
+        pl.when(refund_rows).then(pl.col("refund_no")).otherwise(None).alias(
+            "channel_refund_no"),
+        pl.when(refund_rows & (pl.col("refund_id") != "") & (pl.col("refund_id") != "0"))
+        .then(pl.col("refund_id")).otherwise(None).alias("channel_refund_id"),
+        pl.col("order_no").alias("merchant_order_no"),
+        pl.col("trade_no").alias("channel_trade_no"),
+        pl.col("_amount").abs().alias("amount_minor"),
+        pl.lit("CNY").alias("currency"),
+        pl.col("_status").alias("status"),
+        pl.col("_time").alias("time"),
+        pl.lit(name).alias("source"),
+        pl.col("line"),
+    )
+    return out.select(COLUMNS), n_rows, refunded
+
+
+def parse_fundflow_batches(source: Source, bad: BadLines, *, chunk_bytes: int = CHUNK_BYTES,
+                           limits: ArchiveLimits | None = None) -> Iterator[pl.DataFrame]:
+    sections = Sections()
+    rows = 0
+    with source.open() as raw, _open_plain(raw, source, limits) as fh:
+        for table, first, data in stream_sections(
+                fh, source.name, encoding="utf8",
+                is_header=lambda t: t.lstrip("\ufeff").startswith(FUND_HEADER_START),
+                end_markers=[_FUND_SUMMARY], sections=sections, chunk_bytes=chunk_bytes):
+            wanted = {"time": table.index(FUND_HEADER_START, source.name),
+                      "biz_no": table.index("微信支付业务单号", source.name),
+                      "biz_type": table.index("业务类型", source.name),
+                      "direction": table.index("收支类型", source.name),
+                      "amount": table.index("收支金额(元)", source.name),
+                      "voucher": table.index("业务凭证号", source.name)}
+            df = read_rows(data, first, len(table.header), wanted, source=source.name,
+                           bad=bad)
+            rows += df.height
+            df = df.with_columns([clean(c, backtick=True).alias(c) for c in wanted])
+            is_refund = (pl.col("biz_type") == "退款") & (pl.col("direction") == "支出")
+            df = df.with_columns(
+                pl.when(is_refund).then(pl.lit(LineKind.REFUND.value))
+                .otherwise(pl.lit(LineKind.OTHER.value)).alias("kind"),
+                amount_minor("amount").alias("_amount"),
+                beijing_time("time").alias("_time"))
+            problems = (pl.when(pl.col("_amount").is_null()).then(pl.lit("bad amount"))
+                        .when(pl.col("_time").is_null()).then(pl.lit("bad time"))
+                        .when(is_refund & (pl.col("voucher") == ""))
+                        .then(pl.lit("refund row without 业务凭证号"))
+                        .otherwise(None).alias("_problem"))
+            df = df.with_columns(problems)
+            broken = df.filter(pl.col("_problem").is_not_null())
+            if broken.height:
+                bad.add_rows(broken, lambda r: str(r["_problem"]), source.name)
+                df = df.filter(pl.col("_problem").is_null())
+            refund = pl.col("kind") == LineKind.REFUND.value
+            yield df.select(
+                pl.lit(ROUTE.value).alias("route"), pl.col("kind"),
+                pl.when(refund).then(pl.col("voucher")).otherwise(None).alias(
+                    "channel_refund_no"),
+                pl.when(refund).then(pl.col("biz_no")).otherwise(None).alias(
+                    "channel_refund_id"),
+                pl.lit(None, pl.String()).alias("merchant_order_no"),
+                pl.lit(None, pl.String()).alias("channel_trade_no"),
+                pl.col("_amount").abs().alias("amount_minor"),
+                pl.lit("CNY").alias("currency"),
+                pl.lit(ChannelStatus.SUCCEEDED.value).alias("status"),
+                pl.col("_time").alias("time"), pl.lit(source.name).alias("source"),
+                pl.col("line")).select(COLUMNS)
+    _check_summary(sections, source.name, bad, {"资金流水总笔数": rows})
+
+
+def _check_summary(sections: Sections, name: str, bad: BadLines,
+                   expect: dict[str, int]) -> None:
+    """The summary header + row against the rows read (skipped when lines were dropped:
+    those are reported already)."""
+    lines = [(n, t) for n, t in sections.trailer if t.strip()]
+    if len(lines) < 2:
+        bad.add(StatementError("summary block missing (file truncated?)", file=name))
+        return
+    (_, head), (line, row) = lines[0], lines[1]
+    for n, _t in lines[2:]:
+        bad.add(StatementError("unexpected line after the summary", file=name, line=n))
+    if any(e.file == name for e in bad.errors):
+        return
+    values = dict(zip([fold_header(c) for c in split_csv_line(head)],
+                      [c.strip().lstrip("`") for c in split_csv_line(row)], strict=False))
+    for col, have in expect.items():
+        text = values.get(col)
+        if text is None:
+            continue
+        try:
+            want = int(text) if col.endswith(("单数", "笔数")) else Money.parse(text).minor
+        except ValueError:
+            bad.add(StatementError(f"summary {col} unreadable: {text!r}", file=name,
+                                   line=line))
+            continue
+        if want != have:
+            bad.add(StatementError(f"summary {col}={text}, rows give {have}", file=name,
+                                   line=line))
