@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,22 @@ class Decision:
     status: RefundStatus | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     events: Sequence[tuple[EventKind, Mapping[str, Any]]] = ()
+
+
+def _merge(current: Refund, values: Mapping[str, Any], now: datetime) -> Refund:
+    """The refund after ``values`` (column names) were written: no re-read needed."""
+    changes: dict[str, Any] = {k: v for k, v in values.items() if k in _PLAIN_COLUMNS}
+    if "status" in values:
+        changes["status"] = RefundStatus(values["status"])
+    if "arrival_earliest" in values:
+        changes["expected_arrival"] = ArrivalWindow(values["arrival_earliest"],
+                                                    values["arrival_latest"])
+    return replace(current, **changes, updated_at=now, version=current.version + 1)
+
+
+_PLAIN_COLUMNS = frozenset({
+    "channel_refund_id", "succeeded_at", "next_check_at", "check_count", "failure_code",
+    "failure_message", "received_account", "bank_ack", "rerouted_from", "rerouted_to"})
 
 
 def _dumps(data: Mapping[str, Any]) -> str:
@@ -172,16 +188,28 @@ class RefundStore:
                     for r in conn.execute(q)]
 
     # -- writes -----------------------------------------------------------------------
+    def _append_events(self, conn: Connection, refund_id: str, at: datetime,
+                       events: Sequence[tuple[EventKind, Mapping[str, Any],
+                                              RefundStatus | None, RefundStatus | None]],
+                       *, first_seq: int | None = None) -> None:
+        """Insert events in one statement; ``seq`` continues the refund's numbering (the
+        refund row is locked by the caller, so no other writer numbers concurrently)."""
+        if not events:
+            return
+        seq = first_seq if first_seq is not None else conn.execute(
+            select(func.coalesce(func.max(refund_events.c.seq), 0)).where(
+                refund_events.c.refund_id == refund_id)).scalar_one() + 1
+        conn.execute(refund_events.insert(), [
+            {"refund_id": refund_id, "seq": seq + i, "at": at, "kind": kind.value,
+             "status_from": status_from.value if status_from else None,
+             "status_to": status_to.value if status_to else None,
+             "data": _dumps(redact_mapping(data))}
+            for i, (kind, data, status_from, status_to) in enumerate(events)])
+
     def _append_event(self, conn: Connection, refund_id: str, at: datetime, kind: EventKind,
                       data: Mapping[str, Any], status_from: RefundStatus | None = None,
                       status_to: RefundStatus | None = None) -> None:
-        seq = conn.execute(select(func.coalesce(func.max(refund_events.c.seq), 0)).where(
-            refund_events.c.refund_id == refund_id)).scalar_one() + 1
-        conn.execute(refund_events.insert().values(
-            refund_id=refund_id, seq=seq, at=at, kind=kind.value,
-            status_from=status_from.value if status_from else None,
-            status_to=status_to.value if status_to else None,
-            data=_dumps(redact_mapping(data))))
+        self._append_events(conn, refund_id, at, [(kind, data, status_from, status_to)])
 
     def _lock_payment(self, conn: Connection, payment: Payment, now: datetime) -> int:
         conn.execute(self._insert(payments).values(
@@ -241,9 +269,10 @@ class RefundStore:
                 if existing is not None:
                     return existing, False
                 payment_id = self._lock_payment(conn, request.payment, now)
-                existing = self._existing(conn, request)   # a racer may have won the lock
-                if existing is not None:
-                    return existing, False
+                if self._pg:   # a racer may have won the payment lock meanwhile
+                    existing = self._existing(conn, request)
+                    if existing is not None:
+                        return existing, False
                 refunded, count = self._refunded_minor(conn, payment_id)
                 paid = request.payment.amount
                 if refunded + request.amount.minor > paid.minor:
@@ -256,24 +285,31 @@ class RefundStore:
                     raise InvalidRequest(
                         f"{request.payment.route.value} allows at most {max_refunds} "
                         f"refunds per payment", field="payment")
-                conn.execute(refunds.insert().values(
-                    id=refund_id, idempotency_key=request.idempotency_key,
-                    fingerprint=request.fingerprint(),
-                    request_json=_dumps(request.canonical()), payment_id=payment_id,
-                    route=request.payment.route.value, amount_minor=request.amount.minor,
-                    currency=request.amount.currency, reason=request.reason,
-                    status=RefundStatus.PENDING.value, channel_refund_no=channel_refund_no,
-                    next_check_at=next_check_at, check_count=0, bank_ack="{}",
-                    arrival_earliest=arrival.earliest if arrival else None,
-                    arrival_latest=arrival.latest if arrival else None,
-                    created_at=now, updated_at=now, version=0))
-                self._append_event(conn, refund_id, now, EventKind.REQUESTED, {
+                conn.execute(refunds.insert(), {
+                    "id": refund_id, "idempotency_key": request.idempotency_key,
+                    "fingerprint": request.fingerprint(),
+                    "request_json": _dumps(request.canonical()), "payment_id": payment_id,
+                    "route": request.payment.route.value,
+                    "amount_minor": request.amount.minor, "currency": request.amount.currency,
+                    "reason": request.reason, "status": RefundStatus.PENDING.value,
+                    "channel_refund_no": channel_refund_no, "next_check_at": next_check_at,
+                    "check_count": 0, "bank_ack": "{}",
+                    "arrival_earliest": arrival.earliest if arrival else None,
+                    "arrival_latest": arrival.latest if arrival else None,
+                    "created_at": now, "updated_at": now, "version": 0})
+                self._append_events(conn, refund_id, now, [(EventKind.REQUESTED, {
                     "idempotency_key": request.idempotency_key,
                     "amount_minor": request.amount.minor, "currency": request.amount.currency,
                     "paid_minor": paid.minor, "refunded_before_minor": refunded,
                     "reason": request.reason, "channel_refund_no": channel_refund_no,
-                }, status_to=RefundStatus.PENDING)
-                return self._load(conn, refund_id), True
+                }, None, RefundStatus.PENDING)], first_seq=1)
+                return Refund(
+                    id=refund_id, idempotency_key=request.idempotency_key,
+                    route=request.payment.route, payment=request.payment,
+                    amount=request.amount, reason=request.reason,
+                    status=RefundStatus.PENDING, channel_refund_no=channel_refund_no,
+                    created_at=now, updated_at=now, next_check_at=next_check_at,
+                    expected_arrival=arrival), True
         except IntegrityError:
             # Two callers with one key on PostgreSQL: the loser re-reads the winner's row.
             with self._tx() as conn:
@@ -287,40 +323,47 @@ class RefundStore:
         """Record ``attempt`` and apply ``decide(current)`` under the refund's lock."""
         with self._tx() as conn:
             current = self._load(conn, refund_id, lock=True)
+            events: list[tuple[EventKind, Mapping[str, Any], RefundStatus | None,
+                               RefundStatus | None]] = []
             if attempt is not None:
                 raw = redact_mapping(attempt.raw)
-                conn.execute(attempts.insert().values(
-                    refund_id=refund_id, operation=attempt.operation,
-                    started_at=attempt.started_at, finished_at=attempt.finished_at,
-                    outcome=attempt.outcome, http_status=attempt.http_status,
-                    code=attempt.code, request_id=attempt.request_id, raw=_dumps(raw)))
-                self._append_event(conn, refund_id, now, EventKind.ATTEMPT, {
+                conn.execute(attempts.insert(), {
+                    "refund_id": refund_id, "operation": attempt.operation,
+                    "started_at": attempt.started_at, "finished_at": attempt.finished_at,
+                    "outcome": attempt.outcome, "http_status": attempt.http_status,
+                    "code": attempt.code, "request_id": attempt.request_id,
+                    "raw": _dumps(raw)})
+                events.append((EventKind.ATTEMPT, {
                     "operation": attempt.operation, "outcome": attempt.outcome,
                     "http_status": attempt.http_status, "code": attempt.code,
                     "request_id": attempt.request_id,
                     "duration_ms": int((attempt.finished_at - attempt.started_at)
                                        .total_seconds() * 1000),
-                    "answer": raw})
+                    "answer": raw}, None, None))
             decision = decide(current)
             if decision is None:
+                self._append_events(conn, refund_id, now, events)
                 return current
             values: dict[str, Any] = dict(decision.fields)
             target = decision.status
-            if target is not None and target is not current.status:
+            changed = target is not None and target is not current.status
+            if changed:
+                assert target is not None  # noqa: S101 - narrowed by `changed`
                 check(current.status, target)
                 values["status"] = target.value
-            if "bank_ack" in values:
-                values["bank_ack"] = _dumps(values["bank_ack"])
-            if values:
-                values.update(updated_at=now, version=current.version + 1)
-                conn.execute(update(refunds).where(refunds.c.id == refund_id).values(values))
-            for kind, data in decision.events:
-                self._append_event(conn, refund_id, now, kind, data)
-            if target is not None and target is not current.status:
-                self._append_event(conn, refund_id, now, EventKind.STATUS_CHANGED,
-                                   {"reason": values.get("failure_code") or ""},
-                                   status_from=current.status, status_to=target)
-            return self._load(conn, refund_id)
+            stored = dict(values)
+            if "bank_ack" in stored:
+                stored["bank_ack"] = _dumps(stored["bank_ack"])
+            if stored:
+                stored.update(updated_at=now, version=current.version + 1)
+                conn.execute(update(refunds).where(refunds.c.id == refund_id), stored)
+            events.extend((kind, data, None, None) for kind, data in decision.events)
+            if changed:
+                events.append((EventKind.STATUS_CHANGED,
+                               {"reason": values.get("failure_code") or ""},
+                               current.status, target))
+            self._append_events(conn, refund_id, now, events)
+            return _merge(current, values, now) if values else current
 
     def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[Refund]:
         """Refunds due for a check, hidden from other resolvers for ``lease``.
