@@ -1,0 +1,189 @@
+"""One reconciliation run, persisted: load statements and platform refunds, carry open
+items over from earlier runs, classify, record the run and its discrepancies.
+
+Carry-over: an item left open (in transit, not received, unknown...) is re-matched in
+later runs: its refund is loaded again by key, and for an unknown-to-platform item the
+stored statement line stands in for today's. A later match closes it (state resolved,
+note "matched in run N"). A person's resolution is kept unless the class changes.
+No report formatting here (``reports``), no CLI (``cli``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import polars as pl
+import structlog
+from sqlalchemy import Engine, insert, select, update
+
+from gateway.clock import BEIJING, utcnow
+from gateway.errors import GatewayError, StatementError
+from gateway.models import Route
+from reconciliation.matching import Klass, classify, summarise
+from reconciliation.schema import recon_items, recon_runs
+from reconciliation.statements import BadLines, Source, empty_batch, read_batches
+from reconciliation.statements.model import BATCH_SCHEMA, LineKind
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_id: int | None
+    run_date: date
+    routes: list[Route]
+    rows: pl.DataFrame
+    summary: pl.DataFrame
+    bad_lines: list[StatementError] = field(default_factory=list)
+    states: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        got = self.rows.group_by("class").len()
+        have = dict(got.iter_rows())
+        return {k.value: int(have.get(k.value, 0)) for k in Klass}
+
+    @property
+    def has_discrepancies(self) -> bool:
+        c = self.counts()
+        return bool(self.bad_lines) or any(c[k.value] for k in Klass if k.is_discrepancy)
+
+
+def beijing_day(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(0), BEIJING).astimezone(UTC)
+    return start, start + timedelta(days=1)
+
+
+def load_statements(sources: Sequence[Source], bad: BadLines,
+                    progress: Callable[[int], None] | None = None) -> pl.DataFrame:
+    """Every refund line of every source, concatenated (payments are not kept)."""
+    parts = [empty_batch()]
+    for src in sources:
+        for batch in read_batches(src, bad):
+            parts.append(batch.filter(pl.col("kind") == LineKind.REFUND.value))
+            if progress:
+                progress(batch.height)
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def open_items(engine: Engine, routes: Iterable[Route]) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        q = select(recon_items).where(recon_items.c.state == "open").where(
+            recon_items.c.route.in_([r.value for r in routes]))
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def carried_lines(items: list[dict[str, Any]], statement: pl.DataFrame) -> pl.DataFrame:
+    """Stored statement sides of open unknown-to-platform items not on today's statement."""
+    today = set(statement.select(pl.concat_str("route", pl.lit("|"), "channel_refund_no")
+                                 ).to_series().to_list()) if statement.height else set()
+    rows = [{"route": i["route"], "kind": LineKind.REFUND.value,
+             "channel_refund_no": i["item_key"], "channel_refund_id": i["channel_refund_id"],
+             "merchant_order_no": i["merchant_order_no"], "channel_trade_no": None,
+             "amount_minor": i["statement_amount_minor"], "currency": i["currency"],
+             "status": i["statement_status"] or "succeeded", "time": None,
+             "source": f"carried from run {i['first_seen_run']}", "line": 0}
+            for i in items if i["statement_amount_minor"] is not None
+            and i["refund_id"] is None and f"{i['route']}|{i['item_key']}" not in today]
+    return pl.DataFrame(rows, schema=BATCH_SCHEMA)
+
+
+def persist(engine: Engine, result: RunResult, *, platform_source: str,
+            statements: Sequence[str], started_at: datetime) -> int:
+    counts = result.counts()
+    outcome = "discrepancies" if result.has_discrepancies else "clean"
+    now = utcnow()
+    with engine.begin() as conn:
+        run_id = int(conn.execute(insert(recon_runs).values(
+            run_date=result.run_date, routes=",".join(r.value for r in result.routes),
+            started_at=started_at, finished_at=now, platform_source=platform_source[:256],
+            statements=json.dumps(list(statements), ensure_ascii=False),
+            totals=json.dumps(counts), bad_lines=json.dumps([str(e) for e in result.bad_lines],
+                                                            ensure_ascii=False),
+            outcome=outcome)).inserted_primary_key[0])
+        existing = {(r.route, r.item_key): dict(r._mapping) for r in conn.execute(
+            select(recon_items).where(recon_items.c.route.in_(
+                [r.value for r in result.routes])))}
+        cols = ["class", "route", "refund_id", "channel_refund_no", "channel_refund_id",
+                "merchant_order_no", "platform_amount_minor", "statement_amount_minor",
+                "currency", "platform_status", "statement_status"]
+        for row in result.rows.select(cols).iter_rows(named=True):
+            key = (row["route"], row["channel_refund_no"])
+            old = existing.get(key)
+            values = {"refund_id": row["refund_id"], "class": row["class"],
+                      "platform_amount_minor": row["platform_amount_minor"],
+                      "statement_amount_minor": row["statement_amount_minor"],
+                      "currency": row["currency"], "platform_status": row["platform_status"],
+                      "statement_status": row["statement_status"],
+                      "channel_refund_id": row["channel_refund_id"],
+                      "merchant_order_no": row["merchant_order_no"], "last_seen_run": run_id}
+            if row["class"] == Klass.MATCHED.value:
+                if old is not None and old["state"] == "open":
+                    conn.execute(update(recon_items).where(recon_items.c.id == old["id"])
+                                 .values(**values, state="resolved", resolved_by="reconcile",
+                                         resolved_at=now, note=f"matched in run {run_id}"))
+                    result.states[key] = {"state": "resolved", "item_id": old["id"]}
+                continue
+            if old is None:
+                item_id = conn.execute(insert(recon_items).values(
+                    **values, route=row["route"], item_key=row["channel_refund_no"],
+                    state="open", first_seen_run=run_id)).inserted_primary_key[0]
+                result.states[key] = {"state": "open", "item_id": item_id}
+                continue
+            reopen = old["state"] == "resolved" and old["class"] != row["class"]
+            state = "open" if old["state"] == "open" or reopen else "resolved"
+            extra = {"resolved_by": None, "resolved_at": None, "note": None} if reopen else {}
+            conn.execute(update(recon_items).where(recon_items.c.id == old["id"])
+                         .values(**values, state=state, **extra))
+            result.states[key] = {"state": state, "item_id": old["id"]}
+    result.run_id = run_id
+    return run_id
+
+
+def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[Source],
+              platform: Callable[[list[str]], pl.DataFrame], platform_source: str,
+              engine: Engine | None, max_bad_lines: int = 100,
+              progress: Callable[[int], None] | None = None) -> RunResult:
+    """Run and (with ``engine``) persist. ``platform(carried_keys)`` loads the refunds."""
+    started = utcnow()
+    bad = BadLines(limit=max_bad_lines)
+    st = load_statements(statements, bad, progress)
+    items = open_items(engine, routes) if engine is not None else []
+    carried = [i["item_key"] for i in items if i["refund_id"] is not None]
+    plat = platform(carried)
+    st = pl.concat([st, carried_lines(items, st)], how="vertical_relaxed")
+    st_routes = {r.value for r in routes}
+    rows = classify(plat.filter(pl.col("route").is_in(list(st_routes))),
+                    st.filter(pl.col("route").is_in(list(st_routes))), run_date)
+    result = RunResult(None, run_date, list(routes), rows, summarise(rows), bad.errors)
+    if engine is not None:
+        persist(engine, result, platform_source=platform_source,
+                statements=[s.name for s in statements], started_at=started)
+    log.info("reconciliation_run", run_id=result.run_id, run_date=run_date.isoformat(),
+             counts=result.counts(), bad_lines=len(bad.errors))
+    return result
+
+
+def list_items(engine: Engine, *, state: str | None = "open") -> list[dict[str, Any]]:
+    q = select(recon_items).order_by(recon_items.c.route, recon_items.c.item_key)
+    if state:
+        q = q.where(recon_items.c.state == state)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+class ItemNotFound(GatewayError, LookupError):
+    pass
+
+
+def resolve_item(engine: Engine, item_id: int, *, by: str, note: str) -> dict[str, Any]:
+    with engine.begin() as conn:
+        row = conn.execute(select(recon_items).where(recon_items.c.id == item_id)).first()
+        if row is None:
+            raise ItemNotFound(f"no discrepancy with id {item_id}")
+        conn.execute(update(recon_items).where(recon_items.c.id == item_id).values(
+            state="resolved", resolved_by=by[:64], resolved_at=utcnow(), note=note[:512]))
+        return {**dict(row._mapping), "state": "resolved", "resolved_by": by, "note": note}

@@ -1,0 +1,180 @@
+"""The matching engine: platform refunds x statement refund lines -> one classified row
+per refund (and per unknown channel refund). Columnar (polars joins), no per-line Python.
+
+Keys only (DESIGN.md "Reconciliation"): channel refund number, then channel refund id
+(a line without a number takes the number of the platform refund with that id). Amounts
+and times never decide a match. Partial refunds of one order have distinct numbers, so
+they stay apart. Classes are DESIGN.md's table; "in transit" vs "refunded, not received"
+uses the route's expected arrival in working days (``gateway.calendar``). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from enum import StrEnum
+from typing import Final
+
+import polars as pl
+
+from gateway.calendar import expected_arrival
+from gateway.clock import BEIJING
+from gateway.models import ChannelStatus, RefundStatus, Route
+from reconciliation.statements.model import LineKind
+
+
+class Klass(StrEnum):
+    MATCHED = "matched"
+    IN_TRANSIT = "in_transit"
+    NOT_RECEIVED = "refunded_not_received"
+    UNKNOWN = "unknown_to_platform"
+    AMOUNT = "amount_mismatch"
+    DUPLICATE = "duplicate"
+    STATUS = "status_mismatch"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+    @property
+    def is_discrepancy(self) -> bool:
+        return self not in (Klass.MATCHED, Klass.IN_TRANSIT)
+
+
+_LABELS: Final = {Klass.MATCHED: "matched", Klass.IN_TRANSIT: "in transit",
+                  Klass.NOT_RECEIVED: "refunded, not received",
+                  Klass.UNKNOWN: "unknown to platform", Klass.AMOUNT: "amount mismatch",
+                  Klass.DUPLICATE: "duplicate", Klass.STATUS: "status mismatch"}
+CLASS_ORDER: Final = list(Klass)
+
+PLATFORM_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "refund_id": pl.String(), "route": pl.String(), "merchant_order_no": pl.String(),
+    "channel_trade_no": pl.String(), "channel_refund_no": pl.String(),
+    "channel_refund_id": pl.String(), "amount_minor": pl.Int64(), "currency": pl.String(),
+    "status": pl.String(), "created_at": pl.Datetime("us", "UTC"),
+    "succeeded_at": pl.Datetime("us", "UTC"),
+}
+RESULT_COLUMNS: Final = [
+    "class", "route", "refund_id", "channel_refund_no", "channel_refund_id",
+    "merchant_order_no", "platform_amount_minor", "statement_amount_minor", "currency",
+    "platform_status", "statement_status", "succeeded_at", "statement_time",
+    "arrival_latest", "statement_lines", "source", "line",
+]
+
+_S = ChannelStatus
+_P = RefundStatus
+_CHANNEL_NEGATIVE: Final = [_S.FAILED.value, _S.CLOSED.value, _S.ABNORMAL.value]
+_PLATFORM_NO_MONEY: Final = [_P.FAILED.value, _P.CLOSED.value, _P.REROUTED.value,
+                             _P.ABNORMAL.value]
+_PLATFORM_OPEN: Final = [_P.PENDING.value, _P.PROCESSING.value]
+
+
+def arrival_latest(platform: pl.DataFrame) -> pl.Series:
+    """Latest expected arrival date per refund (computed once per route and day)."""
+    moment = pl.coalesce("succeeded_at", "created_at")
+    keys = platform.select(pl.col("route"), moment.dt.convert_time_zone("Asia/Shanghai")
+                           .dt.date().alias("_day")).unique().drop_nulls()
+    table = {(r, d): expected_arrival(Route(r), datetime.combine(d, time(12), BEIJING)).latest
+             for r, d in keys.iter_rows()}
+    lookup = pl.DataFrame(
+        {"route": [k[0] for k in table], "_day": [k[1] for k in table],
+         "arrival_latest": list(table.values())},
+        schema={"route": pl.String(), "_day": pl.Date(), "arrival_latest": pl.Date()})
+    joined = platform.select(pl.col("route"), moment.dt.convert_time_zone("Asia/Shanghai")
+                             .dt.date().alias("_day")).join(
+        lookup, on=["route", "_day"], how="left", maintain_order="left")
+    return joined.get_column("arrival_latest")
+
+
+def _statement_side(statement: pl.DataFrame, platform: pl.DataFrame) -> pl.DataFrame:
+    st = statement.filter(pl.col("kind") == LineKind.REFUND.value)
+    # Number missing, id present: borrow the number of the platform refund with that id.
+    by_id = platform.filter(pl.col("channel_refund_id").is_not_null()).select(
+        "route", "channel_refund_id", pl.col("channel_refund_no").alias("_no_by_id"))
+    if st.select(pl.col("channel_refund_no").is_null().any()).item():
+        st = st.join(by_id, on=["route", "channel_refund_id"], how="left").with_columns(
+            pl.coalesce("channel_refund_no", "_no_by_id", pl.lit("id:") +
+                        pl.col("channel_refund_id")).alias("channel_refund_no")
+        ).drop("_no_by_id")
+    # The same movement listed in two different files of a route (trade bill and
+    # fund-flow bill) is one line; listed twice in one file it is two.
+    grouped = st.group_by("route", "channel_refund_no").agg(
+        pl.len().alias("_n"), pl.col("source").n_unique().alias("_files"),
+        pl.col("channel_refund_id").first(), pl.col("merchant_order_no").first(),
+        pl.col("amount_minor").first().alias("statement_amount_minor"),
+        pl.col("amount_minor").n_unique().alias("_amounts"),
+        pl.col("status").first().alias("statement_status"),
+        pl.col("time").first().alias("statement_time"),
+        pl.col("source").first(), pl.col("line").first())
+    multi = grouped.filter((pl.col("_n") > 1) & (pl.col("_files") > 1))
+    if multi.height:
+        keys = multi.select("route", "channel_refund_no")
+        counted = (st.join(keys, on=["route", "channel_refund_no"], how="semi")
+                   .group_by("route", "channel_refund_no", "channel_refund_id",
+                             "amount_minor", "status", "source").len()
+                   .group_by("route", "channel_refund_no", "channel_refund_id",
+                             "amount_minor", "status").agg(pl.col("len").max())
+                   .group_by("route", "channel_refund_no").agg(pl.col("len").sum()
+                                                               .alias("_dedup")))
+        grouped = grouped.join(counted, on=["route", "channel_refund_no"], how="left"
+                               ).with_columns(pl.coalesce("_dedup", "_n").alias("_n")
+                                              ).drop("_dedup")
+    return grouped.rename({"_n": "statement_lines", "channel_refund_id": "_s_id",
+                           "merchant_order_no": "_s_order"}).drop("_files", "_amounts")
+
+
+def classify(platform: pl.DataFrame, statement: pl.DataFrame, as_of: date) -> pl.DataFrame:
+    """Classify. ``platform`` has ``PLATFORM_SCHEMA``; ``statement`` ``BATCH_SCHEMA``.
+    ``as_of`` is the statement day: a refund is late once ``as_of`` > its latest arrival."""
+    platform = platform.with_columns(arrival_latest(platform).alias("arrival_latest"))
+    st = _statement_side(statement, platform)
+    j = platform.join(st, on=["route", "channel_refund_no"], how="full", coalesce=True)
+    has_p, has_s = pl.col("refund_id").is_not_null(), pl.col("statement_lines").is_not_null()
+    p, s = pl.col("status"), pl.col("statement_status")
+    late = pl.lit(as_of) > pl.col("arrival_latest")
+    succeeded_p = p == _P.SUCCEEDED.value
+    k = (pl.when(~has_p).then(pl.lit(Klass.UNKNOWN.value))
+         .when(has_s & (pl.col("statement_lines") > 1)).then(pl.lit(Klass.DUPLICATE.value))
+         .when(has_s & (pl.col("statement_amount_minor") != pl.col("amount_minor")))
+         .then(pl.lit(Klass.AMOUNT.value))
+         .when(has_s & (s == _S.SUCCEEDED.value))
+         .then(pl.when(succeeded_p).then(pl.lit(Klass.MATCHED.value))
+               .otherwise(pl.lit(Klass.STATUS.value)))
+         .when(has_s & s.is_in(_CHANNEL_NEGATIVE))
+         .then(pl.when(succeeded_p).then(pl.lit(Klass.NOT_RECEIVED.value))
+               .when(p.is_in(_PLATFORM_NO_MONEY)).then(pl.lit(Klass.MATCHED.value))
+               .otherwise(pl.lit(Klass.STATUS.value)))
+         .when(has_s)  # channel still processing
+         .then(pl.when(succeeded_p & late).then(pl.lit(Klass.NOT_RECEIVED.value))
+               .when(succeeded_p | p.is_in(_PLATFORM_OPEN)).then(pl.lit(Klass.IN_TRANSIT.value))
+               .otherwise(pl.lit(Klass.STATUS.value)))
+         # no statement line at all
+         .when(succeeded_p & late).then(pl.lit(Klass.NOT_RECEIVED.value))
+         .when(succeeded_p | p.is_in(_PLATFORM_OPEN)).then(pl.lit(Klass.IN_TRANSIT.value))
+         .otherwise(pl.lit(Klass.MATCHED.value)))
+    order = {c.value: i for i, c in enumerate(CLASS_ORDER)}
+    out = j.with_columns(k.alias("class")).select(
+        "class", "route", "refund_id", "channel_refund_no",
+        pl.coalesce("channel_refund_id", "_s_id").alias("channel_refund_id"),
+        pl.coalesce("merchant_order_no", "_s_order").alias("merchant_order_no"),
+        pl.col("amount_minor").alias("platform_amount_minor"), "statement_amount_minor",
+        pl.col("currency").fill_null("CNY"), pl.col("status").alias("platform_status"),
+        "statement_status", "succeeded_at", "statement_time", "arrival_latest",
+        pl.col("statement_lines").fill_null(0), "source", "line")
+    return out.sort(pl.col("class").replace_strict(order, return_dtype=pl.Int8), "route",
+                    "channel_refund_no", "refund_id", nulls_last=True)
+
+
+def summarise(result: pl.DataFrame) -> pl.DataFrame:
+    """Counts and amounts by class and route (fixed order, every class present)."""
+    amount = pl.coalesce("platform_amount_minor", "statement_amount_minor")
+    got = result.group_by("class", "route").agg(pl.len().alias("count"),
+                                                amount.sum().alias("amount_minor"))
+    routes = sorted(set(result.get_column("route").to_list()))
+    grid = pl.DataFrame({"class": [c.value for c in CLASS_ORDER for _ in routes],
+                         "route": [r for _ in CLASS_ORDER for r in routes]},
+                        schema={"class": pl.String(), "route": pl.String()})
+    order = {c.value: i for i, c in enumerate(CLASS_ORDER)}
+    return (grid.join(got, on=["class", "route"], how="left")
+            .with_columns(pl.col("count").fill_null(0).cast(pl.Int64),
+                          pl.col("amount_minor").fill_null(0).cast(pl.Int64))
+            .sort(pl.col("class").replace_strict(order, return_dtype=pl.Int8), "route"))

@@ -1,0 +1,251 @@
+"""Report writers for a reconciliation run: CSV (every row), XLSX (summary sheet + one
+sheet per class), HTML (inline SVG charts, no network, no script), JSON (machines).
+
+Deterministic: fixed columns, rows already sorted by the engine, no timestamps of the
+writing itself, so golden files can pin them. Text cells that a spreadsheet would run as
+a formula (starting with = + - @ tab CR) are neutralised; amounts stay numeric (yuan, two
+decimals, from integer fen). Reports carry no account or card numbers (none are loaded);
+``mask_account`` is applied to bad-line messages, which quote cells (ids
+are left whole: they are what finance searches by). No matching, no store access.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+import polars as pl
+from jinja2 import Environment, select_autoescape
+
+from gateway.money import Money
+from reconciliation.job import RunResult
+from reconciliation.matching import CLASS_ORDER, Klass
+
+FORMATS: Final = ("csv", "xlsx", "html", "json")
+COLUMNS: Final = ["class", "route", "refund_id", "channel_refund_no", "channel_refund_id",
+                  "merchant_order_no", "platform_amount", "statement_amount", "currency",
+                  "platform_status", "statement_status", "succeeded_at", "statement_time",
+                  "arrival_latest", "statement_lines", "source", "line", "state", "item_id"]
+_AMOUNT_COLS: Final = {"platform_amount", "statement_amount"}
+_DANGEROUS: Final = ("=", "+", "-", "@", "\t", "\r")
+_CARD = re.compile(r"\b(\d{4})\d{4,11}(\d{4})\b")
+DETAIL_CAP: Final = 100_000   # rows per class sheet / HTML table (CSV has every row)
+
+
+def neutralise(text: str) -> str:
+    return "'" + text if text.startswith(_DANGEROUS) else text
+
+
+def mask_account(text: str) -> str:
+    """Card/account-like digit runs (12-19 digits) -> first 4 + last 4."""
+    return _CARD.sub(lambda m: f"{m.group(1)}****{m.group(2)}", text)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def records(result: RunResult, *, classes: Sequence[str] | None = None,
+            limit: int | None = None) -> list[dict[str, Any]]:
+    df = result.rows
+    if classes is not None:
+        df = df.filter(pl.col("class").is_in(list(classes)))
+    if limit is not None:
+        df = df.head(limit)
+    out = []
+    for row in df.iter_rows(named=True):
+        rec = {c: _cell(row.get(c)) for c in COLUMNS}
+        for name, src in (("platform_amount", "platform_amount_minor"),
+                          ("statement_amount", "statement_amount_minor")):
+            minor = row[src]
+            rec[name] = None if minor is None else Money(int(minor)).format()
+        state = result.states.get((row["route"], row["channel_refund_no"]), {})
+        rec["state"] = state.get("state", "" if row["class"] == Klass.MATCHED.value
+                                 else "unsaved")
+        rec["item_id"] = state.get("item_id")
+        out.append(rec)
+    return out
+
+
+def summary_records(result: RunResult) -> list[dict[str, Any]]:
+    return [{"class": c, "route": r, "count": n, "amount": Money(int(a)).format()}
+            for c, r, n, a in result.summary.iter_rows()]
+
+
+def write_csv(result: RunResult, path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8-sig") as fh:
+        w = csv.writer(fh, lineterminator="\r\n")
+        w.writerow(COLUMNS)
+        for rec in records(result):
+            w.writerow([neutralise(str(v)) if isinstance(v, str)
+                        and c not in _AMOUNT_COLS else ("" if v is None else v)
+                        for c, v in rec.items()])
+    return path
+
+
+def write_json(result: RunResult, path: Path) -> Path:
+    doc = {
+        "run_id": result.run_id, "run_date": result.run_date.isoformat(),
+        "routes": [r.value for r in result.routes], "counts": result.counts(),
+        "summary": summary_records(result),
+        "bad_lines": sorted(mask_account(str(e)) for e in result.bad_lines),
+        "rows": records(result, classes=[k.value for k in Klass if k != Klass.MATCHED]),
+    }
+    path.write_text(json.dumps(doc, ensure_ascii=False, indent=1, sort_keys=False) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def write_xlsx(result: RunResult, path: Path) -> Path:
+    from openpyxl import Workbook  # heavy import, only when asked for
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "summary"
+    ws.append(["class", "route", "count", "amount"])
+    for rec in summary_records(result):
+        ws.append([rec["class"], rec["route"], rec["count"], Decimal(rec["amount"])])
+        ws.cell(ws.max_row, 4).number_format = "0.00"
+    if result.bad_lines:
+        bl = wb.create_sheet("bad_lines")
+        bl.append(["bad line"])
+        for e in sorted(str(e) for e in result.bad_lines):
+            bl.append([neutralise(mask_account(e))])
+    for klass in CLASS_ORDER:
+        sheet = wb.create_sheet(klass.value[:31])
+        sheet.append(COLUMNS)
+        for rec in records(result, classes=[klass.value], limit=DETAIL_CAP):
+            row: list[Any] = []
+            for c in COLUMNS:
+                v = rec[c]
+                if c in _AMOUNT_COLS:
+                    row.append(None if v is None else Decimal(v))
+                elif isinstance(v, str):
+                    row.append(neutralise(v))
+                else:
+                    row.append(v)
+            sheet.append(row)
+            for i, c in enumerate(COLUMNS, start=1):
+                if c in _AMOUNT_COLS:
+                    sheet.cell(sheet.max_row, i).number_format = "0.00"
+    wb.save(path)
+    return path
+
+
+# --- HTML ------------------------------------------------------------------------------
+
+def _bars(title: str, items: list[tuple[str, int]], unit: str, cls: str) -> dict[str, Any]:
+    top = max([v for _, v in items] + [1])
+    return {"title": title, "cls": cls, "unit": unit, "height": 28 * len(items) + 10,
+            "bars": [{"label": k, "value": v, "y": 28 * i + 5,
+                      "w": round(360 * v / top, 1),
+                      "text": Money(v).format() if unit == "CNY" else str(v)}
+                     for i, (k, v) in enumerate(items)]}
+
+
+def ageing(result: RunResult) -> list[tuple[str, int]]:
+    buckets = ["0-1 d", "2-3 d", "4-5 d", "6+ d"]
+    counts = dict.fromkeys(buckets, 0)
+    rows = result.rows.filter(pl.col("class") == Klass.IN_TRANSIT.value)
+    for ts in rows.get_column("succeeded_at").to_list():
+        days = 0 if ts is None else (result.run_date - ts.date()).days
+        key = buckets[0] if days <= 1 else buckets[1] if days <= 3 else \
+            buckets[2] if days <= 5 else buckets[3]
+        counts[key] += 1
+    return list(counts.items())
+
+
+def charts(result: RunResult) -> list[dict[str, Any]]:
+    s = result.summary
+    by_class = s.group_by("class", maintain_order=True).agg(pl.col("count").sum(),
+                                                            pl.col("amount_minor").sum())
+    by_route = s.filter(pl.col("class") != Klass.MATCHED.value).group_by(
+        "route", maintain_order=True).agg(pl.col("count").sum(), pl.col("amount_minor").sum())
+    return [
+        _bars("Refunds by class", [(c, int(n)) for c, n, _ in by_class.iter_rows()], "",
+              "count-class"),
+        _bars("Amount by class (CNY)", [(c, int(a)) for c, _, a in by_class.iter_rows()],
+              "CNY", "amount-class"),
+        _bars("Open items by route", [(r, int(n)) for r, n, _ in by_route.iter_rows()], "",
+              "count-route"),
+        _bars("Open amount by route (CNY)", [(r, int(a)) for r, _, a in by_route.iter_rows()],
+              "CNY", "amount-route"),
+        _bars("Ageing of in-transit refunds", ageing(result), "", "ageing"),
+    ]
+
+
+_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<title>Refund reconciliation {{ run_date }}</title>
+<style>
+body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}td.n{text-align:right}
+.charts{display:flex;flex-wrap:wrap;gap:2em}svg text{font-size:12px}
+.d{color:#b00020}
+</style></head><body>
+<h1>Refund reconciliation — {{ run_date }}</h1>
+<p>Run {{ run_id if run_id is not none else "(not saved)" }}; routes: {{ routes }};
+{{ total }} rows; {{ discrepancies }} discrepancies; {{ bad_lines|length }} bad statement lines.</p>
+<h2>Summary</h2>
+<table id="summary"><tr><th>class</th><th>count</th><th>amount (CNY)</th></tr>
+{% for c in classes %}<tr><td class="{{ 'd' if c.discrepancy else '' }}">{{ c.label }}</td>
+<td class="n">{{ c.count }}</td><td class="n">{{ c.amount }}</td></tr>{% endfor %}</table>
+<div class="charts">
+{% for ch in charts %}<figure><figcaption>{{ ch.title }}</figcaption>
+<svg class="chart {{ ch.cls }}" role="img" aria-label="{{ ch.title }}" width="600" height="{{ ch.height }}" xmlns="http://www.w3.org/2000/svg">
+{% for b in ch.bars %}<text x="0" y="{{ b.y + 14 }}">{{ b.label }}</text>
+<rect x="170" y="{{ b.y }}" width="{{ b.w }}" height="20" fill="#3b6ea5"><title>{{ b.label }}: {{ b.text }}</title></rect>
+<text x="{{ 175 + b.w }}" y="{{ b.y + 14 }}">{{ b.text }}</text>
+{% endfor %}</svg></figure>
+{% endfor %}</div>
+{% if bad_lines %}<h2>Bad statement lines</h2><ul>{% for e in bad_lines %}<li>{{ e }}</li>{% endfor %}</ul>{% endif %}
+{% for sec in sections %}<h2 id="{{ sec.klass }}">{{ sec.label }} ({{ sec.rows|length }}{% if sec.capped %}, first {{ sec.rows|length }} shown{% endif %})</h2>
+<table><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in sec.rows %}<tr>{% for c in columns %}<td>{{ r[c] if r[c] is not none else "" }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endfor %}
+</body></html>
+"""
+
+
+def write_html(result: RunResult, path: Path) -> Path:
+    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+    counts = result.counts()
+    amounts = dict(result.summary.group_by("class").agg(pl.col("amount_minor").sum())
+                   .iter_rows())
+    classes = [{"label": k.label, "count": counts[k.value], "discrepancy": k.is_discrepancy,
+                "amount": Money(int(amounts.get(k.value, 0))).format()} for k in CLASS_ORDER]
+    sections = []
+    for k in CLASS_ORDER:
+        if k == Klass.MATCHED or not counts[k.value]:
+            continue
+        rows = records(result, classes=[k.value], limit=DETAIL_CAP)
+        sections.append({"klass": k.value, "label": k.label, "rows": rows,
+                         "capped": counts[k.value] > DETAIL_CAP})
+    html = env.from_string(_HTML).render(
+        run_date=result.run_date.isoformat(), run_id=result.run_id,
+        routes=", ".join(r.value for r in result.routes), total=result.rows.height,
+        discrepancies=sum(counts[k.value] for k in Klass if k.is_discrepancy),
+        bad_lines=sorted(mask_account(str(e)) for e in result.bad_lines), classes=classes,
+        charts=charts(result), sections=sections, columns=COLUMNS)
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+WRITERS: Final = {"csv": write_csv, "xlsx": write_xlsx, "html": write_html, "json": write_json}
+
+
+def write_reports(result: RunResult, out: Path, formats: Sequence[str]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"reconciliation-{result.run_date.isoformat()}"
+    return [WRITERS[f](result, out / f"{stem}.{f}") for f in formats]
