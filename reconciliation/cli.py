@@ -25,14 +25,14 @@ EXIT_OK, EXIT_DISCREPANCIES, EXIT_USAGE = 0, 1, 2
 
 
 def _settings(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from gateway.settings import load_settings
+    from gateway.settings import load_settings  # noqa: PLC0415 - only when a command runs
 
     app = ctx.find_root().obj
     return getattr(app, "settings", None) or load_settings()
 
 
 def _engine(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from gateway.bootstrap import build_store
+    from gateway.bootstrap import build_store  # noqa: PLC0415 - lazy: store only when needed
 
     return build_store(_settings(ctx)).engine
 
@@ -82,7 +82,7 @@ def reconcile_command(ctx: click.Context, day: object, routes: tuple[str, ...],
                 _fail(f"platform CSV not found: {platform_csv}")
             plat = from_csv(platform_csv, routes=chosen)
 
-            def platform(_carried: list[str]) -> pl.DataFrame:
+            def platform(carried: list[str]) -> pl.DataFrame:
                 return plat
             source_name = str(platform_csv)
         else:
@@ -118,7 +118,7 @@ def reconcile_command(ctx: click.Context, day: object, routes: tuple[str, ...],
 
 
 def _download(ctx: click.Context, routes: list[Route], day: date) -> list[Source]:
-    from gateway.bootstrap import build_adapters
+    from gateway.bootstrap import build_adapters  # noqa: PLC0415 - lazy: adapters on download
 
     adapters = build_adapters(_settings(ctx), routes=routes or None)
     if not adapters:

@@ -97,13 +97,14 @@ def persist(engine: Engine, result: RunResult, *, platform_source: str,
     outcome = "discrepancies" if result.has_discrepancies else "clean"
     now = utcnow()
     with engine.begin() as conn:
-        run_id = int(conn.execute(insert(recon_runs).values(
+        run_pk = conn.execute(insert(recon_runs).values(
             run_date=result.run_date, routes=",".join(r.value for r in result.routes),
             started_at=started_at, finished_at=now, platform_source=platform_source[:256],
             statements=json.dumps(list(statements), ensure_ascii=False),
             totals=json.dumps(counts), bad_lines=json.dumps([str(e) for e in result.bad_lines],
                                                             ensure_ascii=False),
-            outcome=outcome)).inserted_primary_key[0])
+            outcome=outcome)).inserted_primary_key
+        run_id = int(run_pk[0]) if run_pk is not None else 0
         existing = {(r.route, r.item_key): dict(r._mapping) for r in conn.execute(
             select(recon_items).where(recon_items.c.route.in_(
                 [r.value for r in result.routes])))}
