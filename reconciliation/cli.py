@@ -7,6 +7,7 @@ built by ``gateway.bootstrap``. Owns argument handling and the printed summary o
 
 from __future__ import annotations
 
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def reconcile_command(ctx: click.Context, day: object, routes: tuple[str, ...],
             source_name = "store"
         total = sum((s.size() or 0) for s in sources)
         with click.progressbar(length=max(total, 1), label="reading statements",
-                               file=click.get_text_stream("stderr"),
+                               file=sys.stderr,
                                hidden=total < 50_000_000) as bar:
             result = reconcile(run_date=run_date, routes=chosen, statements=sources,
                                platform=platform, platform_source=source_name,
