@@ -25,6 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from gateway.errors import ConfigurationError, GatewayError, OutcomeUnknown
+from gateway.logging import configure_logging
 from gateway.models import Payment, Refund, RefundRequest, RefundStatus, Route
 from gateway.money import Money
 from gateway.service import RefundGateway
@@ -48,7 +49,10 @@ class AppContext:
 
     @cached_property
     def gateway(self) -> RefundGateway:
-        return RefundGateway.from_settings(self.settings)
+        settings = self.settings
+        configure_logging(settings.log_format,
+                          "WARNING" if self.as_json else settings.log_level)
+        return RefundGateway.from_settings(settings, configure_logs=False)
 
     def emit(self, payload: Any, text: str | None = None) -> None:
         if self.as_json:
@@ -166,6 +170,8 @@ def main(ctx: click.Context, env_file: str | None, as_json: bool) -> None:
     if env_file and not Path(env_file).is_file():
         raise click.BadParameter(f"{env_file} does not exist", param_hint="--env-file")
     ctx.obj = AppContext(env_file, as_json)
+    # Logs go to stderr so stdout stays the command's output (tables, --json).
+    configure_logging("auto", "WARNING" if as_json else "INFO")
 
 
 @main.group()
