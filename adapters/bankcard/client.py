@@ -28,6 +28,9 @@ CHANNEL: Final = Route.BANKCARD.value
 # acp_sdk.properties (CH §6): back-channel transactions and single query.
 BACK_TRANS_PATH: Final = "/gateway/api/backTransReq.do"
 QUERY_PATH: Final = "/gateway/api/queryTrans.do"
+# File transfer (txnType=76). Production serves it from filedownload.95516.com; with one
+# base URL setting we post to this path on it (the sandbox's choice, see sandbox/bills.py).
+FILE_PATH: Final = "/gateway/api/fileTransfer.do"
 FORM: Final = "application/x-www-form-urlencoded;charset=UTF-8"
 
 
@@ -161,7 +164,7 @@ class UnionPayClient:
     def verify(self, fields: Mapping[str, str], operation: str, now: datetime, *,
                http_status: int | None = None) -> None:
         """Raise ``OutcomeUnknown(code=SIGNATURE_INVALID)`` unless the fields verify."""
-        why = signature_problem(fields, self._trust, now)
+        why = signing.problem(fields, self._trust, now)
         if why is not None:
             log.warning("bankcard.signature_invalid", operation=operation, reason=why,
                         resp_code=fields.get("respCode"))
@@ -172,23 +175,6 @@ class UnionPayClient:
 
     def close(self) -> None:
         self._session.close()
-
-
-def signature_problem(fields: Mapping[str, str], trust: signing.TrustAnchor,
-                      now: datetime) -> str | None:
-    """Why ``fields`` do not carry a valid UnionPay signature, or None when they do."""
-    cert = fields.get(signing.CERT_FIELD, "")
-    if not cert:
-        return "no signPubKeyCert"
-    if not fields.get(signing.SIGNATURE_FIELD):
-        return "no signature"
-    try:
-        key = signing.trusted_response_key(cert, trust, now)
-    except signing.TrustError as exc:
-        return str(exc)
-    if not signing.verify(fields, key):
-        return "signature does not verify"
-    return None
 
 
 def _never_connected(exc: requests.ConnectionError) -> bool:

@@ -134,3 +134,19 @@ def trusted_response_key(cert_pem: str, anchor: TrustAnchor, now: datetime
                              "UnionPay certificate") from exc
         return key
     raise TrustError("signPubKeyCert does not carry the configured UnionPay public key")
+
+
+def problem(fields: Mapping[str, str], trust: TrustAnchor, now: datetime) -> str | None:
+    """Why ``fields`` do not carry a valid UnionPay signature, or None when they do."""
+    cert = fields.get(CERT_FIELD, "")
+    if not cert:
+        return "no signPubKeyCert"
+    if not fields.get(SIGNATURE_FIELD):
+        return "no signature"
+    try:
+        key = trusted_response_key(cert, trust, now)
+    except TrustError as exc:
+        return str(exc)
+    if not verify(fields, key):
+        return "signature does not verify"
+    return None

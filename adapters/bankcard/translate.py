@@ -8,6 +8,10 @@ success: on the synchronous refund answer it is a refusal only because CH §6 sa
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,6 +20,7 @@ from typing import Final
 import structlog
 
 from gateway.models import ChannelStatus
+from gateway.money import Money
 
 log = structlog.get_logger(__name__)
 
@@ -127,3 +132,22 @@ def bank_ack(fields: Mapping[str, str]) -> dict[str, str]:
     """UnionPay's references for a receipt: queryId, plus settleDate/traceNo if given."""
     return {k: fields[k] for k in ("queryId", "settleDate", "traceNo", "traceTime")
             if fields.get(k)}
+
+
+_FEN = re.compile(r"[0-9]{1,15}")
+
+
+def fen(text: str | None) -> Money | None:
+    """``txnAmt`` (integer fen, CH §6) as Money; None when absent or not a plain number."""
+    if text is None or not _FEN.fullmatch(text):
+        return None
+    return Money(int(text))
+
+
+def file_content(encoded: str) -> bytes:
+    """``fileContent`` of a file-transfer answer: base64, then zlib inflate (acp SDK
+    ``deCodeFileContent``). ``ValueError`` when it is neither."""
+    try:
+        return zlib.decompress(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, zlib.error) as exc:
+        raise ValueError("fileContent is not base64 of zlib data") from exc

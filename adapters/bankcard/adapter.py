@@ -1,0 +1,234 @@
+"""The bank-card route's implementation of the channel port (UnionPay 5.1.0, CH §6).
+
+Owns: the request fields of a refund (退货, txnType=04) and a single query (txnType=00),
+the checks before any I/O, and turning verified answers into ``ChannelResult`` through
+``translate``. Must not touch the store, retry or sleep; HTTP lives in ``client``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date, timedelta
+from typing import ClassVar, Final
+
+import structlog
+
+from adapters.bankcard import notify, signing, translate
+from adapters.bankcard.client import (
+    BACK_TRANS_PATH,
+    CHANNEL,
+    FILE_PATH,
+    QUERY_PATH,
+    UnionPayClient,
+)
+from adapters.bankcard.translate import Verdict
+from gateway import failpoints
+from gateway.clock import Clock, to_beijing
+from gateway.errors import (
+    ChannelAuthError,
+    ChannelUnavailable,
+    ConfigurationError,
+    InvalidRequest,
+    OutcomeUnknown,
+    StatementError,
+)
+from gateway.models import ChannelResult, ChannelStatus, NotificationAck, Refund, Route
+from gateway.ports import DEFAULT_QUERY_SCHEDULE, Capabilities, ChannelAdapter
+from gateway.settings import BankcardSettings, GatewaySettings, pem_text
+
+log = structlog.get_logger(__name__)
+
+VERSION: Final = "5.1.0"
+# CH §6: orderId is a new 8-32 alphanumeric string (no '-' or '_').
+ORDER_ID: Final = re.compile(r"[A-Za-z0-9]{8,32}")
+# CH §6: "≤6 queries at 1,2,4,8,16,32 s" for back-channel transactions, then our tail.
+UNIONPAY_QUERY_CADENCE: Final = tuple(timedelta(seconds=s) for s in (1, 2, 4, 8, 16, 32))
+
+
+def txn_time(refund: Refund) -> str:
+    """``YYYYMMDDhhmmss`` Beijing time of the refund's creation: identical on every resend,
+    and the key (with orderId) a query needs (CH §6)."""
+    return f"{to_beijing(refund.created_at):%Y%m%d%H%M%S}"
+
+
+def _common() -> dict[str, str]:
+    return {"version": VERSION, "encoding": "UTF-8", "signMethod": "01", "accessType": "0"}
+
+
+class BankcardAdapter(ChannelAdapter):
+    route: ClassVar[Route] = Route.BANKCARD
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        idempotent_submit=True,            # UnionPay dedupes per orderId (respCode 12)
+        refund_query=True,
+        notifications=True,
+        statements=True,
+        partial_refunds=True,              # CH §6: partial and multiple refunds allowed
+        max_refunds=None,
+        refund_window=timedelta(days=330),  # CH §6: within 11 months
+        arrival_working_days=(1, 5),       # DOMAIN.md: bank card 1-5 working days
+        refund_no_max_length=32,
+        refund_no_allows_separators=False,
+        query_schedule=(*UNIONPAY_QUERY_CADENCE, *DEFAULT_QUERY_SCHEDULE),
+    )
+
+    def __init__(self, client: UnionPayClient, *, back_url: str, channel_type: str,
+                 trust: signing.TrustAnchor, clock: Clock) -> None:
+        self._client = client
+        self._back_url = back_url
+        self._channel_type = channel_type
+        self._trust = trust
+        self._clock = clock
+
+    # -- port ------------------------------------------------------------------------
+    def submit(self, refund: Refund) -> ChannelResult:
+        fields = self.refund_fields(refund)
+        answer = self._client.send("submit", BACK_TRANS_PATH, fields)
+        failpoints.failpoint(failpoints.AFTER_SEND)
+        resp = self._client.decode(answer, self._clock())
+        self._same_order(resp, fields["orderId"], "submit")
+        code = resp.get("respCode", "")
+        status = self._accepted(translate.submit_outcome(code), code, resp, "submit")
+        failed = status is ChannelStatus.FAILED
+        return ChannelResult(
+            status=status, channel_refund_no=refund.channel_refund_no,
+            channel_refund_id=None if failed else (resp.get("queryId") or None),
+            failure_code=code if failed else None,
+            failure_message=resp.get("respMsg") if failed else None,
+            raw=translate.redact(resp))
+
+    def query(self, refund: Refund) -> ChannelResult:
+        order_id = self._order_id(refund)
+        fields = {**_common(), "txnType": "00", "txnSubType": "00", "bizType": "000000",
+                  "orderId": order_id, "txnTime": txn_time(refund)}
+        resp = self._client.decode(self._client.send("query", QUERY_PATH, fields),
+                                   self._clock())
+        code = resp.get("respCode", "")
+        orig = resp.get("origRespCode") or None
+        status = self._accepted(translate.query_outcome(code, orig), code, resp, "query")
+        if status is not ChannelStatus.NOT_FOUND:
+            self._same_order(resp, order_id, "query")
+        abnormal = status is ChannelStatus.ABNORMAL
+        return ChannelResult(
+            status=status, channel_refund_no=refund.channel_refund_no,
+            channel_refund_id=resp.get("queryId") or None,
+            amount=translate.fen(resp.get("txnAmt")) if status is ChannelStatus.SUCCEEDED
+            else None,
+            bank_ack=translate.bank_ack(resp) if status is ChannelStatus.SUCCEEDED else {},
+            failure_code=orig if abnormal else None,
+            failure_message=resp.get("origRespMsg") if abnormal else None,
+            raw=translate.redact(resp))
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelResult:
+        return notify.parse(headers, body, trust=self._trust, mer_id=self._client.mer_id,
+                            now=self._clock())
+
+    def notification_ack(self, accepted: bool) -> NotificationAck:
+        # UnionPay redelivers until it gets HTTP 200; the body is not read.
+        if accepted:
+            return NotificationAck(200, b"ok", "text/plain")
+        return NotificationAck(400, b"rejected", "text/plain", accepted=False)
+
+    def download_statement(self, day: date) -> bytes:
+        """The settlement file of ``day`` through UnionPay's file-transfer transaction
+        (txnType=76, fileType=00, settleDate=MMDD); ``fileContent`` is base64 of the
+        zlib-deflated file (acp SDK ``deCodeFileContent``). Returns the file's bytes."""
+        fields = {**_common(), "txnType": "76", "txnSubType": "01", "bizType": "000000",
+                  "settleDate": f"{day:%m%d}", "fileType": "00",
+                  "txnTime": f"{to_beijing(self._clock()):%Y%m%d%H%M%S}"}
+        resp = self._client.decode(self._client.send("statement", FILE_PATH, fields),
+                                   self._clock())
+        code = resp.get("respCode", "")
+        if code != "00":
+            # 98 = no file for that day yet (acp appendix); either way, nothing to read now.
+            raise OutcomeUnknown(f"UnionPay file transfer respCode {code or '(none)'}",
+                                 channel=CHANNEL, operation="statement", http_status=200,
+                                 code=code or None)
+        try:
+            return translate.file_content(resp.get("fileContent", ""))
+        except ValueError as exc:
+            raise StatementError(str(exc), file=resp.get("fileName") or f"{day}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- helpers -----------------------------------------------------------------------
+    def refund_fields(self, refund: Refund) -> dict[str, str]:
+        """The 退货 request (CH §6) before certId/signature; validates first, no I/O."""
+        order_id = self._order_id(refund)
+        if refund.amount.currency != "CNY" or refund.amount.minor <= 0:
+            raise InvalidRequest("UnionPay refunds take a positive CNY amount",
+                                 field="amount")
+        orig = refund.payment.channel_trade_no
+        if not orig:
+            raise InvalidRequest("the original payment's queryId (channel_trade_no) is "
+                                 "needed as origQryId", field="payment.channel_trade_no")
+        return {**_common(), "txnType": "04", "txnSubType": "00", "bizType": "000201",
+                "channelType": self._channel_type, "backUrl": self._back_url,
+                "orderId": order_id, "txnTime": txn_time(refund),
+                "txnAmt": str(refund.amount.minor), "origQryId": orig,
+                "currencyCode": "156"}
+
+    @staticmethod
+    def _order_id(refund: Refund) -> str:
+        order_id = refund.channel_refund_no
+        if not ORDER_ID.fullmatch(order_id):
+            raise InvalidRequest("UnionPay orderId must be 8-32 letters or digits (CH §6)",
+                                 field="channel_refund_no")
+        return order_id
+
+    @staticmethod
+    def _same_order(resp: Mapping[str, str], order_id: str, operation: str) -> None:
+        echoed = resp.get("orderId")
+        if echoed and echoed != order_id:
+            raise OutcomeUnknown("UnionPay answered about another orderId", channel=CHANNEL,
+                                 operation=operation, code="ORDER_MISMATCH")
+
+    @staticmethod
+    def _accepted(outcome: translate.Outcome, code: str, resp: Mapping[str, str],
+                  operation: str) -> ChannelStatus:
+        """The business status of a verified answer, or the error its code stands for."""
+        if outcome.verdict is Verdict.ACCEPTED and outcome.status is not None:
+            return outcome.status
+        request_id = resp.get("queryId") or None
+        message = f"UnionPay respCode {code or '(none)'}"
+        if outcome.verdict is Verdict.UNKNOWN:
+            raise OutcomeUnknown(message, channel=CHANNEL, operation=operation,
+                                 http_status=200, code=code or None, request_id=request_id)
+        if outcome.verdict is Verdict.UNAVAILABLE:
+            raise ChannelUnavailable(message, channel=CHANNEL, operation=operation,
+                                     http_status=200, code=code, request_id=request_id)
+        if outcome.verdict is Verdict.AUTH:
+            raise ChannelAuthError(message, channel=CHANNEL, operation=operation,
+                                   http_status=200, code=code, request_id=request_id)
+        raise OutcomeUnknown(message, channel=CHANNEL, operation=operation, http_status=200,
+                             code=code or None, request_id=request_id)
+
+
+def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
+    """The composition root's factory (entry point ``refund_gateway.adapters:bankcard``)."""
+    cfg: BankcardSettings | None = settings.bankcard
+    if cfg is None:
+        raise ConfigurationError("the bank-card route needs REFUND_GATEWAY_BANKCARD__* "
+                                 "settings", setting="REFUND_GATEWAY_BANKCARD")
+    if not cfg.back_url:
+        raise ConfigurationError("UnionPay refunds need a backUrl for their notifications",
+                                 setting="REFUND_GATEWAY_BANKCARD__BACK_URL")
+    key_setting = "REFUND_GATEWAY_BANKCARD__PRIVATE_KEY"
+    trust_setting = "REFUND_GATEWAY_BANKCARD__UNIONPAY_PUBLIC_KEY"
+    try:
+        key = signing.load_private_key(pem_text(cfg.private_key, key_setting))
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"{key_setting}: not an unencrypted RSA private key",
+                                 setting=key_setting) from exc
+    try:
+        trust = signing.load_trust_anchor(pem_text(cfg.unionpay_public_key, trust_setting))
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"{trust_setting}: not an RSA public key or certificate",
+                                 setting=trust_setting) from exc
+    client = UnionPayClient(base_url=cfg.base_url, mer_id=cfg.mer_id, cert_id=cfg.cert_id,
+                            private_key=key, trust=trust,
+                            connect_timeout=cfg.timeouts.connect,
+                            read_timeout=cfg.timeouts.read)
+    return BankcardAdapter(client, back_url=cfg.back_url, channel_type=cfg.channel_type,
+                           trust=trust, clock=clock)
