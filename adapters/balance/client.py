@@ -1,0 +1,156 @@
+"""HTTP client of the wallet service (the only balance module doing I/O).
+
+Owns: the HMAC-SHA256 request signature, one request per call with explicit timeouts,
+classifying transport trouble into the error tree, and decoding JSON answers. Must not
+interpret business codes (``translate.py``), retry or sleep. The wire contract (paths,
+headers, signed string) is written down in ``WIRE`` below, next to the code that speaks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+from gateway.errors import ChannelAuthError, ChannelUnavailable, OutcomeUnknown
+from gateway.models import Route
+
+CHANNEL: Final = Route.BALANCE.value
+
+WIRE: Final = """
+POST {base}/v1/refunds            {"refund_no", "user_id", "order_no", "amount_fen",
+                                   "currency", "reason"} -> the refund record
+GET  {base}/v1/refunds/{refund_no}                     -> the refund record | 404
+GET  {base}/v1/ledger/{YYYY-MM-DD}                     -> the day's ledger (CSV bytes)
+headers X-Timestamp (unix s), X-Nonce (hex), X-Signature =
+  hex(HMAC-SHA256(key, METHOD \\n PATH \\n TIMESTAMP \\n NONCE \\n BODY))
+"""
+REFUNDS_PATH: Final = "/v1/refunds"
+LEDGER_PATH: Final = "/v1/ledger"
+
+
+def string_to_sign(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+    return b"\n".join([method.upper().encode(), path.encode(), timestamp.encode(),
+                       nonce.encode(), body])
+
+
+def hmac_signature(key: bytes, method: str, path: str, timestamp: str, nonce: str,
+                   body: bytes) -> str:
+    return hmac.new(key, string_to_sign(method, path, timestamp, nonce, body),
+                    hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    operation: str
+    http_status: int
+    content: bytes
+    request_id: str | None
+
+    def json(self) -> dict[str, Any]:
+        """The JSON object answered; ``OutcomeUnknown`` when it is not one."""
+        try:
+            data = json.loads(self.content.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise OutcomeUnknown("wallet answer is not JSON", channel=CHANNEL,
+                                 operation=self.operation, http_status=self.http_status,
+                                 code="UNPARSEABLE", request_id=self.request_id) from exc
+        if not isinstance(data, dict):
+            raise OutcomeUnknown("wallet answer is not a JSON object", channel=CHANNEL,
+                                 operation=self.operation, http_status=self.http_status,
+                                 code="UNPARSEABLE", request_id=self.request_id)
+        return data
+
+
+class WalletClient:
+    """Signs and sends; holds a pooled session. ``now`` is injectable for tests."""
+
+    def __init__(self, *, base_url: str, hmac_key: bytes, connect_timeout: float,
+                 read_timeout: float, session: requests.Session | None = None,
+                 now: Callable[[], float] = time.time) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._key = hmac_key
+        self._timeout = (connect_timeout, read_timeout)
+        self._session = session or requests.Session()
+        self._now = now
+
+    def __repr__(self) -> str:  # never print the key
+        return f"WalletClient(base_url={self.base_url!r})"
+
+    def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        timestamp, nonce = str(int(self._now())), secrets.token_hex(16)
+        return {"X-Timestamp": timestamp, "X-Nonce": nonce,
+                "X-Signature": hmac_signature(self._key, method, path, timestamp, nonce, body)}
+
+    def call(self, operation: str, method: str, path: str,
+             payload: Mapping[str, Any] | None = None) -> Answer:
+        body = b"" if payload is None else json.dumps(
+            payload, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+        headers = self.headers(method, path, body)
+        if payload is not None:
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        try:
+            resp = self._session.request(method, self.base_url + path, data=body or None,
+                                         headers=headers, timeout=self._timeout,
+                                         allow_redirects=False)
+        except requests.ConnectTimeout as exc:
+            raise ChannelUnavailable("wallet connect timeout", channel=CHANNEL,
+                                     operation=operation, code="CONNECT_TIMEOUT") from exc
+        except requests.ConnectionError as exc:
+            if _never_connected(exc):
+                raise ChannelUnavailable("wallet connection refused", channel=CHANNEL,
+                                         operation=operation, code="CONNECT_FAILED") from exc
+            raise OutcomeUnknown("wallet connection lost after sending", channel=CHANNEL,
+                                 operation=operation, code="CONNECTION_LOST") from exc
+        except requests.Timeout as exc:
+            raise OutcomeUnknown("wallet read timeout", channel=CHANNEL, operation=operation,
+                                 code="READ_TIMEOUT") from exc
+        except requests.RequestException as exc:
+            raise OutcomeUnknown(f"wallet transport error: {type(exc).__name__}",
+                                 channel=CHANNEL, operation=operation,
+                                 code="TRANSPORT") from exc
+        answer = Answer(operation, resp.status_code, resp.content,
+                        resp.headers.get("X-Request-Id"))
+        if resp.status_code in (401, 403) and _code(answer) in AUTH_CODES:
+            raise ChannelAuthError("the wallet service rejected our signature",
+                                   channel=CHANNEL, operation=operation,
+                                   http_status=resp.status_code, code=_code(answer),
+                                   request_id=answer.request_id)
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise OutcomeUnknown(f"wallet answered HTTP {resp.status_code}", channel=CHANNEL,
+                                 operation=operation, http_status=resp.status_code,
+                                 code=_code(answer) or f"HTTP_{resp.status_code}",
+                                 request_id=answer.request_id)
+        return answer
+
+    def close(self) -> None:
+        self._session.close()
+
+
+AUTH_CODES: Final = frozenset({"SIGNATURE_INVALID", "INVALID_SIGNATURE", "UNAUTHORIZED",
+                               "TIMESTAMP_EXPIRED", "NONCE_REUSED", None})
+
+
+def _code(answer: Answer) -> str | None:
+    try:
+        data = json.loads(answer.content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    code = data.get("code") if isinstance(data, dict) else None
+    return str(code) if code is not None else None
+
+
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """requests wraps a failed connect as MaxRetryError(reason=NewConnectionError); a
+    failure after sending (reset, remote disconnect) arrives as a bare ProtocolError."""
+    first = exc.args[0] if exc.args else None
+    return isinstance(first, MaxRetryError) and isinstance(
+        first.reason, NewConnectionError | ConnectTimeoutError)

@@ -1,0 +1,181 @@
+"""The balance adapter against canned wallet answers (``responses``)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+
+import pytest
+import requests
+import responses
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
+from adapters.balance import translate
+from adapters.balance.adapter import BalanceAdapter, build
+from adapters.balance.client import WalletClient
+from gateway.errors import (
+    ChannelAuthError,
+    ChannelUnavailable,
+    ConfigurationError,
+    InvalidRequest,
+    OutcomeUnknown,
+    SignatureInvalid,
+)
+from gateway.models import ChannelStatus, Payment, Refund, RefundStatus, Route
+from gateway.money import Money
+from gateway.settings import GatewaySettings
+
+BASE = "https://wallet.test"
+KEY = b"0123456789abcdef0123456789abcdef"
+NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+
+
+def make_refund(no: str = "RF20261120ABCDEF0123456789", user: str | None = "u-1",
+                route: Route = Route.BANKCARD) -> Refund:
+    pay = Payment(route=route, merchant_order_no="ORD1", channel_trade_no="T1",
+                  amount=Money(10_000), user_id=user)
+    return Refund(id=no, idempotency_key="k", route=Route.BALANCE, payment=pay,
+                  amount=Money(2500), reason="reroute", status=RefundStatus.PENDING,
+                  channel_refund_no=no, created_at=NOW, updated_at=NOW)
+
+
+REFUND = make_refund()
+
+
+@pytest.fixture
+def adapter() -> Iterator[BalanceAdapter]:
+    client = WalletClient(base_url=BASE, hmac_key=KEY, connect_timeout=1, read_timeout=2,
+                          now=lambda: 1_790_000_000.0)
+    yield BalanceAdapter(client, lambda: NOW)
+    client.close()
+
+
+@pytest.fixture
+def mocked() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+def record(**extra: object) -> dict[str, object]:
+    return {"refund_no": REFUND.channel_refund_no, "entry_id": "W0001",
+            "status": "succeeded", "amount_fen": 2500, "user_id": "u-1",
+            "credited_at": "2026-11-20T10:00:01+08:00", **extra}
+
+
+def test_request_is_signed_json(adapter: BalanceAdapter, mocked: responses.RequestsMock) -> None:
+    mocked.post(BASE + "/v1/refunds", json=record())
+    result = adapter.submit(REFUND)
+    req = mocked.calls[0].request
+    body = req.body if isinstance(req.body, bytes) else str(req.body).encode()
+    assert json.loads(body) == {"refund_no": REFUND.channel_refund_no, "user_id": "u-1",
+                                "order_no": "ORD1", "amount_fen": 2500, "currency": "CNY",
+                                "reason": "reroute"}
+    signed = b"\n".join([b"POST", b"/v1/refunds", req.headers["X-Timestamp"].encode(),
+                         req.headers["X-Nonce"].encode(), body])
+    assert req.headers["X-Signature"] == hmac.new(KEY, signed, hashlib.sha256).hexdigest()
+    assert req.headers["X-Timestamp"] == "1790000000"
+    assert result.status is ChannelStatus.SUCCEEDED
+    assert (result.channel_refund_id, result.amount) == ("W0001", Money(2500))
+    assert result.succeeded_at == datetime(2026, 11, 20, 2, 0, 1, tzinfo=UTC)
+    assert dict(result.bank_ack) == {"entry_id": "W0001"}
+
+
+def test_user_unknown_sends_the_order(adapter: BalanceAdapter,
+                                      mocked: responses.RequestsMock) -> None:
+    mocked.post(BASE + "/v1/refunds", json=record())
+    adapter.submit(make_refund(user=None))
+    sent = json.loads(mocked.calls[0].request.body or b"{}")
+    assert sent["user_id"] is None and sent["order_no"] == "ORD1"
+
+
+@pytest.mark.parametrize("code", ["ACCOUNT_FROZEN", "ACCOUNT_CLOSED", "USER_NOT_FOUND"])
+def test_refusals_fail(adapter: BalanceAdapter, mocked: responses.RequestsMock,
+                       code: str) -> None:
+    mocked.post(BASE + "/v1/refunds", status=422, json={"code": code, "message": "no"})
+    result = adapter.submit(REFUND)
+    assert (result.status, result.failure_code) == (ChannelStatus.FAILED, code)
+
+
+@pytest.mark.parametrize("status,body,error", [
+    (401, {"code": "SIGNATURE_INVALID"}, ChannelAuthError),
+    (409, {"code": "REFUND_NO_CONFLICT"}, OutcomeUnknown),
+    (400, {"code": "SOMETHING_NEW"}, OutcomeUnknown),   # unknown code: never a failure
+    (500, {"code": "INTERNAL"}, OutcomeUnknown),
+    (429, {"code": "RATE_LIMITED"}, OutcomeUnknown),
+])
+def test_error_answers(adapter: BalanceAdapter, mocked: responses.RequestsMock, status: int,
+                       body: dict[str, str], error: type[Exception]) -> None:
+    mocked.post(BASE + "/v1/refunds", status=status, json=body)
+    with pytest.raises(error):
+        adapter.submit(REFUND)
+
+
+@pytest.mark.parametrize("exc,error", [
+    (requests.ConnectTimeout("c"), ChannelUnavailable),
+    (requests.ConnectionError(MaxRetryError(None, "/", NewConnectionError(  # type: ignore[arg-type]
+        None, "refused"))), ChannelUnavailable),  # type: ignore[arg-type]
+    (requests.ReadTimeout("r"), OutcomeUnknown),
+    (requests.ConnectionError(ProtocolError("aborted", ConnectionResetError())),
+     OutcomeUnknown),
+])
+def test_transport(adapter: BalanceAdapter, mocked: responses.RequestsMock, exc: Exception,
+                   error: type[Exception]) -> None:
+    mocked.post(BASE + "/v1/refunds", body=exc)
+    with pytest.raises(error):
+        adapter.submit(REFUND)
+
+
+def test_garbage_and_mismatched_answers_are_unknown(adapter: BalanceAdapter,
+                                                    mocked: responses.RequestsMock) -> None:
+    mocked.post(BASE + "/v1/refunds", body="<html>")
+    with pytest.raises(OutcomeUnknown):
+        adapter.submit(REFUND)
+    mocked.replace(responses.POST, BASE + "/v1/refunds", json=record(refund_no="OTHER"))
+    with pytest.raises(OutcomeUnknown):
+        adapter.submit(REFUND)
+
+
+def test_query(adapter: BalanceAdapter, mocked: responses.RequestsMock) -> None:
+    url = f"{BASE}/v1/refunds/{REFUND.channel_refund_no}"
+    mocked.get(url, status=404, json={"code": "NOT_FOUND"})
+    assert adapter.query(REFUND).status is ChannelStatus.NOT_FOUND
+    mocked.replace(responses.GET, url, json=record(status="weird"))
+    assert adapter.query(REFUND).status is ChannelStatus.PROCESSING
+    mocked.replace(responses.GET, url, json=record())
+    assert adapter.query(REFUND).status is ChannelStatus.SUCCEEDED
+
+
+def test_statement(adapter: BalanceAdapter, mocked: responses.RequestsMock) -> None:
+    mocked.get(f"{BASE}/v1/ledger/2026-11-20", body=b"entry_id,type\n")
+    assert adapter.download_statement(date(2026, 11, 20)) == b"entry_id,type\n"
+
+
+def test_no_notifications(adapter: BalanceAdapter) -> None:
+    assert not adapter.capabilities.notifications
+    with pytest.raises(SignatureInvalid):
+        adapter.parse_notification({}, b"{}")
+
+
+def test_bad_refund_no(adapter: BalanceAdapter) -> None:
+    with pytest.raises(InvalidRequest):
+        adapter.submit(make_refund(no="bad no!"))
+
+
+def test_build() -> None:
+    with pytest.raises(ConfigurationError):
+        build(GatewaySettings(), lambda: NOW)
+    with pytest.raises(ConfigurationError) as info:
+        build(GatewaySettings(balance={"base_url": BASE, "hmac_key": "k3y!"}), lambda: NOW)
+    assert "k3y!" not in str(info.value)
+
+
+@pytest.mark.parametrize("value,status", [("succeeded", ChannelStatus.SUCCEEDED),
+                                          ("PROCESSING", ChannelStatus.PROCESSING),
+                                          ("failed", ChannelStatus.FAILED),
+                                          (None, ChannelStatus.PROCESSING),
+                                          ("new", ChannelStatus.PROCESSING)])
+def test_status_table(value: str | None, status: ChannelStatus) -> None:
+    assert translate.status_of(value) is status
