@@ -24,7 +24,7 @@ from gateway.models import ChannelStatus
 from gateway.money import Money
 from gateway.settings import GatewaySettings
 from tests.unit.adapters.bankcard import certs
-from tests.unit.adapters.bankcard.conftest import (
+from tests.unit.adapters.bankcard.canned import (
     BASE,
     CERT_PEM,
     MER_ID,
