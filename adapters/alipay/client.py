@@ -1,0 +1,301 @@
+"""The only module that imports python-alipay-sdk (3.4.0, pinned) or does Alipay HTTP.
+
+Owns: constructing the SDK once per adapter (PEM keys are parsed once), request building
+and RSA2 signing, response and notification verification (all by the SDK), one GET per
+call with separate connect/read timeouts, the bill download, and turning every transport
+failure and every SDK exception into the gateway's error tree. Must not translate business
+codes (``translate.py``), retry, sleep or log payloads.
+
+Why not ``api_alipay_trade_refund``/``server_api`` end to end: the SDK's
+``verified_sync_response`` does ``urlopen(...).read()`` and verification in one step, with
+one timeout for connect and read (CH §1.3) and a naive local ``timestamp`` (CH §1.2). We use
+the SDK's own pieces around our transport instead: ``build_body`` (``timestamp`` given as a
+keyword, which ``build_body`` applies last via ``data.update(kwargs)``, so Beijing time
+wins without patching or mutating the shared SDK object, i.e. thread-safe),
+``sign_data``, and ``_verify_and_return_sync_response`` (brace-matched signed substring,
+CH §1.4). That also gives the failpoint between "answer arrived" and "answer parsed", and
+tells a connect failure (provably not sent) from a read failure (sent, outcome unknown).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final
+
+# The one module allowed to import the SDK (the ban in pyproject.toml points here).
+from alipay import AliPay  # noqa: TID251
+from alipay.exceptions import AliPayException, AliPayValidationError  # noqa: TID251
+from alipay.utils import AliPayConfig  # noqa: TID251
+
+from adapters.alipay import translate
+from gateway.clock import Clock, to_beijing
+from gateway.errors import (
+    ChannelAuthError,
+    ChannelError,
+    ChannelUnavailable,
+    ConfigurationError,
+    OutcomeUnknown,
+)
+from gateway.models import Route
+
+CHANNEL: Final = Route.ALIPAY.value
+# An OpenAPI answer is a few KB; anything near this is not an Alipay answer.
+MAX_ANSWER_BYTES: Final = 1 << 20
+_CHUNK: Final = 1 << 16
+
+
+class _ConnectFailed(OSError):
+    """Raised from ``connect()``: nothing of the request left this process."""
+
+
+def _connect(conn: http.client.HTTPConnection, connect: Callable[[], None],
+             read_timeout: float) -> None:
+    """Run ``connect`` under the connect timeout, then switch to the read timeout."""
+    try:
+        connect()
+    except OSError as exc:   # refused, DNS, connect timeout, TLS handshake (SSLError)
+        raise _ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
+    if conn.sock is not None:
+        conn.sock.settimeout(read_timeout)
+
+
+class _TimedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_timeout = read_timeout
+
+    def connect(self) -> None:
+        _connect(self, super().connect, self._read_timeout)
+
+
+class _TimedHTTPSConnection(http.client.HTTPSConnection):
+    """The TLS handshake is part of connecting: no request bytes have left yet."""
+
+    def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_timeout = read_timeout
+
+    def connect(self) -> None:
+        _connect(self, super().connect, self._read_timeout)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, read_timeout: float) -> None:
+        super().__init__()
+        self._read_timeout = read_timeout
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(partial(_TimedHTTPConnection,
+                                    read_timeout=self._read_timeout), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, read_timeout: float) -> None:
+        super().__init__(context=ssl.create_default_context())
+        self._read_timeout = read_timeout
+        self._ctx = ssl.create_default_context()   # verified TLS, system trust store
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(partial(_TimedHTTPSConnection,
+                                    read_timeout=self._read_timeout), req, context=self._ctx)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A verified OpenAPI answer: the inner ``<method>_response`` object (no ``sign``)."""
+
+    method: str
+    body: dict[str, Any]
+
+    @property
+    def code(self) -> str:
+        return str(self.body.get("code", ""))
+
+    @property
+    def sub_code(self) -> str | None:
+        value = self.body.get("sub_code")
+        return str(value) if value else None
+
+
+class AlipayClient:
+    """One Alipay app: keys loaded once; each call is one signed GET (CH §1.2, §1.3)."""
+
+    def __init__(self, *, app_id: str, app_private_key_pem: str, alipay_public_key_pem: str,
+                 gateway_url: str, connect_timeout: float, read_timeout: float,
+                 clock: Clock) -> None:
+        try:
+            self._sdk = AliPay(appid=app_id, app_notify_url=None,
+                               app_private_key_string=app_private_key_pem,
+                               alipay_public_key_string=alipay_public_key_pem,
+                               sign_type="RSA2",
+                               config=AliPayConfig(timeout=read_timeout))
+        except (ValueError, IndexError, TypeError) as exc:
+            # Cryptodome says "RSA key format is not supported"; never echo the key.
+            raise ConfigurationError(
+                "REFUND_GATEWAY_ALIPAY__APP_PRIVATE_KEY / ALIPAY_PUBLIC_KEY: not an RSA PEM "
+                f"key ({type(exc).__name__})", setting="REFUND_GATEWAY_ALIPAY__APP_PRIVATE_KEY"
+            ) from None
+        # CH §0 #2: no constructor argument for the base URL; the SDK is pinned exactly.
+        self._sdk._gateway = gateway_url
+        self.app_id = app_id
+        self.gateway_url = gateway_url
+        self._clock = clock
+        self._connect_timeout = connect_timeout
+        self._opener = urllib.request.build_opener(_HTTPHandler(read_timeout),
+                                                   _HTTPSHandler(read_timeout))
+
+    # -- OpenAPI calls ----------------------------------------------------------------
+    def call(self, method: str, biz_content: Mapping[str, Any], *, operation: str,
+             after_send: Callable[[], None] | None = None) -> Answer:
+        """Send ``method`` and return the verified answer, a business failure included.
+
+        Raises ``ChannelUnavailable`` (not sent), ``OutcomeUnknown`` (sent, no verified
+        answer: read timeout, HTTP error, unsigned/unverifiable/unparseable answer) or
+        ``ChannelAuthError`` (an unsigned answer saying our signature/app was rejected).
+        """
+        timestamp = to_beijing(self._clock()).strftime("%Y-%m-%d %H:%M:%S")
+        data = self._sdk.build_body(method, dict(biz_content), timestamp=timestamp)
+        url = self.gateway_url + "?" + self._sdk.sign_data(data)
+        raw = self._get(url, operation=operation, limit=MAX_ANSWER_BYTES)
+        if after_send is not None:
+            after_send()
+        response_type = method.replace(".", "_") + "_response"
+        try:
+            text = raw.decode("utf-8")
+            body = self._sdk._verify_and_return_sync_response(text, response_type)
+        except AliPayValidationError:
+            # DESIGN invariant 4: an unverifiable answer to a request that was sent is an
+            # unknown outcome (query first), not a refusal. SignatureInvalid is kept for
+            # notifications, where "not genuine" means "never received".
+            raise OutcomeUnknown("Alipay answer failed signature verification",
+                                 channel=CHANNEL, operation=operation,
+                                 code="SIGNATURE_INVALID") from None
+        except AliPayException as exc:
+            raise unsigned_failure(exc, operation) from None
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise OutcomeUnknown(f"Alipay answer unreadable ({type(exc).__name__})",
+                                 channel=CHANNEL, operation=operation,
+                                 code="UNPARSEABLE") from None
+        if not isinstance(body, dict):
+            raise OutcomeUnknown("Alipay answer is not an object", channel=CHANNEL,
+                                 operation=operation, code="UNPARSEABLE")
+        return Answer(method, body)
+
+    def verify(self, params: Mapping[str, str], signature: str) -> bool:
+        """Notification check (CH §1.5): ``params`` without ``sign``; ``sign_type`` is
+        popped by the SDK, so the canonical string excludes both. Never raises."""
+        data = dict(params)   # the SDK mutates its argument
+        try:
+            return bool(self._sdk.verify(data, signature))
+        except (AliPayException, ValueError, TypeError):   # bad sign_type, bad base64
+            return False
+
+    def fetch(self, url: str, *, operation: str, limit: int) -> bytes:
+        """A plain GET (the bill URL is pre-authorised, CH §4.5), at most ``limit`` bytes."""
+        if not url.startswith(("http://", "https://")):
+            raise OutcomeUnknown("bill_download_url is not an http(s) URL", channel=CHANNEL,
+                                 operation=operation, code="BAD_URL")
+        return self._get(url, operation=operation, limit=limit)
+
+    # -- transport --------------------------------------------------------------------
+    def _get(self, url: str, *, operation: str, limit: int) -> bytes:
+        try:
+            with self._opener.open(url, timeout=self._connect_timeout) as resp:
+                chunks: list[bytes] = []
+                size = 0
+                while chunk := resp.read(_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise OutcomeUnknown(f"answer larger than {limit} bytes",
+                                             channel=CHANNEL, operation=operation,
+                                             code="TOO_LARGE")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except ChannelError:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()   # it holds the response socket
+            error = transport_error(exc, operation)
+            if error is None:
+                raise
+            raise error from None
+
+
+def transport_error(exc: BaseException, operation: str) -> ChannelError | None:
+    """urllib failures -> the error tree (CH §1.3). ``None``: not a transport failure.
+
+    Only a failure inside ``connect()`` proves nothing was sent (``ChannelUnavailable``).
+    ``HTTPError`` is a ``URLError``: check it first. Everything after connecting (send
+    error, read timeout, reset, truncated answer, HTTP error status) is ``OutcomeUnknown``.
+    """
+    if isinstance(exc, urllib.error.HTTPError):
+        status = exc.code
+        if status == 401:
+            return ChannelAuthError("Alipay gateway answered HTTP 401", channel=CHANNEL,
+                                    operation=operation, http_status=status,
+                                    code=f"HTTP_{status}")
+        return OutcomeUnknown(f"Alipay gateway answered HTTP {status}", channel=CHANNEL,
+                              operation=operation, http_status=status, code=f"HTTP_{status}")
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        if isinstance(reason, _ConnectFailed):
+            return ChannelUnavailable(f"cannot connect to Alipay: {reason}", channel=CHANNEL,
+                                      operation=operation, code="CONNECT_FAILED")
+        return OutcomeUnknown(f"Alipay request failed while sending: {reason}",
+                              channel=CHANNEL, operation=operation, code="SEND_FAILED")
+    if isinstance(exc, _ConnectFailed):   # defensive: urllib normally wraps it
+        return ChannelUnavailable(f"cannot connect to Alipay: {exc}", channel=CHANNEL,
+                                  operation=operation, code="CONNECT_FAILED")
+    if isinstance(exc, TimeoutError):     # socket.timeout is TimeoutError (3.10+)
+        return OutcomeUnknown("Alipay answer timed out", channel=CHANNEL,
+                              operation=operation, code="READ_TIMEOUT")
+    if isinstance(exc, http.client.HTTPException | OSError):
+        return OutcomeUnknown(f"Alipay answer broken: {type(exc).__name__}", channel=CHANNEL,
+                              operation=operation, code="READ_FAILED")
+    return None
+
+
+def sdk_exception_fields(exc: AliPayException) -> tuple[str | None, str | None, str | None]:
+    """(code, sub_code, sub_msg) of an ``AliPayException``.
+
+    The SDK keeps code and message (the raw answer body) in name-mangled private
+    attributes (CH §1.3); read them defensively, and never trust them: the body was not
+    signed.
+    """
+    code = getattr(exc, "_AliPayException__code", None)
+    message = getattr(exc, "_AliPayException__message", None)
+    sub_code = sub_msg = None
+    if isinstance(message, str):
+        try:
+            doc = json.loads(message)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            inner = doc.get("error_response")
+            if not isinstance(inner, dict):
+                inner = next((v for k, v in doc.items()
+                              if k.endswith("_response") and isinstance(v, dict)), None)
+            if isinstance(inner, dict):
+                sub_code = str(inner["sub_code"]) if inner.get("sub_code") else None
+                sub_msg = str(inner["sub_msg"])[:200] if inner.get("sub_msg") else None
+                code = code or inner.get("code")
+    return (str(code) if code not in (None, "") else None), sub_code, sub_msg
+
+
+def unsigned_failure(exc: AliPayException, operation: str) -> ChannelError:
+    """An unsigned answer (no ``sign`` or an ``error_response``): not a verified refusal."""
+    code, sub_code, _ = sdk_exception_fields(exc)
+    shown = sub_code or code or "UNSIGNED"
+    if translate.is_auth_failure(code, sub_code):
+        return ChannelAuthError(f"Alipay rejected our request: {code} {sub_code}",
+                                channel=CHANNEL, operation=operation, code=shown)
+    return OutcomeUnknown(f"unsigned Alipay answer: {code} {sub_code}", channel=CHANNEL,
+                          operation=operation, code=shown)

@@ -1,0 +1,270 @@
+"""Alipay answers -> the gateway's vocabulary (pure, total tables; CH §4).
+
+Owns: what ``code``/``sub_code``, ``fund_change``, ``refund_status`` and ``dback_status``
+mean for a refund; turning verified answers into ``ChannelResult``; redacting answers
+kept as evidence. Must not do I/O, read settings or import the SDK. An unknown status is
+PROCESSING (with a warning); an unknown error code is "outcome unknown", never a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
+
+import structlog
+
+from gateway.clock import from_beijing
+from gateway.errors import InvalidRequest
+from gateway.logging import mask_account, redact_mapping
+from gateway.models import ChannelResult, ChannelStatus
+from gateway.money import Money
+
+log = structlog.get_logger(__name__)
+
+SUCCESS_CODE: Final = "10000"
+UNKNOWN_CODE: Final = "20000"          # service unavailable / isp.unknow-error (CH §4)
+RECEIVED_IN_BALANCE: Final = "alipay_balance"
+
+
+class Verdict(StrEnum):
+    """What the adapter does with a (signed) failure answer."""
+
+    RESULT = "result"            # return ChannelResult(status)
+    UNKNOWN = "unknown"          # raise OutcomeUnknown: query first, resend same number
+    RATE_LIMITED = "rate_limited"  # raise OutcomeUnknown: not accepted; retry later
+    AUTH = "auth"                # raise ChannelAuthError: fix configuration
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    verdict: Verdict
+    status: ChannelStatus | None = None
+
+
+# CH §4.3 "Refund error codes" (sub_code; code 40004 unless noted), row by row.
+# Deviation, on purpose: ACQ.DISCORDANT_REPEAT_REQUEST is "final" in CH §4.3, but it says
+# a refund with this out_request_no already exists with other content. That earlier
+# request may have moved money; calling this refund FAILED would release its amount and
+# allow a second refund (DESIGN invariants 1, 3). Our out_request_no and request content
+# never change, so this only happens after a bug: query first and let a person look.
+REFUND_SUB_CODES: Final[Mapping[str, Outcome]] = {
+    "ACQ.SYSTEM_ERROR": Outcome(Verdict.UNKNOWN),
+    "isp.unknow-error": Outcome(Verdict.UNKNOWN),              # code 20000
+    "isv.app-call-limited": Outcome(Verdict.RATE_LIMITED),
+    "isv.method-call-limited": Outcome(Verdict.RATE_LIMITED),
+    "app-call-limited": Outcome(Verdict.RATE_LIMITED),
+    "ACQ.SELLER_BALANCE_NOT_ENOUGH": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+    "ACQ.INVALID_PARAMETER": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+    "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+    "ACQ.REASON_TRADE_BEEN_FREEZEN": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+    "ACQ.TRADE_NOT_EXIST": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+    "ACQ.TRADE_HAS_FINISHED": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+    "ACQ.TRADE_STATUS_ERROR": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+    "ACQ.DISCORDANT_REPEAT_REQUEST": Outcome(Verdict.UNKNOWN),   # see above
+    "ACQ.REASON_TRADE_REFUND_FEE_ERR": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+    "ACQ.TRADE_NOT_ALLOW_REFUND": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+}
+
+# Not in CHANNELS.md: Alipay's public error codes (公共错误码, opendocs "common error
+# codes") for a request that Alipay refused to process because of our credentials: app id,
+# signature, key type or permissions. Never retried; a person fixes the configuration.
+AUTH_SUB_CODES: Final = frozenset({
+    "isv.invalid-signature", "isv.missing-signature", "isv.invalid-signature-type",
+    "isv.missing-signature-type", "isv.invalid-app-id", "isv.missing-app-id",
+    "isv.invalid-app-auth-token", "isv.app-unauthorized", "isv.insufficient-isv-permissions",
+    "isv.insufficient-user-permissions", "isv.invalid-encrypt", "isv.missing-encrypt",
+})
+AUTH_CODES: Final = frozenset({"20001", "40003", "40006"})   # token / permission classes
+# 40001 missing / 40002 invalid parameters: the gateway refused the request before any
+# business processing, so no money moved (CH §4 "40002 invalid args").
+REJECTED_BEFORE_PROCESSING: Final = frozenset({"40001", "40002"})
+
+
+def is_auth_failure(code: str | None, sub_code: str | None) -> bool:
+    return (sub_code or "") in AUTH_SUB_CODES or (code or "") in AUTH_CODES
+
+
+def refund_failure(code: str, sub_code: str | None) -> Outcome:
+    """A signed ``alipay.trade.refund`` answer with ``code != 10000`` (CH §4.3)."""
+    if is_auth_failure(code, sub_code):
+        return Outcome(Verdict.AUTH)
+    if sub_code is not None and sub_code in REFUND_SUB_CODES:
+        return REFUND_SUB_CODES[sub_code]
+    if code == UNKNOWN_CODE:
+        return Outcome(Verdict.UNKNOWN)
+    if code in REJECTED_BEFORE_PROCESSING:
+        return Outcome(Verdict.RESULT, ChannelStatus.FAILED)
+    # A 40004 with a sub_code CH §4.3 does not list may be a refusal or a "try again":
+    # we cannot tell, so it is not a failure (DESIGN invariant 4).
+    log.warning("alipay.unknown_refund_code", code=code, sub_code=sub_code)
+    return Outcome(Verdict.UNKNOWN)
+
+
+def query_failure(code: str, sub_code: str | None) -> Outcome:
+    """A signed refund-query answer with ``code != 10000``.
+
+    A refused *query* never decides the refund: the trade not existing means no refund
+    was executed (NOT_FOUND; the service resends and ``alipay.trade.refund`` gives the
+    final refusal); anything else is "ask again later".
+    """
+    if is_auth_failure(code, sub_code):
+        return Outcome(Verdict.AUTH)
+    if sub_code == "ACQ.TRADE_NOT_EXIST":
+        return Outcome(Verdict.RESULT, ChannelStatus.NOT_FOUND)
+    if sub_code is not None and sub_code in REFUND_SUB_CODES and \
+            REFUND_SUB_CODES[sub_code].verdict is Verdict.RATE_LIMITED:
+        return Outcome(Verdict.RATE_LIMITED)
+    return Outcome(Verdict.UNKNOWN)
+
+
+# CH §4.1 success rule: code 10000 only means accepted; fund_change "Y" => refunded;
+# "N" or absent => confirm with the refund query. (A resend of an already executed
+# out_request_no also answers fund_change N: the query then finds REFUND_SUCCESS.)
+FUND_CHANGE: Final[Mapping[str, ChannelStatus]] = {
+    "Y": ChannelStatus.SUCCEEDED,
+    "N": ChannelStatus.PROCESSING,
+}
+
+# CH §4.2 refund_status: REFUND_SUCCESS; absent => not received or failed. Absent is
+# NOT_FOUND (the service resends under the same out_request_no; Alipay dedupes), never
+# FAILED. Other values are undocumented: PROCESSING with a warning.
+REFUND_STATUS: Final[Mapping[str, ChannelStatus]] = {
+    "REFUND_SUCCESS": ChannelStatus.SUCCEEDED,
+}
+
+# CH §4.2 deposit_back_info.dback_status (bank-card refunds). Alipay has refunded in every
+# case (money left the merchant): the refund is SUCCEEDED; this is about the bank leg.
+# F: the bank returned it and Alipay put it in the buyer's Alipay balance - not lost.
+DBACK_STATUS: Final[Mapping[str, str]] = {
+    "S": "bank credited the card",
+    "P": "bank leg in progress",
+    "F": "bank refused; credited to the buyer's Alipay balance",
+}
+
+
+def fund_change_status(value: Any) -> ChannelStatus:
+    if value in (None, ""):
+        return ChannelStatus.PROCESSING
+    status = FUND_CHANGE.get(str(value))
+    if status is None:
+        log.warning("alipay.unknown_fund_change", fund_change=str(value)[:16])
+        return ChannelStatus.PROCESSING
+    return status
+
+
+def refund_status(value: Any) -> ChannelStatus:
+    if value in (None, ""):
+        return ChannelStatus.NOT_FOUND
+    status = REFUND_STATUS.get(str(value))
+    if status is None:
+        log.warning("alipay.unknown_refund_status", refund_status=str(value)[:32])
+        return ChannelStatus.PROCESSING
+    return status
+
+
+def parse_time(value: Any) -> datetime | None:
+    """``yyyy-MM-dd HH:mm:ss`` Beijing wall time -> aware UTC; ``None`` if absent/odd."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        naive = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007
+    except ValueError:
+        log.warning("alipay.bad_time", value=value[:32])
+        return None
+    return from_beijing(naive)
+
+
+def parse_amount(value: Any) -> Money | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return Money.parse(value)
+    except InvalidRequest:
+        log.warning("alipay.bad_amount", value=value[:32])
+        return None
+
+
+def deposit_back(info: Any) -> dict[str, str]:
+    """``deposit_back_info`` -> ``bank_ack`` (strings only; empty when not a card refund)."""
+    if not isinstance(info, Mapping):
+        return {}
+    status = str(info.get("dback_status") or "")
+    if not status:
+        return {}
+    if status not in DBACK_STATUS:
+        log.warning("alipay.unknown_dback_status", dback_status=status[:8])
+    ack = {"dback_status": status}
+    for key in ("dback_amount", "bank_ack_time", "est_bank_receipt_time"):
+        value = info.get(key)
+        if value not in (None, ""):
+            ack[key] = str(value)
+    return ack
+
+
+def balance_account(logon_id: str | None) -> str:
+    return f"{RECEIVED_IN_BALANCE}:{logon_id}" if logon_id else RECEIVED_IN_BALANCE
+
+
+def masked_logon(value: Any) -> str | None:
+    """``buyer_logon_id`` is masked by Alipay (``159****5620``); mask it if it is not."""
+    if not isinstance(value, str) or not value:
+        return None
+    if "*" in value:
+        return value
+    return "*" * 4 + value[-4:] if len(value) > 4 else "****"
+
+
+# Identifiers of the buyer kept only as their last 4 in stored evidence.
+_BUYER_IDS: Final = frozenset({"buyer_user_id", "buyer_open_id", "buyer_id", "buyer_logon_id",
+                               "buyer_pay_amount_account"})
+
+
+def redact(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An answer or notification as stored evidence: no ``sign``, buyer ids masked."""
+    kept: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in ("sign", "sign_type"):
+            continue
+        if key in _BUYER_IDS and isinstance(value, str):
+            kept[key] = masked_logon(value) if key == "buyer_logon_id" else \
+                mask_account(value) if len(value) >= 16 else masked_logon(value)
+            continue
+        kept[key] = value
+    return redact_mapping(kept)
+
+
+def submit_result(body: Mapping[str, Any], channel_refund_no: str) -> ChannelResult:
+    """A signed ``code=10000`` refund answer (CH §4.1)."""
+    status = fund_change_status(body.get("fund_change"))
+    succeeded = status is ChannelStatus.SUCCEEDED
+    return ChannelResult(
+        status=status,
+        channel_refund_no=channel_refund_no,
+        # refund_fee is the trade's *cumulative* refunded amount, not this refund's.
+        amount=None,
+        succeeded_at=parse_time(body.get("gmt_refund_pay")) if succeeded else None,
+        received_account=masked_logon(body.get("buyer_logon_id")) if succeeded else None,
+        raw=redact(body),
+    )
+
+
+def query_result(body: Mapping[str, Any], channel_refund_no: str) -> ChannelResult:
+    """A signed ``code=10000`` refund-query answer (CH §4.2)."""
+    status = refund_status(body.get("refund_status"))
+    if status is not ChannelStatus.SUCCEEDED:
+        return ChannelResult(status=status, channel_refund_no=channel_refund_no,
+                             raw=redact(body))
+    ack = deposit_back(body.get("deposit_back_info"))
+    received = RECEIVED_IN_BALANCE if ack.get("dback_status") == "F" else None
+    return ChannelResult(
+        status=ChannelStatus.SUCCEEDED,
+        channel_refund_no=channel_refund_no,
+        amount=parse_amount(body.get("refund_amount")),
+        succeeded_at=parse_time(body.get("gmt_refund_pay")),
+        received_account=received,
+        bank_ack=ack,
+        raw=redact(body),
+    )
