@@ -98,9 +98,9 @@ class _HTTPHandler(urllib.request.HTTPHandler):
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
     def __init__(self, read_timeout: float) -> None:
-        super().__init__(context=ssl.create_default_context())
-        self._read_timeout = read_timeout
         self._ctx = ssl.create_default_context()   # verified TLS, system trust store
+        super().__init__(context=self._ctx)
+        self._read_timeout = read_timeout
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         return self.do_open(partial(_TimedHTTPSConnection,

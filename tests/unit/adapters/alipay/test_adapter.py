@@ -195,3 +195,19 @@ def test_build(app_keys: KeyPair, alipay_keys: KeyPair) -> None:
 def test_client_keys_loaded_once(client: AlipayClient) -> None:
     assert client._sdk._gateway == "http://127.0.0.1:9/gateway.do"
     assert client._sdk._config.timeout == 2.0
+
+
+def test_failpoint_between_answer_and_parse(adapter: AlipayAdapter, canned: Canned,
+                                           answer: Callable[..., bytes],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import failpoints
+
+    hits: list[tuple[str, int]] = []
+    monkeypatch.setattr(failpoints, "failpoint",
+                        lambda name: hits.append((name, len(canned.urls))))
+    canned.answers.append(answer(REFUND, code="10000", fund_change="Y"))
+    adapter.submit(make_refund())
+    assert hits == [(failpoints.AFTER_SEND, 1)]      # after the one request was sent
+    canned.answers.append(answer(QUERY, code="10000"))
+    adapter.query(make_refund())
+    assert len(hits) == 1                            # submit only
