@@ -166,11 +166,16 @@ def refund_status(value: Any) -> ChannelStatus:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """``yyyy-MM-dd HH:mm:ss`` Beijing wall time -> aware UTC; ``None`` if absent/odd."""
+    """``yyyy-MM-dd HH:mm:ss`` Beijing wall time -> aware UTC; ``None`` if absent/odd.
+
+    Notifications write ``gmt_refund`` with milliseconds (``...15:45:57.320``).
+    """
     if not isinstance(value, str) or not value.strip():
         return None
+    text = value.strip()
     try:
-        naive = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007
+        fmt = "%Y-%m-%d %H:%M:%S.%f" if "." in text else "%Y-%m-%d %H:%M:%S"
+        naive = datetime.strptime(text, fmt)  # noqa: DTZ007 - Beijing, made aware below
     except ValueError:
         log.warning("alipay.bad_time", value=value[:32])
         return None

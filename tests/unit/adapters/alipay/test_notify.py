@@ -43,13 +43,13 @@ def depositback(dback: str) -> dict[str, str]:
 
 
 def test_trade_sync_refund(adapter: AlipayAdapter, alipay_keys: KeyPair) -> None:
-    form = trade_sync(gmt_refund="2026-11-20 10:00:05")
+    form = trade_sync()                  # gmt_refund with milliseconds, as Alipay sends it
     result = adapter.parse_notification({}, sign_form(form, alipay_keys))
     assert result.status is ChannelStatus.SUCCEEDED
     assert result.channel_refund_no == "RFabc123"
     assert result.event_id == form["notify_id"]
     assert result.amount is None          # refund_fee is the trade's cumulative total
-    assert result.succeeded_at == datetime(2026, 11, 20, 2, 0, 5, tzinfo=UTC)
+    assert result.succeeded_at == datetime(2026, 11, 20, 2, 0, 5, 123_000, tzinfo=UTC)
     assert result.merchant_id == APP_ID
     assert "sign" not in result.raw and result.raw["buyer_id"] == "****5611"
 

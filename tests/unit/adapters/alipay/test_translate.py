@@ -99,6 +99,8 @@ def test_refund_status(value: str | None, status: ChannelStatus) -> None:
 def test_parse_time_is_beijing() -> None:
     assert t.parse_time("2014-11-27 15:45:57") == datetime(2014, 11, 27, 7, 45, 57,
                                                            tzinfo=UTC)
+    assert t.parse_time("2014-11-27 15:45:57.320") == datetime(2014, 11, 27, 7, 45, 57,
+                                                               320_000, tzinfo=UTC)
     assert t.parse_time("27/11/2014") is None
     assert t.parse_time(None) is None
 
