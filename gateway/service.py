@@ -134,9 +134,14 @@ class RefundGateway:
         return self.store.events(refund_id)
 
     def sync(self, refund_id: str) -> Refund:
-        """Ask the channel now about one refund (whatever its next check time)."""
+        """Ask the channel now about one refund (whatever its next check time).
+
+        A SUCCEEDED refund is asked too: its bank leg (Alipay ``deposit_back_info``,
+        UnionPay settlement) may still be moving, and the answer refreshes that evidence
+        without ever changing the final status.
+        """
         refund = self.store.get(refund_id)
-        if refund.status.is_final:
+        if refund.status.is_final and refund.status is not RefundStatus.SUCCEEDED:
             return refund
         return self._check(refund)
 

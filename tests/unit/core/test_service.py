@@ -281,6 +281,19 @@ def test_sync_queries_now(gw: RefundGateway, channel: FakeChannel) -> None:
     refund = gw.refund(request())
     channel.ledger.status[refund.channel_refund_no] = ChannelStatus.CLOSED
     assert gw.sync(refund.id).status is S.CLOSED
+    queries = len([c for c in channel.ledger.calls if c[0] == "query"])
+    assert gw.sync(refund.id).status is S.CLOSED        # final: not asked again
+    assert len([c for c in channel.ledger.calls if c[0] == "query"]) == queries
+
+
+def test_sync_of_succeeded_refreshes_evidence_only(gw: RefundGateway,
+                                                  channel: FakeChannel) -> None:
+    channel.settle = ChannelStatus.SUCCEEDED
+    refund = gw.refund(request())
+    assert refund.status is S.SUCCEEDED
+    after = gw.sync(refund.id)
+    assert after.status is S.SUCCEEDED
+    assert ("query", refund.channel_refund_no) in channel.ledger.calls
 
 
 def test_max_refunds_per_payment(gw: RefundGateway) -> None:
