@@ -8,14 +8,16 @@ built by ``gateway.bootstrap``. Owns argument handling and the printed summary o
 from __future__ import annotations
 
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import click
 import polars as pl
+from sqlalchemy import Engine
 
 from gateway.errors import GatewayError, StatementError
 from gateway.models import Route
+from gateway.settings import GatewaySettings
 from reconciliation.job import ItemNotFound, beijing_day, list_items, reconcile, resolve_item
 from reconciliation.matching import CLASS_ORDER
 from reconciliation.platform import from_csv, from_store
@@ -25,14 +27,15 @@ from reconciliation.statements import Source, TooManyBadLines, detect
 EXIT_OK, EXIT_DISCREPANCIES, EXIT_USAGE = 0, 1, 2
 
 
-def _settings(ctx: click.Context):  # type: ignore[no-untyped-def]
+def _settings(ctx: click.Context) -> GatewaySettings:
     from gateway.settings import load_settings  # noqa: PLC0415 - only when a command runs
 
     app = ctx.find_root().obj
-    return getattr(app, "settings", None) or load_settings()
+    given = getattr(app, "settings", None)
+    return given if isinstance(given, GatewaySettings) else load_settings()
 
 
-def _engine(ctx: click.Context):  # type: ignore[no-untyped-def]
+def _engine(ctx: click.Context) -> Engine:
     from gateway.bootstrap import build_store  # noqa: PLC0415 - lazy: store only when needed
 
     return build_store(_settings(ctx)).engine
@@ -56,11 +59,11 @@ def _fail(message: str) -> None:
               help="Fail the run (exit 2) past this many unreadable statement lines.")
 @click.option("--no-save", is_flag=True, help="Do not record the run in the database.")
 @click.pass_context
-def reconcile_command(ctx: click.Context, day: object, routes: tuple[str, ...],
+def reconcile_command(ctx: click.Context, day: datetime, routes: tuple[str, ...],
                       statements: tuple[Path, ...], platform_csv: Path | None, out: Path,
                       formats: str, max_bad_lines: int, no_save: bool) -> None:
     """Match the platform's refunds against the channels' statements for one day."""
-    run_date: date = day.date()  # type: ignore[attr-defined]
+    run_date = day.date()
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
     if unknown := [f for f in fmts if f not in FORMATS]:
         _fail(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")

@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 import structlog
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import CursorResult, Engine, insert, select, update
 
 from gateway.clock import BEIJING, utcnow
 from gateway.errors import GatewayError, StatementError
@@ -91,20 +91,27 @@ def carried_lines(items: list[dict[str, Any]], statement: pl.DataFrame) -> pl.Da
     return pl.DataFrame(rows, schema=BATCH_SCHEMA)
 
 
+def _new_id(result: CursorResult[Any]) -> int:
+    """The primary key an INSERT just created (SQLite and PostgreSQL both return it)."""
+    pk = result.inserted_primary_key
+    if pk is None or pk[0] is None:
+        raise GatewayError("the database returned no primary key for an insert")
+    return int(pk[0])
+
+
 def persist(engine: Engine, result: RunResult, *, platform_source: str,
             statements: Sequence[str], started_at: datetime) -> int:
     counts = result.counts()
     outcome = "discrepancies" if result.has_discrepancies else "clean"
     now = utcnow()
     with engine.begin() as conn:
-        run_pk = conn.execute(insert(recon_runs).values(
+        run_id = _new_id(conn.execute(insert(recon_runs).values(
             run_date=result.run_date, routes=",".join(r.value for r in result.routes),
             started_at=started_at, finished_at=now, platform_source=platform_source[:256],
             statements=json.dumps(list(statements), ensure_ascii=False),
             totals=json.dumps(counts), bad_lines=json.dumps([str(e) for e in result.bad_lines],
                                                             ensure_ascii=False),
-            outcome=outcome)).inserted_primary_key
-        run_id = int(run_pk[0]) if run_pk is not None else 0
+            outcome=outcome)))
         existing = {(r.route, r.item_key): dict(r._mapping) for r in conn.execute(
             select(recon_items).where(recon_items.c.route.in_(
                 [r.value for r in result.routes])))}
@@ -129,9 +136,9 @@ def persist(engine: Engine, result: RunResult, *, platform_source: str,
                     result.states[key] = {"state": "resolved", "item_id": old["id"]}
                 continue
             if old is None:
-                item_id = conn.execute(insert(recon_items).values(
+                item_id = _new_id(conn.execute(insert(recon_items).values(
                     **values, route=row["route"], item_key=row["channel_refund_no"],
-                    state="open", first_seen_run=run_id)).inserted_primary_key[0]
+                    state="open", first_seen_run=run_id)))
                 result.states[key] = {"state": "open", "item_id": item_id}
                 continue
             reopen = old["state"] == "resolved" and old["class"] != row["class"]

@@ -85,7 +85,8 @@ def from_csv(path: Path, *, routes: Iterable[Route] | None = None) -> pl.DataFra
         "refund_id", "route", "merchant_order_no", "channel_trade_no", "channel_refund_no",
         pl.lit(None, pl.String()).alias("channel_refund_id"), "amount_minor", "currency",
         "status", pl.col("_created").alias("created_at"),
-        pl.col("_succeeded").alias("succeeded_at")).cast(PLATFORM_SCHEMA)  # type: ignore[arg-type]
+        pl.col("_succeeded").alias("succeeded_at")).select(
+        [pl.col(c).cast(t) for c, t in PLATFORM_SCHEMA.items()])
     if routes is not None:
         out = out.filter(pl.col("route").is_in([r.value for r in routes]))
     return out

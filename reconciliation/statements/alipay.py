@@ -30,9 +30,11 @@ from reconciliation.statements.base import (
     beijing_time,
     clean,
     fold_header,
+    none,
     read_rows,
     split_csv_line,
     stream_sections,
+    to_batch,
 )
 from reconciliation.statements.model import COLUMNS, LineKind
 
@@ -143,27 +145,14 @@ def _rows(table: Table, first: int, raw: bytes, name: str, bad: BadLines) -> pl.
         .when(pl.col("time").is_null()).then(pl.lit(f"bad time in {COL_FINISHED}"))
         .when(is_refund & (pl.col("refund_no") == ""))
         .then(pl.lit(f"refund row without {COL_REFUND_NO}"))
-        .otherwise(None).alias("_problem"))
-    df = df.with_columns(problems)
-    broken = df.filter(pl.col("_problem").is_not_null())
-    if broken.height:
-        bad.add_rows(broken, lambda r: str(r["_problem"]), name)
-        df = df.filter(pl.col("_problem").is_null())
-    return df.select(
-        pl.lit(ROUTE.value).alias("route"),
-        pl.col("kind"),
-        pl.when(is_refund).then(pl.col("refund_no")).otherwise(None).alias("channel_refund_no"),
-        pl.lit(None, pl.String()).alias("channel_refund_id"),
-        pl.col("order_no").alias("merchant_order_no"),
-        pl.col("trade_no").alias("channel_trade_no"),
-        pl.col("_amount").abs().alias("amount_minor"),
-        pl.lit("CNY").alias("currency"),
-        pl.lit(ChannelStatus.SUCCEEDED.value).alias("status"),
-        pl.col("time"),
-        pl.lit(name).alias("source"),
-        pl.col("line"),
-        pl.col("_received"),
-    )
+        .otherwise(None))
+    df = bad.drop_bad(df, problems, name)
+    return to_batch(
+        df, route=ROUTE.value, source=name, kind=pl.col("kind"),
+        refund_no=pl.col("refund_no"), refund_id=none(), order_no=pl.col("order_no"),
+        trade_no=pl.col("trade_no"), amount=pl.col("_amount"),
+        status=pl.lit(ChannelStatus.SUCCEEDED.value), time=pl.col("time"),
+        extra={"_received": pl.col("_received")})
 
 
 def _check_footer(sections: Sections, totals: _Totals, name: str, bad: BadLines) -> None:

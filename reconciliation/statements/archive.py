@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final, Protocol
 
 from gateway.errors import StatementError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZIP_MAGIC: Final = b"PK\x03\x04"
@@ -30,23 +33,28 @@ class ArchiveLimits:
     max_ratio: int = 200                   # real bills deflate ~5-15x; bombs 1000x+
 
 
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
 class _Guarded(io.RawIOBase):
     """A read-only stream that fails once more than ``limit`` bytes come out of it."""
 
-    def __init__(self, inner: IO[bytes], limit: int, name: str, why: str) -> None:
+    def __init__(self, inner: _Readable, limit: int, name: str, why: str) -> None:
         self._inner, self._limit, self._name, self._why = inner, limit, name, why
         self.count = 0
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._inner.read(len(buffer))
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._inner.read(len(view))
         self.count += len(data)
         if self.count > self._limit:
             raise StatementError(f"archive guard: {self._why}", file=self._name)
         n = len(data)
-        buffer[:n] = data
+        view[:n] = data
         return n
 
 
@@ -118,5 +126,5 @@ def open_gzip(stream: IO[bytes], archive: str, compressed_size: int | None,
     if compressed_size is not None:
         cap = min(cap, limits.max_ratio * max(compressed_size, 1024))
     inner = gzip.GzipFile(fileobj=stream, mode="rb")
-    return io.BufferedReader(_Guarded(inner, cap, archive,  # type: ignore[arg-type]
+    return io.BufferedReader(_Guarded(inner, cap, archive,
                                       "gzip expands past size/ratio limits"), 1 << 20)

@@ -23,10 +23,12 @@ from reconciliation.statements.base import (
     amount_minor,
     beijing_time,
     clean,
+    none,
     read_rows,
     stream_sections,
+    to_batch,
 )
-from reconciliation.statements.model import COLUMNS, LineKind
+from reconciliation.statements.model import LineKind
 
 FORMAT: Final = "balance-ledger"
 ROUTE: Final = Route.BALANCE
@@ -64,22 +66,10 @@ def parse_batches(source: Source, bad: BadLines, *, chunk_bytes: int = CHUNK_BYT
             problem = (pl.when(pl.col("_amount").is_null()).then(pl.lit("bad amount"))
                        .when(pl.col("_time").is_null()).then(pl.lit("bad created_at"))
                        .when((pl.col("kind") == "refund") & (pl.col("refund_no") == ""))
-                       .then(pl.lit("refund without refund_no")).otherwise(None)
-                       .alias("_problem"))
-            df = df.with_columns(problem)
-            broken = df.filter(pl.col("_problem").is_not_null())
-            if broken.height:
-                bad.add_rows(broken, lambda r: str(r["_problem"]), source.name)
-                df = df.filter(pl.col("_problem").is_null())
-            refund = pl.col("kind") == LineKind.REFUND.value
-            yield df.select(
-                pl.lit(ROUTE.value).alias("route"), pl.col("kind"),
-                pl.when(refund).then(pl.col("refund_no")).otherwise(None)
-                .alias("channel_refund_no"),
-                pl.when(refund).then(pl.col("entry_id")).otherwise(None)
-                .alias("channel_refund_id"),
-                pl.col("order_no").alias("merchant_order_no"),
-                pl.lit(None, pl.String()).alias("channel_trade_no"),
-                pl.col("_amount").abs().alias("amount_minor"), pl.lit("CNY").alias("currency"),
-                pl.col("_status").alias("status"), pl.col("_time").alias("time"),
-                pl.lit(source.name).alias("source"), pl.col("line")).select(COLUMNS)
+                       .then(pl.lit("refund without refund_no")).otherwise(None))
+            df = bad.drop_bad(df, problem, source.name)
+            yield to_batch(
+                df, route=ROUTE.value, source=source.name, kind=pl.col("kind"),
+                refund_no=pl.col("refund_no"), refund_id=pl.col("entry_id"),
+                order_no=pl.col("order_no"), trade_no=none(), amount=pl.col("_amount"),
+                status=pl.col("_status"), time=pl.col("_time"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final
@@ -20,6 +20,7 @@ from typing import IO, Final
 import polars as pl
 
 from gateway.errors import StatementError
+from reconciliation.statements.model import LineKind
 
 CHUNK_BYTES: Final = 64 * 1024 * 1024
 # Full-width brackets in headers (CH §4.6, §5.7: "（元）" in real files, "(元)" in copies).
@@ -47,10 +48,18 @@ class BadLines:
         if len(self.errors) > self.limit:
             raise TooManyBadLines(self.errors, self.limit)
 
-    def add_rows(self, rows: pl.DataFrame, reason: Callable[[dict[str, object]], str],
-                 source: str) -> None:
-        for row in rows.head(self.limit + 1 - len(self.errors) + 1).iter_rows(named=True):
-            self.add(StatementError(reason(row), file=source, line=int(str(row["line"]))))
+    def drop_bad(self, df: pl.DataFrame, problem: pl.Expr, source: str) -> pl.DataFrame:
+        """Rows of ``df`` for which ``problem`` (a string expression, null when the row is
+        fine) is null; each other row is logged with its reason and line number."""
+        df = df.with_columns(problem.alias("_problem"))
+        broken = df.filter(pl.col("_problem").is_not_null())
+        if not broken.height:
+            return df.drop("_problem")
+        # Only as many as it takes to pass the threshold are turned into objects.
+        room = max(self.limit + 1 - len(self.errors), 0) + 1
+        for line, why in broken.select("line", "_problem").head(room).iter_rows():
+            self.add(StatementError(str(why), file=source, line=int(line)))
+        return df.filter(pl.col("_problem").is_null()).drop("_problem")
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,3 +318,25 @@ def beijing_time(col: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> pl.Expr:
     fixed UTC+8, China has no DST)."""
     return (pl.col(col).str.strptime(pl.Datetime("us"), fmt, strict=False)
             .dt.offset_by("-8h").dt.replace_time_zone("UTC"))
+
+
+def to_batch(df: pl.DataFrame, *, route: str, source: str, kind: pl.Expr,
+             refund_no: pl.Expr, refund_id: pl.Expr, order_no: pl.Expr, trade_no: pl.Expr,
+             amount: pl.Expr, status: pl.Expr, time: pl.Expr,
+             extra: Mapping[str, pl.Expr] | None = None) -> pl.DataFrame:
+    """The ``BATCH_SCHEMA`` frame of a parsed chunk: the one place the columns are named.
+    Refund keys are kept on refund lines only (a payment's order number is not a key)."""
+    refund = kind == LineKind.REFUND.value
+    return df.select(
+        pl.lit(route).alias("route"), kind.alias("kind"),
+        pl.when(refund).then(refund_no).otherwise(None).alias("channel_refund_no"),
+        pl.when(refund).then(refund_id).otherwise(None).alias("channel_refund_id"),
+        order_no.alias("merchant_order_no"), trade_no.alias("channel_trade_no"),
+        amount.abs().alias("amount_minor"), pl.lit("CNY").alias("currency"),
+        status.alias("status"), time.alias("time"), pl.lit(source).alias("source"),
+        pl.col("line"), *[e.alias(n) for n, e in (extra or {}).items()])
+
+
+def none() -> pl.Expr:
+    """A null string column (a key the format does not carry)."""
+    return pl.lit(None, pl.String())

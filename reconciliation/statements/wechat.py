@@ -29,11 +29,13 @@ from reconciliation.statements.base import (
     beijing_time,
     clean,
     fold_header,
+    none,
     read_rows,
     split_csv_line,
     stream_sections,
+    to_batch,
 )
-from reconciliation.statements.model import COLUMNS, LineKind
+from reconciliation.statements.model import LineKind
 
 FORMAT_TRADE: Final = "wechat-trade"
 FORMAT_FUNDFLOW: Final = "wechat-fundflow"
@@ -146,31 +148,16 @@ def _trade_rows(table: Table, first: int, data: bytes, name: str,
         .when((pl.col("kind") == LineKind.REFUND.value) & (pl.col("refund_no") == ""))
         .then(pl.lit("refund row without 商户退款单号"))
         .when(~pl.col("currency").is_in(["CNY", ""])).then(pl.lit("unsupported currency"))
-        .otherwise(None).alias("_problem"))
-    df = df.with_columns(problems)
-    broken = df.filter(pl.col("_problem").is_not_null())
-    if broken.height:
-        bad.add_rows(broken, lambda r: str(r["_problem"]), name)
-        df = df.filter(pl.col("_problem").is_null())
+        .otherwise(None))
+    df = bad.drop_bad(df, problems, name)
     refunded = int(df.get_column("_refunded").sum() or 0)
-    refund_rows = pl.col("kind") == LineKind.REFUND.value
-    out = df.select(
-        pl.lit(ROUTE.value).alias("route"),
-        pl.col("kind"),
-        pl.when(refund_rows).then(pl.col("refund_no")).otherwise(None).alias(
-            "channel_refund_no"),
-        pl.when(refund_rows & (pl.col("refund_id") != "") & (pl.col("refund_id") != "0"))
-        .then(pl.col("refund_id")).otherwise(None).alias("channel_refund_id"),
-        pl.col("order_no").alias("merchant_order_no"),
-        pl.col("trade_no").alias("channel_trade_no"),
-        pl.col("_amount").abs().alias("amount_minor"),
-        pl.lit("CNY").alias("currency"),
-        pl.col("_status").alias("status"),
-        pl.col("_time").alias("time"),
-        pl.lit(name).alias("source"),
-        pl.col("line"),
-    )
-    return out.select(COLUMNS), n_rows, refunded
+    out = to_batch(
+        df, route=ROUTE.value, source=name, kind=pl.col("kind"),
+        refund_no=pl.col("refund_no"),
+        refund_id=pl.when(~pl.col("refund_id").is_in(["", "0"])).then(pl.col("refund_id")),
+        order_no=pl.col("order_no"), trade_no=pl.col("trade_no"),
+        amount=pl.col("_amount"), status=pl.col("_status"), time=pl.col("_time"))
+    return out, n_rows, refunded
 
 
 def parse_fundflow_batches(source: Source, bad: BadLines, *, chunk_bytes: int = CHUNK_BYTES,
@@ -202,26 +189,13 @@ def parse_fundflow_batches(source: Source, bad: BadLines, *, chunk_bytes: int = 
                         .when(pl.col("_time").is_null()).then(pl.lit("bad time"))
                         .when(is_refund & (pl.col("voucher") == ""))
                         .then(pl.lit("refund row without 业务凭证号"))
-                        .otherwise(None).alias("_problem"))
-            df = df.with_columns(problems)
-            broken = df.filter(pl.col("_problem").is_not_null())
-            if broken.height:
-                bad.add_rows(broken, lambda r: str(r["_problem"]), source.name)
-                df = df.filter(pl.col("_problem").is_null())
-            refund = pl.col("kind") == LineKind.REFUND.value
-            yield df.select(
-                pl.lit(ROUTE.value).alias("route"), pl.col("kind"),
-                pl.when(refund).then(pl.col("voucher")).otherwise(None).alias(
-                    "channel_refund_no"),
-                pl.when(refund).then(pl.col("biz_no")).otherwise(None).alias(
-                    "channel_refund_id"),
-                pl.lit(None, pl.String()).alias("merchant_order_no"),
-                pl.lit(None, pl.String()).alias("channel_trade_no"),
-                pl.col("_amount").abs().alias("amount_minor"),
-                pl.lit("CNY").alias("currency"),
-                pl.lit(ChannelStatus.SUCCEEDED.value).alias("status"),
-                pl.col("_time").alias("time"), pl.lit(source.name).alias("source"),
-                pl.col("line")).select(COLUMNS)
+                        .otherwise(None))
+            df = bad.drop_bad(df, problems, source.name)
+            yield to_batch(
+                df, route=ROUTE.value, source=source.name, kind=pl.col("kind"),
+                refund_no=pl.col("voucher"), refund_id=pl.col("biz_no"), order_no=none(),
+                trade_no=none(), amount=pl.col("_amount"),
+                status=pl.lit(ChannelStatus.SUCCEEDED.value), time=pl.col("_time"))
     _check_summary(sections, source.name, bad, {"资金流水总笔数": rows})
 
 
