@@ -24,7 +24,7 @@ from adapters.bankcard.client import (
 )
 from adapters.bankcard.translate import Verdict
 from gateway import failpoints
-from gateway.clock import Clock, to_beijing
+from gateway.clock import Clock, to_beijing, utcnow
 from gateway.errors import (
     ChannelAuthError,
     ChannelUnavailable,
@@ -72,6 +72,9 @@ class BankcardAdapter(ChannelAdapter):
         query_schedule=(*UNIONPAY_QUERY_CADENCE, *DEFAULT_QUERY_SCHEDULE),
     )
 
+    # Certificate validity is checked against the wall clock (``utcnow``), not the
+    # injected ``clock``: it is a fact about the real world, and tests that move the
+    # business clock must not make UnionPay's certificate look expired.
     def __init__(self, client: UnionPayClient, *, back_url: str, channel_type: str,
                  trust: signing.TrustAnchor, clock: Clock) -> None:
         self._client = client
@@ -85,7 +88,7 @@ class BankcardAdapter(ChannelAdapter):
         fields = self.refund_fields(refund)
         answer = self._client.send("submit", BACK_TRANS_PATH, fields)
         failpoints.failpoint(failpoints.AFTER_SEND)
-        resp = self._client.decode(answer, self._clock())
+        resp = self._client.decode(answer, utcnow())
         self._same_order(resp, fields["orderId"], "submit")
         code = resp.get("respCode", "")
         status = self._accepted(translate.submit_outcome(code), code, resp, "submit")
@@ -102,7 +105,7 @@ class BankcardAdapter(ChannelAdapter):
         fields = {**_common(), "txnType": "00", "txnSubType": "00", "bizType": "000000",
                   "orderId": order_id, "txnTime": txn_time(refund)}
         resp = self._client.decode(self._client.send("query", QUERY_PATH, fields),
-                                   self._clock())
+                                   utcnow())
         code = resp.get("respCode", "")
         orig = resp.get("origRespCode") or None
         status = self._accepted(translate.query_outcome(code, orig), code, resp, "query")
@@ -121,7 +124,7 @@ class BankcardAdapter(ChannelAdapter):
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelResult:
         return notify.parse(headers, body, trust=self._trust, mer_id=self._client.mer_id,
-                            now=self._clock())
+                            now=utcnow())
 
     def notification_ack(self, accepted: bool) -> NotificationAck:
         # UnionPay redelivers until it gets HTTP 200; the body is not read.
@@ -137,7 +140,7 @@ class BankcardAdapter(ChannelAdapter):
                   "settleDate": f"{day:%m%d}", "fileType": "00",
                   "txnTime": f"{to_beijing(self._clock()):%Y%m%d%H%M%S}"}
         resp = self._client.decode(self._client.send("statement", FILE_PATH, fields),
-                                   self._clock())
+                                   utcnow())
         code = resp.get("respCode", "")
         if code != "00":
             # 98 = no file for that day yet (acp appendix); either way, nothing to read now.
