@@ -38,7 +38,10 @@ def _settings(ctx: click.Context) -> GatewaySettings:
 def _engine(ctx: click.Context) -> Engine:
     from gateway.bootstrap import build_store  # noqa: PLC0415 - lazy: store only when needed
 
-    return build_store(_settings(ctx)).engine
+    engine = build_store(_settings(ctx)).engine
+    # Pooled connections are closed when the command ends (exit codes included).
+    ctx.call_on_close(engine.dispose)
+    return engine
 
 
 def _fail(message: str) -> None:

@@ -173,10 +173,10 @@ def charts(result: RunResult) -> list[dict[str, Any]]:
     by_route = s.filter(pl.col("class") != Klass.MATCHED.value).group_by(
         "route", maintain_order=True).agg(pl.col("count").sum(), pl.col("amount_minor").sum())
     return [
-        _bars("Refunds by class", [(c, int(n)) for c, n, _ in by_class.iter_rows()], "",
-              "count-class"),
-        _bars("Amount by class (CNY)", [(c, int(a)) for c, _, a in by_class.iter_rows()],
-              "CNY", "amount-class"),
+        _bars("Refunds by class", [(Klass(c).label, int(n)) for c, n, _ in
+                                   by_class.iter_rows()], "", "count-class"),
+        _bars("Amount by class (CNY)", [(Klass(c).label, int(a)) for c, _, a in
+                                        by_class.iter_rows()], "CNY", "amount-class"),
         _bars("Open items by route", [(r, int(n)) for r, n, _ in by_route.iter_rows()], "",
               "count-route"),
         _bars("Open amount by route (CNY)", [(r, int(a)) for r, _, a in by_route.iter_rows()],
