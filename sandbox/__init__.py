@@ -1,0 +1,11 @@
+"""A local emulator of the four refund channels (Alipay, WeChat Pay v3, UnionPay 5.1.0,
+the platform wallet), served over HTTP so the real channel SDKs talk to it.
+
+Written from ``shared/CHANNELS.md`` alone and importing nothing of the gateway's, so a
+bug in an adapter is not mirrored here. ``SandboxServer`` runs it in-process;
+``python -m sandbox serve`` / ``refund-gateway sandbox serve`` run it as a command.
+"""
+
+from sandbox.server import SandboxServer
+
+__all__ = ["SandboxServer"]

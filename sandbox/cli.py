@@ -1,0 +1,46 @@
+"""``refund-gateway sandbox serve`` (also ``python -m sandbox serve``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import click
+
+from sandbox.server import SandboxServer
+
+
+@click.group("sandbox")
+def sandbox_group() -> None:
+    """Local emulator of Alipay, WeChat Pay v3, UnionPay 5.1.0 and the wallet service."""
+
+
+@sandbox_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              type=click.Choice(["127.0.0.1", "localhost", "::1"]),
+              help="Loopback only: the sandbox is never exposed.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port.")
+@click.option("--env-file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the REFUND_GATEWAY_* settings (sandbox keys included) here.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def serve(host: str, port: int, env_file: str | None, seed: int) -> None:
+    """Serve all four channels on one port until stopped (Ctrl-C)."""
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    try:
+        server = SandboxServer(host, port, seed=seed).start()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    if env_file:
+        server.write_env_file(env_file)
+    click.echo(f"sandbox listening on {server.url}"
+               + (f"; settings written to {env_file}" if env_file else ""), err=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

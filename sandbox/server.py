@@ -1,0 +1,217 @@
+"""``SandboxServer``: one loopback HTTP server for all four channels and the control API.
+
+Framework-level faults live here because they are about the connection, not the
+channel: ``drop_before_commit`` (closed before anything executes), ``http_500`` (the
+channel's own 500 answer, nothing executed) and ``timeout_after_commit`` (the request
+executes, then the answer stalls past the client's read timeout and the connection is
+closed). Notifications are delivered by a background thread with the channel's retry
+schedule compressed into seconds; without a notify URL they wait in
+``pending_notifications()`` for tests that feed them to a handler directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from sandbox.channel import Channel
+from sandbox.control import handle_control
+from sandbox.http import Headers, Request, Response
+from sandbox.keys import SandboxKeys
+from sandbox.state import FRAMEWORK_FAULTS, Notification, State
+
+# Compressed versions of the channels' redelivery schedules (WeChat: 15s/15s/30s/3m...).
+RETRY_SCHEDULE = (0.2, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the sandbox's record is the truth endpoint, not an access log."""
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        host = self.headers.get("Host") or f"127.0.0.1:{self.server.server_port}"
+        request = Request(self.command, self.path, Headers(dict(self.headers.items())),
+                          body, f"http://{host}")
+        outcome = self.server.sandbox.dispatch(request)
+        if outcome is None:       # drop the connection without an answer
+            self.close_connection = True
+            return
+        response, stall = outcome
+        if stall:
+            time.sleep(stall)
+            self.close_connection = True
+            return
+        self.send_response(response.status)
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    sandbox: SandboxServer
+
+
+class SandboxServer:
+    """Start with ``start()`` (a free port unless one is given); ``url``; ``stop()``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 0,
+                 keys: SandboxKeys | None = None) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the sandbox serves loopback only")
+        from sandbox.alipay import AlipayChannel  # noqa: PLC0415 - avoid import cycles
+        from sandbox.balance import BalanceChannel  # noqa: PLC0415
+        from sandbox.unionpay import UnionPayChannel  # noqa: PLC0415
+        from sandbox.wechatpay import WechatPayChannel  # noqa: PLC0415
+
+        self.state = State(seed)
+        self.keys = keys or SandboxKeys.generate()
+        self.channels: list[Channel] = [
+            cls(self.state, self.keys)
+            for cls in (AlipayChannel, WechatPayChannel, UnionPayChannel, BalanceChannel)]
+        self._http = _HTTPServer((host, port), _Handler)
+        self._http.sandbox = self
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return int(self._http.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def channel(self, route: str) -> Channel:
+        for channel in self.channels:
+            if channel.route == route:
+                return channel
+        raise KeyError(route)
+
+    def start(self) -> SandboxServer:
+        for target in (self._http.serve_forever, self._deliver_loop):
+            thread = threading.Thread(target=target, daemon=True, name=f"sandbox-{target}")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._http.shutdown()
+        self._http.server_close()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- settings ---------------------------------------------------------------------
+    def settings(self) -> dict[str, str]:
+        """REFUND_GATEWAY_* settings that point a gateway at this sandbox (keys included)."""
+        out: dict[str, str] = {}
+        for channel in self.channels:
+            out.update(channel.client_settings(self.url))
+        return out
+
+    def write_env_file(self, path: str | Path) -> Path:
+        lines = ["# Written by `refund-gateway sandbox serve`: sandbox keys, never real ones."]
+        for key, value in sorted(self.settings().items()):
+            lines.append(f"{key}={json.dumps(value)}")   # "\n" escapes survive dotenv
+        target = Path(path)
+        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return target
+
+    # -- requests ---------------------------------------------------------------------
+    def dispatch(self, request: Request) -> tuple[Response, float] | None:
+        if request.path.startswith("/_sandbox/"):
+            return handle_control(self, request), 0.0
+        for channel in self.channels:
+            if request.path.startswith(channel.prefixes):
+                return self._channel_request(channel, request)
+        return Response.json({"code": "NOT_FOUND", "message": request.path}, 404), 0.0
+
+    def _channel_request(self, channel: Channel, request: Request
+                         ) -> tuple[Response, float] | None:
+        operation = channel.operation(request)
+        fault = self.state.take_fault(channel.route, operation) if operation else None
+        if fault is not None and fault.kind == "drop_before_commit":
+            return None
+        if fault is not None and fault.kind == "http_500":
+            return channel.server_error(), 0.0
+        request.fault = fault if fault is not None and \
+            fault.kind not in FRAMEWORK_FAULTS else None
+        response = channel.handle(request)
+        if fault is not None and fault.kind == "timeout_after_commit":
+            return response, float(fault.params.get("stall_seconds", 3.0))
+        return response, 0.0
+
+    # -- statements and notifications ---------------------------------------------------
+    def statement(self, route: str, day: date) -> bytes:
+        return self.channel(route).statement(day, self.url)
+
+    def pending_notifications(self, route: str | None = None) -> list[Notification]:
+        """Take the notifications that have no URL to go to (for in-process handlers)."""
+        with self.state.lock:
+            taken = [n for n in self.state.notifications
+                     if not n.delivered and n.url is None and not n.hold_back
+                     and (route is None or n.route == route)]
+            for n in taken:
+                n.delivered = True
+            return taken
+
+    def deliver_now(self) -> int:
+        """Deliver every due notification with a URL once; returns how many were accepted."""
+        return self._deliver_once(force=True)
+
+    def _deliver_once(self, force: bool = False) -> int:
+        now = self.state.monotonic()
+        with self.state.lock:
+            due = [n for n in self.state.notifications
+                   if not n.delivered and n.url and not n.hold_back
+                   and (force or n.next_at <= now)]
+        accepted = 0
+        for note in due:
+            try:
+                r = requests.post(str(note.url), data=note.body, headers=note.headers,
+                                  timeout=5)
+                ok = 200 <= r.status_code < 300
+            except requests.RequestException:
+                ok = False
+            with self.state.lock:
+                note.attempts += 1
+                if ok:
+                    note.delivered = True
+                    accepted += 1
+                elif note.attempts >= len(RETRY_SCHEDULE) + 1:
+                    note.delivered = True          # the channel gives up
+                else:
+                    note.next_at = now + RETRY_SCHEDULE[note.attempts - 1]
+        return accepted
+
+    def _deliver_loop(self) -> None:
+        while not self._stopping.wait(0.05):
+            try:
+                self._deliver_once()
+            except Exception:  # noqa: S112 - delivery must never kill the sandbox
+                continue

@@ -1,0 +1,194 @@
+"""The sandbox's one place of state: payments, executed refunds, faults, notifications.
+
+Everything is guarded by one lock; handlers never hold it while stalling or sending.
+Ids come from counters and a seeded RNG, so a run with the same seed and the same calls
+produces the same ids. ``refunds`` is the truth: a refund enters it only when a channel
+*executes* it, and ``executions`` counts how often the same refund number was executed
+(a correct client can never push it above 1).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+BEIJING = timezone(timedelta(hours=8))
+ROUTES = ("alipay", "wechatpay", "bankcard", "balance")
+FRAMEWORK_FAULTS = ("drop_before_commit", "http_500", "timeout_after_commit")
+FAULT_KINDS = (*FRAMEWORK_FAULTS, "rate_limited", "abnormal", "bad_signature",
+               "duplicate_notification", "out_of_order_notification",
+               "missing_from_statement", "duplicate_in_statement", "amount_drift")
+OPERATIONS = ("refund", "query", "notify", "statement")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Payment:
+    route: str
+    merchant_order_no: str
+    channel_trade_no: str
+    amount_fen: int
+    created_at: datetime
+    user_id: str
+    card_no: str
+    refunded_fen: int = 0
+
+
+@dataclass
+class Refund:
+    route: str
+    channel_refund_no: str
+    channel_refund_id: str
+    merchant_order_no: str
+    channel_trade_no: str
+    amount_fen: int
+    status: str                    # PROCESSING | SUCCESS | ABNORMAL | CLOSED | FAILED
+    created_at: datetime
+    request_fingerprint: str
+    succeeded_at: datetime | None = None
+    executions: int = 1
+    queries: int = 0
+    abnormal: bool = False         # the abnormal fault hit it: fails after acceptance
+    notify_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def truth(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("created_at", "succeeded_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        data.pop("request_fingerprint")
+        return data
+
+
+@dataclass
+class Fault:
+    route: str
+    operation: str
+    kind: str
+    remaining: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Notification:
+    route: str
+    url: str | None
+    headers: dict[str, str]
+    body: bytes
+    channel_refund_no: str
+    attempts: int = 0
+    next_at: float = 0.0
+    delivered: bool = False
+    hold_back: bool = False        # out_of_order: released after the next one
+
+
+@dataclass
+class Settle:
+    """When an accepted refund reaches its final status (configurable per route)."""
+
+    mode: str = "immediate"        # immediate | after_queries | after_seconds
+    n: int = 1
+    seconds: float = 0.0
+
+
+class State:
+    def __init__(self, seed: int = 0) -> None:
+        self.lock = threading.RLock()
+        self.seed = seed
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        with self.lock:
+            self.seed = self.seed if seed is None else seed
+            # Deterministic ids for reproducible runs, not secrets: a seeded PRNG is the point.
+            self.rng = random.Random(self.seed)  # noqa: S311
+            self.counter = 0
+            self.payments: dict[tuple[str, str], Payment] = {}
+            self.payments_by_trade: dict[tuple[str, str], Payment] = {}
+            self.refunds: dict[tuple[str, str], Refund] = {}
+            self.faults: list[Fault] = []
+            self.notifications: list[Notification] = []
+            self.settle: dict[str, Settle] = {r: Settle() for r in ROUTES}
+            self.notify_urls: dict[str, str] = {}
+            self.nonces: set[str] = set()
+
+    def next_id(self, width: int = 10) -> str:
+        with self.lock:
+            self.counter += 1
+            return f"{self.counter:0{width}d}"
+
+    def add_payment(self, route: str, amount_fen: int, user_id: str | None = None
+                    ) -> Payment:
+        with self.lock:
+            n = self.next_id(8)
+            day = datetime.now(BEIJING).strftime("%Y%m%d")
+            trade = {"alipay": f"{day}2200140{n}{self.rng.randrange(10**6):06d}",
+                     "wechatpay": f"42000{day}{n}{self.rng.randrange(10**5):05d}",
+                     "bankcard": f"{day}{n}{self.rng.randrange(10**7):07d}",
+                     "balance": f"W{day}{n}"}[route]
+            payment = Payment(route=route, merchant_order_no=f"ORD{day}{n}",
+                              channel_trade_no=trade, amount_fen=amount_fen,
+                              created_at=now_utc(), user_id=user_id or f"user{n}",
+                              card_no=f"62220210{self.rng.randrange(10**8):08d}")
+            self.payments[(route, payment.merchant_order_no)] = payment
+            self.payments_by_trade[(route, trade)] = payment
+            return payment
+
+    def find_payment(self, route: str, *, trade_no: str | None = None,
+                     order_no: str | None = None) -> Payment | None:
+        with self.lock:
+            if trade_no:
+                found = self.payments_by_trade.get((route, trade_no))
+                if found is not None:
+                    return found
+            if order_no:
+                return self.payments.get((route, order_no))
+            return None
+
+    def add_fault(self, fault: Fault) -> None:
+        with self.lock:
+            self.faults.append(fault)
+
+    def take_fault(self, route: str, operation: str,
+                   kinds: tuple[str, ...] | None = None) -> Fault | None:
+        """Consume one matching fault (oldest first)."""
+        with self.lock:
+            for fault in self.faults:
+                if fault.route == route and fault.operation == operation and \
+                        fault.remaining > 0 and (kinds is None or fault.kind in kinds):
+                    fault.remaining -= 1
+                    return fault
+            return None
+
+    def settle_due(self, refund: Refund) -> bool:
+        """Whether an accepted refund has reached its final status by now."""
+        rule = self.settle[refund.route]
+        if rule.mode == "after_queries":
+            return refund.queries >= rule.n
+        if rule.mode == "after_seconds":
+            return (now_utc() - refund.created_at).total_seconds() >= rule.seconds
+        return True
+
+    def queue_notification(self, note: Notification) -> None:
+        with self.lock:
+            held = [n for n in self.notifications if n.hold_back and not n.delivered]
+            self.notifications.append(note)
+            for n in held:          # out_of_order: the held one goes after this one
+                n.hold_back = False
+                self.notifications.remove(n)
+                self.notifications.append(n)
+
+    def truth(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r.truth() for r in sorted(self.refunds.values(),
+                                              key=lambda r: (r.created_at, r.channel_refund_no))]
+
+    def monotonic(self) -> float:
+        return time.monotonic()
