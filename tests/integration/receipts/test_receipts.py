@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.models import ChannelResult, ChannelStatus, Route
 from reconciliation.receipts import Receipt, build_receipt, render, verify, verify_digest
 from tests.integration.receipts.conftest import (
     ALIPAY_REFUND_ID,
@@ -221,3 +222,28 @@ def test_each_situation_renders_on_one_page(world: World, tmp_path: Path, name: 
     info = subprocess.run(["pdfinfo", str(path)], check=True, capture_output=True,
                           text=True, timeout=60).stdout
     assert re.search(r"Pages:\s+1\b", info)
+
+
+def test_a_long_history_still_prints_on_one_a4_page(world: World, tmp_path: Path) -> None:
+    """Thirty channel queries of an in-transit refund fold into one history line; the HTML
+    printed by headless Chromium and the PDF are one A4 page each."""
+    world.channels[Route.WECHATPAY].answers.append(lambda r: ChannelResult(
+        ChannelStatus.PROCESSING, r.channel_refund_no, channel_refund_id=WECHAT_TRANSIT_ID))
+    for _ in range(30):
+        world.clock.advance(minutes=5)
+        world.gw.sync(world.in_transit.id)
+    receipt = build_receipt(world.gw, world.in_transit.id, settings=world.settings,
+                            now=world.clock.now)
+    assert len(receipt.events) > 30 and receipt.status == "processing"
+    html = tmp_path / "long.html"
+    html.write_bytes(render(receipt, "html"))
+    assert "渠道调用 channel call ×" in html.read_text(encoding="utf-8")
+    printed = tmp_path / "long-html.pdf"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                    f"--print-to-pdf={printed}", "--no-pdf-header-footer",
+                    html.as_uri()], check=True, capture_output=True, timeout=120)
+    (tmp_path / "long.pdf").write_bytes(render(receipt, "pdf"))
+    for pdf in (printed, tmp_path / "long.pdf"):
+        info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True,
+                              text=True, timeout=60).stdout
+        assert re.search(r"Pages:\s+1\b", info) and "(A4)" in info, pdf.name
