@@ -30,6 +30,7 @@ from gateway.errors import (
     ConfigurationError,
     InvalidRequest,
 )
+from gateway.logging import mask_stored_account
 from gateway.models import (
     ArrivalWindow,
     Attempt,
@@ -393,7 +394,7 @@ class RefundGateway:
             if result.channel_refund_id and not current.channel_refund_id:
                 fields["channel_refund_id"] = result.channel_refund_id
             if result.received_account:
-                fields["received_account"] = result.received_account[:128]
+                fields["received_account"] = mask_stored_account(result.received_account)[:128]
             if result.bank_ack:
                 fields["bank_ack"] = {**current.bank_ack, **result.bank_ack}
             if current.status.is_final:

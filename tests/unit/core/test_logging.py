@@ -4,7 +4,12 @@ import json
 import structlog
 from pydantic import SecretStr
 
-from gateway.logging import configure_logging, mask_account, redact_mapping
+from gateway.logging import (
+    configure_logging,
+    mask_account,
+    mask_stored_account,
+    redact_mapping,
+)
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----"
 
@@ -32,3 +37,10 @@ def test_log_lines_are_scrubbed() -> None:
     line = json.loads(buf.getvalue())
     assert "MIIEvQ" not in buf.getvalue() and "s3cret" not in buf.getvalue()
     assert line["account"] == "****1234"
+
+
+def test_stored_accounts_keep_last_four_only() -> None:
+    assert mask_stored_account("6222021000001234") == "****1234"
+    assert mask_stored_account("622202100012") == "****0012"
+    assert mask_stored_account("招商银行信用卡0403") == "招商银行信用卡0403"
+    assert mask_stored_account("159****5620") == "159****5620"
