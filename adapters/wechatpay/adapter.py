@@ -188,7 +188,13 @@ class WechatPayAdapter(ChannelAdapter, AbnormalRefundPort):
             raise StatementError("download_url does not start with "
                                  "REFUND_GATEWAY_WECHATPAY__BASE_URL "
                                  f"({gate_way}); refusing to fetch it", file=name)
-        file = self._client.download_bill(url)
+        try:
+            file = self._client.download_bill(url)
+        except OutcomeUnknown as exc:
+            if exc.code != "ANSWER_TOO_LARGE":
+                raise
+            raise StatementError(f"bill download above {exc.message.rsplit(' ', 2)[-2]} "
+                                 "bytes compressed", file=name) from None
         if not 200 <= file.http_status < 300:
             self._bill_error(file, day)
         data = file.body.encode("utf-8") if isinstance(file.body, str) else file.body

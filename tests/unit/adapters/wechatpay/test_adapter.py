@@ -562,3 +562,18 @@ def test_capabilities_follow_ch_5() -> None:
     assert [s.total_seconds() for s in caps.query_schedule[:6]] == [60] * 5 + [600]
     assert caps.query_schedule is WECHAT_QUERY_SCHEDULE
     assert adapter_mod.OUT_REFUND_NO.fullmatch("A" * 64)
+
+
+def test_oversized_bill_download_refused(clock: Any, mocked: responses.RequestsMock) -> None:
+    k = keys()
+    client = WechatPayClient(mchid=canned.MCHID, appid=canned.APPID,
+                             private_key_pem=k.merchant_pem, cert_serial_no=canned.CERT_SERIAL,
+                             apiv3_key=canned.APIV3, base_url=BASE, connect_timeout=1,
+                             read_timeout=1, public_key_pem=k.platform_public_pem,
+                             public_key_id=PUB_ID, max_bill_bytes=1024)
+    bill_answers(mocked, bytes(range(256)) * 64)
+    mocked.replace(responses.GET, re.compile(r".*/v3/billdownload/file.*"),
+                   body=bytes(range(256)) * 64, status=200,
+                   content_type="application/octet-stream")
+    with pytest.raises(StatementError, match="above 1024 bytes"):
+        WechatPayAdapter(client, clock=clock).download_statement(date(2026, 11, 19))
