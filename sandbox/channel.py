@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -42,20 +43,24 @@ class Channel(abc.ABC):
         """REFUND_GATEWAY_<ROUTE>__* settings that point a gateway at this channel."""
 
     def notify(self, refund: Refund, headers: dict[str, str], body: bytes,
-               url: str | None) -> None:
-        """Queue a notification, applying notify faults (duplicate, out of order)."""
+               url: str | None,
+               resign: Callable[[bytes], dict[str, str]] | None = None) -> None:
+        """Queue a notification, applying notify faults (duplicate, out of order).
+
+        ``resign``, when given, makes fresh headers for every delivery attempt."""
         fault = self.state.take_fault(self.route, "notify",
                                       ("duplicate_notification",
                                        "out_of_order_notification"))
         note = Notification(self.route, url or refund.notify_url
                             or self.state.notify_urls.get(self.route), headers, body,
-                            refund.channel_refund_no)
+                            refund.channel_refund_no, resign=resign)
         if fault is not None and fault.kind == "out_of_order_notification":
             note.hold_back = True
         self.state.queue_notification(note)
         if fault is not None and fault.kind == "duplicate_notification":
             self.state.queue_notification(Notification(
-                note.route, note.url, dict(headers), body, refund.channel_refund_no))
+                note.route, note.url, dict(headers), body, refund.channel_refund_no,
+                resign=resign))
 
     def settle(self, refund: Refund, *, query: bool) -> bool:
         """Move an accepted refund to its final status when its settle rule says so.

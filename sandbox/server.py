@@ -26,7 +26,7 @@ from sandbox.channel import Channel
 from sandbox.control import handle_control
 from sandbox.http import Headers, Request, Response
 from sandbox.keys import SandboxKeys
-from sandbox.state import FRAMEWORK_FAULTS, Notification, State
+from sandbox.state import FAULT_KINDS, FRAMEWORK_FAULTS, STATEMENT_FAULTS, Notification, State
 
 # Compressed versions of the channels' redelivery schedules (WeChat: 15s/15s/30s/3m...).
 RETRY_SCHEDULE = (0.2, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
@@ -154,7 +154,10 @@ class SandboxServer:
     def _channel_request(self, channel: Channel, request: Request
                          ) -> tuple[Response, float] | None:
         operation = channel.operation(request)
-        fault = self.state.take_fault(channel.route, operation) if operation else None
+        # Statement faults stay for the channel's statement_faults() (one per listed refund).
+        request_faults = tuple(k for k in FAULT_KINDS if k not in STATEMENT_FAULTS)
+        fault = self.state.take_fault(channel.route, operation, request_faults) \
+            if operation else None
         if fault is not None and fault.kind == "drop_before_commit":
             return None
         if fault is not None and fault.kind == "http_500":
@@ -193,8 +196,8 @@ class SandboxServer:
         accepted = 0
         for note in due:
             try:
-                r = requests.post(str(note.url), data=note.body, headers=note.headers,
-                                  timeout=5)
+                headers = note.resign(note.body) if note.resign else note.headers
+                r = requests.post(str(note.url), data=note.body, headers=headers, timeout=5)
                 ok = 200 <= r.status_code < 300
             except requests.RequestException:
                 ok = False

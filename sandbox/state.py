@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 BEIJING = timezone(timedelta(hours=8))
 ROUTES = ("alipay", "wechatpay", "bankcard", "balance")
 FRAMEWORK_FAULTS = ("drop_before_commit", "http_500", "timeout_after_commit")
+STATEMENT_FAULTS = ("missing_from_statement", "duplicate_in_statement", "amount_drift")
 FAULT_KINDS = (*FRAMEWORK_FAULTS, "rate_limited", "abnormal", "bad_signature",
                "duplicate_notification", "out_of_order_notification",
                "missing_from_statement", "duplicate_in_statement", "amount_drift")
@@ -87,6 +89,9 @@ class Notification:
     next_at: float = 0.0
     delivered: bool = False
     hold_back: bool = False        # out_of_order: released after the next one
+    # Fresh headers for each delivery attempt (e.g. WeChat signs every attempt with a new
+    # timestamp and nonce); ``headers`` is used when absent.
+    resign: Callable[[bytes], dict[str, str]] | None = None
 
 
 @dataclass
