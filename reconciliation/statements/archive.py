@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,7 +50,12 @@ class _Guarded(io.RawIOBase):
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = memoryview(buffer).cast("B")
-        data = self._inner.read(len(view))
+        try:
+            data = self._inner.read(len(view))
+        except (EOFError, OSError, zlib.error, zipfile.BadZipFile) as exc:
+            # A truncated or corrupt stream (found by fuzzing: a bare gzip header).
+            raise StatementError(f"corrupt or truncated archive: {exc}",
+                                 file=self._name) from exc
         self.count += len(data)
         if self.count > self._limit:
             raise StatementError(f"archive guard: {self._why}", file=self._name)
