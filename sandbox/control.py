@@ -1,6 +1,7 @@
 """``/_sandbox/...``: the control API tests and developers drive the sandbox with.
 
-POST /_sandbox/payments      {"route", "amount_fen", "user_id"?} -> a paid payment
+POST /_sandbox/payments      {"route", "amount_fen", "user_id"?, "funding"?} -> a paid
+                             payment ("funding": "bankcard" = paid by bank card)
 GET  /_sandbox/refunds       the truth: every refund a channel executed
 POST /_sandbox/faults        {"route", "operation", "kind", "count", ...params}
 GET  /_sandbox/faults        faults not yet used up
@@ -45,11 +46,14 @@ def handle_control(server: SandboxServer, request: Request) -> Response:
             return _bad(f"route must be one of {', '.join(ROUTES)}")
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             return _bad("amount_fen must be a positive integer")
-        p = state.add_payment(route, amount, body.get("user_id"))
+        funding = body.get("funding")
+        if funding is not None and not isinstance(funding, str):
+            return _bad("funding must be a string")
+        p = state.add_payment(route, amount, body.get("user_id"), funding)
         return Response.json({"route": p.route, "merchant_order_no": p.merchant_order_no,
                               "channel_trade_no": p.channel_trade_no,
                               "amount_fen": p.amount_fen, "user_id": p.user_id,
-                              "card_last4": p.card_no[-4:]})
+                              "card_last4": p.card_no[-4:], "funding": p.funding})
     if path == "/_sandbox/refunds":
         return Response.json({"refunds": state.truth()})
     if path == "/_sandbox/faults":

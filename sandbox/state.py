@@ -41,6 +41,9 @@ class Payment:
     user_id: str
     card_no: str
     refunded_fen: int = 0
+    # How the buyer paid, when the creator said (e.g. "bankcard": Alipay then refunds
+    # through a bank leg with deposit_back_info); None = the channel's default.
+    funding: str | None = None
 
 
 @dataclass
@@ -129,8 +132,8 @@ class State:
             self.counter += 1
             return f"{self.counter:0{width}d}"
 
-    def add_payment(self, route: str, amount_fen: int, user_id: str | None = None
-                    ) -> Payment:
+    def add_payment(self, route: str, amount_fen: int, user_id: str | None = None,
+                    funding: str | None = None) -> Payment:
         with self.lock:
             n = self.next_id(8)
             day = datetime.now(BEIJING).strftime("%Y%m%d")
@@ -141,7 +144,8 @@ class State:
             payment = Payment(route=route, merchant_order_no=f"ORD{day}{n}",
                               channel_trade_no=trade, amount_fen=amount_fen,
                               created_at=now_utc(), user_id=user_id or f"user{n}",
-                              card_no=f"62220210{self.rng.randrange(10**8):08d}")
+                              card_no=f"62220210{self.rng.randrange(10**8):08d}",
+                              funding=funding)
             self.payments[(route, payment.merchant_order_no)] = payment
             self.payments_by_trade[(route, trade)] = payment
             return payment
