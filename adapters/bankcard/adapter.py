@@ -18,8 +18,8 @@ from adapters.bankcard import notify, signing, translate
 from adapters.bankcard.client import (
     BACK_TRANS_PATH,
     CHANNEL,
-    FILE_PATH,
     QUERY_PATH,
+    SETTLEMENT_PATH,
     UnionPayClient,
 )
 from adapters.bankcard.translate import Verdict
@@ -31,7 +31,6 @@ from gateway.errors import (
     ConfigurationError,
     InvalidRequest,
     OutcomeUnknown,
-    StatementError,
 )
 from gateway.models import ChannelResult, ChannelStatus, NotificationAck, Refund, Route
 from gateway.ports import DEFAULT_QUERY_SCHEDULE, Capabilities, ChannelAdapter
@@ -133,24 +132,17 @@ class BankcardAdapter(ChannelAdapter):
         return NotificationAck(400, b"rejected", "text/plain", accepted=False)
 
     def download_statement(self, day: date) -> bytes:
-        """The settlement file of ``day`` through UnionPay's file-transfer transaction
-        (txnType=76, fileType=00, settleDate=MMDD); ``fileContent`` is base64 of the
-        zlib-deflated file (acp SDK ``deCodeFileContent``). Returns the file's bytes."""
-        fields = {**_common(), "txnType": "76", "txnSubType": "01", "bizType": "000000",
-                  "settleDate": f"{day:%m%d}", "fileType": "00",
-                  "txnTime": f"{to_beijing(self._clock()):%Y%m%d%H%M%S}"}
-        resp = self._client.decode(self._client.send("statement", FILE_PATH, fields),
-                                   utcnow())
-        code = resp.get("respCode", "")
-        if code != "00":
-            # 98 = no file for that day yet (acp appendix); either way, nothing to read now.
-            raise OutcomeUnknown(f"UnionPay file transfer respCode {code or '(none)'}",
-                                 channel=CHANNEL, operation="statement", http_status=200,
-                                 code=code or None)
-        try:
-            return translate.file_content(resp.get("fileContent", ""))
-        except ValueError as exc:
-            raise StatementError(str(exc), file=resp.get("fileName") or f"{day}") from exc
+        """The day's settlement file, raw. Layout and endpoint: ``sandbox/unionpay.py``
+        (``GET {base}/unionpay/settlement/YYYYMMDD``, ``|``-separated UTF-8). Production
+        fetches a zip with the file-transfer transaction (txnType 76) from another host,
+        which neither the settings nor the sandbox model yet."""
+        answer = self._client.fetch("statement", f"{SETTLEMENT_PATH}/{day:%Y%m%d}")
+        if answer.http_status != 200:
+            raise OutcomeUnknown(f"UnionPay settlement file: HTTP {answer.http_status}",
+                                 channel=CHANNEL, operation="statement",
+                                 http_status=answer.http_status,
+                                 code=f"HTTP_{answer.http_status}")
+        return answer.content
 
     def close(self) -> None:
         self._client.close()

@@ -28,9 +28,9 @@ CHANNEL: Final = Route.BANKCARD.value
 # acp_sdk.properties (CH §6): back-channel transactions and single query.
 BACK_TRANS_PATH: Final = "/gateway/api/backTransReq.do"
 QUERY_PATH: Final = "/gateway/api/queryTrans.do"
-# File transfer (txnType=76). Production serves it from filedownload.95516.com; with one
-# base URL setting we post to this path on it (the sandbox's choice, see sandbox/bills.py).
-FILE_PATH: Final = "/gateway/api/fileTransfer.do"
+# The settlement file as the sandbox serves it (sandbox/unionpay.py); not UnionPay's own
+# file transfer (txnType 76 on filedownload.95516.com), see BankcardAdapter.
+SETTLEMENT_PATH: Final = "/unionpay/settlement"
 FORM: Final = "application/x-www-form-urlencoded;charset=UTF-8"
 
 
@@ -85,7 +85,11 @@ class RawAnswer:
 
     operation: str
     http_status: int
-    text: str
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
 
 class UnionPayClient:
@@ -117,11 +121,19 @@ class UnionPayClient:
 
     def send(self, operation: str, path: str, fields: Mapping[str, str]) -> RawAnswer:
         """POST the signed form; transport trouble raises, any HTTP answer is returned."""
+        return self._request(operation, "POST", path, self.signed(fields))
+
+    def fetch(self, operation: str, path: str) -> RawAnswer:
+        """A plain GET (the settlement file); transport trouble raises."""
+        return self._request(operation, "GET", path, None)
+
+    def _request(self, operation: str, method: str, path: str,
+                 form: Mapping[str, str] | None) -> RawAnswer:
         url = self.base_url + path
+        headers = {"Content-Type": FORM} if form is not None else {}
         try:
-            resp = self._session.post(url, data=self.signed(fields),
-                                      headers={"Content-Type": FORM},
-                                      timeout=self._timeout, allow_redirects=False)
+            resp = self._session.request(method, url, data=form, headers=headers,
+                                         timeout=self._timeout, allow_redirects=False)
         except requests.ConnectTimeout as exc:
             raise ChannelUnavailable("UnionPay connect timeout", channel=CHANNEL,
                                      operation=operation, code="CONNECT_TIMEOUT") from exc
@@ -139,8 +151,7 @@ class UnionPayClient:
             raise OutcomeUnknown(f"UnionPay transport error: {type(exc).__name__}",
                                  channel=CHANNEL, operation=operation,
                                  code="TRANSPORT") from exc
-        resp.encoding = "utf-8"
-        return RawAnswer(operation, resp.status_code, resp.text)
+        return RawAnswer(operation, resp.status_code, resp.content)
 
     def decode(self, answer: RawAnswer, now: datetime) -> dict[str, str]:
         """Check the HTTP status, parse and verify; the verified fields or an error."""

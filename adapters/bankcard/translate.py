@@ -8,10 +8,7 @@ success: on the synchronous refund answer it is a refusal only because CH §6 sa
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -143,11 +140,3 @@ def fen(text: str | None) -> Money | None:
         return None
     return Money(int(text))
 
-
-def file_content(encoded: str) -> bytes:
-    """``fileContent`` of a file-transfer answer: base64, then zlib inflate (acp SDK
-    ``deCodeFileContent``). ``ValueError`` when it is neither."""
-    try:
-        return zlib.decompress(base64.b64decode(encoded, validate=True))
-    except (binascii.Error, zlib.error) as exc:
-        raise ValueError("fileContent is not base64 of zlib data") from exc

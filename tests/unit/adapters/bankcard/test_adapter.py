@@ -301,21 +301,16 @@ def test_build_rejects_bad_keys_without_echoing_them() -> None:
 
 
 # -- statement ---------------------------------------------------------------------------
-def test_statement_is_the_inflated_file_content(adapter: BankcardAdapter,
-                                                mocked: responses.RequestsMock) -> None:
-    import base64
-    import zlib
+def test_statement_is_the_raw_settlement_file(adapter: BankcardAdapter,
+                                              mocked: responses.RequestsMock) -> None:
     from datetime import date
 
-    from adapters.bankcard.client import FILE_PATH
+    from adapters.bankcard.client import SETTLEMENT_PATH
 
-    data = b"txnType,orderId\n04,RF1\n"
-    mocked.post(BASE + FILE_PATH, body=signed_answer(
-        respCode="00", fileName="INN26112088ZM_777290058110048",
-        fileContent=base64.b64encode(zlib.compress(data)).decode()))
+    data = b"txnType|merId|orderId\n04|777290058110048|RF1\n"
+    url = f"{BASE}{SETTLEMENT_PATH}/20261120"
+    mocked.get(url, body=data)
     assert adapter.download_statement(date(2026, 11, 20)) == data
-    req = sent(mocked)
-    assert (req["txnType"], req["fileType"], req["settleDate"]) == ("76", "00", "1120")
-    mocked.replace(responses.POST, BASE + FILE_PATH, body=signed_answer(respCode="98"))
+    mocked.replace(responses.GET, url, status=404, body="no")
     with pytest.raises(OutcomeUnknown):
         adapter.download_statement(date(2026, 11, 20))
