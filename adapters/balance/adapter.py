@@ -29,6 +29,7 @@ from gateway.ports import Capabilities, ChannelAdapter
 from gateway.settings import BalanceSettings, GatewaySettings
 
 REFUND_NO: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")   # user_id / order_no (sandbox/balance.py)
 
 
 class BalanceAdapter(ChannelAdapter):
@@ -58,7 +59,7 @@ class BalanceAdapter(ChannelAdapter):
         answer = self._client.call("query", "GET", f"{REFUNDS_PATH}/{no}")
         if answer.http_status == 404:
             data = answer.json()
-            if data.get("code") in (None, "NOT_FOUND", "REFUND_NOT_FOUND"):
+            if data.get("code") in (None, "NOT_FOUND"):
                 return ChannelResult(status=ChannelStatus.NOT_FOUND,
                                      channel_refund_no=refund.channel_refund_no,
                                      raw=translate.redact(data))
@@ -86,12 +87,19 @@ class BalanceAdapter(ChannelAdapter):
 
     # -- helpers -----------------------------------------------------------------------
     def refund_body(self, refund: Refund) -> dict[str, Any]:
-        """The credit request; the wallet identifies the user by ``user_id``, else by the
-        order the user paid (``order_no``). Validates first, no I/O."""
+        """The credit request. The wallet credits ``user_id`` (required: it does not look
+        users up by order) and keeps ``order_no`` for the record; for a reroute both come
+        from the original payment of another route. Validates first, no I/O."""
         no = self._refund_no(refund)
         if refund.amount.currency != "CNY" or refund.amount.minor <= 0:
             raise InvalidRequest("the wallet takes a positive CNY amount", field="amount")
         payment = refund.payment
+        if not payment.user_id or not NAME.fullmatch(payment.user_id):
+            raise InvalidRequest("a balance refund needs the platform user id (1-64 of "
+                                 "[A-Za-z0-9_.:-])", field="payment.user_id")
+        if not NAME.fullmatch(payment.merchant_order_no):
+            raise InvalidRequest("the wallet takes order numbers of [A-Za-z0-9_.:-]",
+                                 field="payment.merchant_order_no")
         return {"refund_no": no, "user_id": payment.user_id,
                 "order_no": payment.merchant_order_no,
                 "amount_fen": refund.amount.minor, "currency": refund.amount.currency,
@@ -114,14 +122,14 @@ class BalanceAdapter(ChannelAdapter):
                                      channel=CHANNEL, operation=op, http_status=status_code,
                                      code="REFUND_NO_MISMATCH", request_id=answer.request_id)
             status = translate.status_of(data.get("status"))
-            entry = data.get("entry_id")
+            entry = data.get("wallet_txn_id")
             return ChannelResult(
                 status=status, channel_refund_no=refund.channel_refund_no,
                 channel_refund_id=str(entry) if entry else None,
                 amount=translate.amount_of(data),
                 succeeded_at=translate.time_of(data.get("credited_at"))
                 if status is ChannelStatus.SUCCEEDED else None,
-                bank_ack={"entry_id": str(entry)} if entry and
+                bank_ack={"wallet_txn_id": str(entry)} if entry and
                 status is ChannelStatus.SUCCEEDED else {},
                 failure_code=str(data.get("code") or "FAILED")
                 if status is ChannelStatus.FAILED else None,

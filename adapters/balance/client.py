@@ -2,8 +2,8 @@
 
 Owns: the HMAC-SHA256 request signature, one request per call with explicit timeouts,
 classifying transport trouble into the error tree, and decoding JSON answers. Must not
-interpret business codes (``translate.py``), retry or sleep. The wire contract (paths,
-headers, signed string) is written down in ``WIRE`` below, next to the code that speaks it.
+interpret business codes (``translate.py``), retry or sleep. The wire contract is the
+docstring of ``sandbox/balance.py`` (the wallet has no external spec); summary below.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
@@ -25,14 +26,12 @@ from gateway.models import Route
 
 CHANNEL: Final = Route.BALANCE.value
 
-WIRE: Final = """
-POST {base}/v1/refunds            {"refund_no", "user_id", "order_no", "amount_fen",
-                                   "currency", "reason"} -> the refund record
-GET  {base}/v1/refunds/{refund_no}                     -> the refund record | 404
-GET  {base}/v1/ledger/{YYYY-MM-DD}                     -> the day's ledger (CSV bytes)
-headers X-Timestamp (unix s), X-Nonce (hex), X-Signature =
-  hex(HMAC-SHA256(key, METHOD \\n PATH \\n TIMESTAMP \\n NONCE \\n BODY))
-"""
+# POST {base}/v1/refunds {"refund_no","user_id","order_no","amount_fen","currency","reason"}
+# GET  {base}/v1/refunds/{refund_no} -> the record | 404 NOT_FOUND
+# GET  {base}/v1/ledger/{YYYY-MM-DD} -> CSV bytes
+# X-Timestamp (unix s), X-Nonce (hex, new per request), X-Signature = hex HMAC-SHA256 of
+# METHOD \n PATH \n TIMESTAMP \n NONCE \n BODY, PATH as on the wire (base URL path
+# included), key = the setting's UTF-8 bytes.
 REFUNDS_PATH: Final = "/v1/refunds"
 LEDGER_PATH: Final = "/v1/ledger"
 
@@ -77,6 +76,7 @@ class WalletClient:
                  read_timeout: float, session: requests.Session | None = None,
                  now: Callable[[], float] = time.time) -> None:
         self.base_url = base_url.rstrip("/")
+        self._prefix = urlsplit(self.base_url).path   # signed: the path as on the wire
         self._key = hmac_key
         self._timeout = (connect_timeout, read_timeout)
         self._session = session or requests.Session()
@@ -94,7 +94,7 @@ class WalletClient:
              payload: Mapping[str, Any] | None = None) -> Answer:
         body = b"" if payload is None else json.dumps(
             payload, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-        headers = self.headers(method, path, body)
+        headers = self.headers(method, self._prefix + path, body)
         if payload is not None:
             headers["Content-Type"] = "application/json; charset=utf-8"
         try:
@@ -119,7 +119,7 @@ class WalletClient:
                                  code="TRANSPORT") from exc
         answer = Answer(operation, resp.status_code, resp.content,
                         resp.headers.get("X-Request-Id"))
-        if resp.status_code in (401, 403) and _code(answer) in AUTH_CODES:
+        if resp.status_code == 401:   # SIGN_ERROR, TIMESTAMP_EXPIRED, NONCE_REPLAYED
             raise ChannelAuthError("the wallet service rejected our signature",
                                    channel=CHANNEL, operation=operation,
                                    http_status=resp.status_code, code=_code(answer),
@@ -133,10 +133,6 @@ class WalletClient:
 
     def close(self) -> None:
         self._session.close()
-
-
-AUTH_CODES: Final = frozenset({"SIGNATURE_INVALID", "INVALID_SIGNATURE", "UNAUTHORIZED",
-                               "TIMESTAMP_EXPIRED", "NONCE_REUSED", None})
 
 
 def _code(answer: Answer) -> str | None:

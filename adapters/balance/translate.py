@@ -27,28 +27,28 @@ class Verdict(StrEnum):
     AUTH = "auth"            # ChannelAuthError: our key/signature rejected
 
 
-# Wallet refund record "status" (sandbox/balance.py).
+# Wallet refund record "status" (sandbox/balance.py: always SUCCESS; credits are instant).
+# Compared case-insensitively.
 STATUS: Final[Mapping[str, ChannelStatus]] = {
-    "succeeded": ChannelStatus.SUCCEEDED,
     "success": ChannelStatus.SUCCEEDED,
+    "succeeded": ChannelStatus.SUCCEEDED,
     "processing": ChannelStatus.PROCESSING,
     "failed": ChannelStatus.FAILED,
 }
 
-# Wallet error codes on a refund request. A frozen or closed wallet is a refusal, not
-# ABNORMAL: the balance route is itself the fallback, so nothing could reroute it; FAILED
-# releases the amount and names the reason for the refund service.
+# Wallet error codes (sandbox/balance.py "Errors"; 401/429/500 are handled by the client).
+# A frozen wallet is a refusal, not ABNORMAL: the balance route is itself the fallback, so
+# nothing could reroute it; FAILED releases the amount and names the reason.
 ERRORS: Final[Mapping[str, Verdict]] = {
-    "ACCOUNT_FROZEN": Verdict.REFUSED,
-    "ACCOUNT_CLOSED": Verdict.REFUSED,
-    "USER_NOT_FOUND": Verdict.REFUSED,
-    "INVALID_AMOUNT": Verdict.REFUSED,
-    "INVALID_REQUEST": Verdict.REFUSED,
-    # Same refund no with other fields: something already ran under this number.
-    "REFUND_NO_CONFLICT": Verdict.UNKNOWN,
-    "SIGNATURE_INVALID": Verdict.AUTH,
-    "INVALID_SIGNATURE": Verdict.AUTH,
-    "UNAUTHORIZED": Verdict.AUTH,
+    "ACCOUNT_FROZEN": Verdict.REFUSED,       # 403, nothing credited
+    "INVALID_REQUEST": Verdict.REFUSED,      # 400, nothing recorded
+    # 409: this refund_no was already credited with another body. The contract calls it a
+    # refusal, but a credit exists under our number: failing ours could hide money that
+    # moved. Unknown -> the query shows the record (and the service flags the conflict).
+    "IDEMPOTENCY_CONFLICT": Verdict.UNKNOWN,
+    "SIGN_ERROR": Verdict.AUTH,
+    "TIMESTAMP_EXPIRED": Verdict.AUTH,
+    "NONCE_REPLAYED": Verdict.AUTH,
 }
 
 

@@ -143,8 +143,8 @@ def test_abnormal_rerouted_to_balance_keeps_total(gw: RefundGateway,
 
     def credit(req: object) -> tuple[int, dict[str, str], str]:
         sent = json.loads(req.body)   # type: ignore[attr-defined]
-        return 200, {}, json.dumps({"refund_no": sent["refund_no"], "entry_id": "W1",
-                                    "status": "succeeded", "amount_fen": sent["amount_fen"],
+        return 200, {}, json.dumps({"refund_no": sent["refund_no"], "wallet_txn_id": "WT1",
+                                    "status": "SUCCESS", "amount_fen": sent["amount_fen"],
                                     "user_id": sent["user_id"]})
     mocked.add_callback(responses.POST, WALLET + "/v1/refunds", callback=credit)
     linked = gw.reroute(refund.id, Route.BALANCE)

@@ -28,7 +28,7 @@ from gateway.models import ChannelStatus, Payment, Refund, RefundStatus, Route
 from gateway.money import Money
 from gateway.settings import GatewaySettings
 
-BASE = "https://wallet.test"
+BASE = "https://wallet.test/balance"
 KEY = b"0123456789abcdef0123456789abcdef"
 NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 
@@ -60,8 +60,9 @@ def mocked() -> Iterator[responses.RequestsMock]:
 
 
 def record(**extra: object) -> dict[str, object]:
-    return {"refund_no": REFUND.channel_refund_no, "entry_id": "W0001",
-            "status": "succeeded", "amount_fen": 2500, "user_id": "u-1",
+    return {"refund_no": REFUND.channel_refund_no, "wallet_txn_id": "WT202611200000000001",
+            "status": "SUCCESS", "amount_fen": 2500, "user_id": "u-1", "order_no": "ORD1",
+            "currency": "CNY",
             "credited_at": "2026-11-20T10:00:01+08:00", **extra}
 
 
@@ -73,37 +74,39 @@ def test_request_is_signed_json(adapter: BalanceAdapter, mocked: responses.Reque
     assert json.loads(body) == {"refund_no": REFUND.channel_refund_no, "user_id": "u-1",
                                 "order_no": "ORD1", "amount_fen": 2500, "currency": "CNY",
                                 "reason": "reroute"}
-    signed = b"\n".join([b"POST", b"/v1/refunds", req.headers["X-Timestamp"].encode(),
+    signed = b"\n".join([b"POST", b"/balance/v1/refunds", req.headers["X-Timestamp"].encode(),
                          req.headers["X-Nonce"].encode(), body])
     assert req.headers["X-Signature"] == hmac.new(KEY, signed, hashlib.sha256).hexdigest()
     assert req.headers["X-Timestamp"] == "1790000000"
     assert result.status is ChannelStatus.SUCCEEDED
-    assert (result.channel_refund_id, result.amount) == ("W0001", Money(2500))
+    assert (result.channel_refund_id, result.amount) == ("WT202611200000000001", Money(2500))
     assert result.succeeded_at == datetime(2026, 11, 20, 2, 0, 1, tzinfo=UTC)
-    assert dict(result.bank_ack) == {"entry_id": "W0001"}
+    assert dict(result.bank_ack) == {"wallet_txn_id": "WT202611200000000001"}
 
 
-def test_user_unknown_sends_the_order(adapter: BalanceAdapter,
-                                      mocked: responses.RequestsMock) -> None:
-    mocked.post(BASE + "/v1/refunds", json=record())
-    adapter.submit(make_refund(user=None))
-    sent = json.loads(mocked.calls[0].request.body or b"{}")
-    assert sent["user_id"] is None and sent["order_no"] == "ORD1"
+@pytest.mark.parametrize("user", [None, "", "user with spaces"])
+def test_wallet_needs_a_user_id(adapter: BalanceAdapter, mocked: responses.RequestsMock,
+                                user: str | None) -> None:
+    with pytest.raises(InvalidRequest):
+        adapter.submit(make_refund(user=user))
+    assert len(mocked.calls) == 0
 
 
-@pytest.mark.parametrize("code", ["ACCOUNT_FROZEN", "ACCOUNT_CLOSED", "USER_NOT_FOUND"])
+@pytest.mark.parametrize("status,code", [(403, "ACCOUNT_FROZEN"), (400, "INVALID_REQUEST")])
 def test_refusals_fail(adapter: BalanceAdapter, mocked: responses.RequestsMock,
-                       code: str) -> None:
-    mocked.post(BASE + "/v1/refunds", status=422, json={"code": code, "message": "no"})
+                       status: int, code: str) -> None:
+    mocked.post(BASE + "/v1/refunds", status=status, json={"code": code, "message": "no"})
     result = adapter.submit(REFUND)
     assert (result.status, result.failure_code) == (ChannelStatus.FAILED, code)
 
 
 @pytest.mark.parametrize("status,body,error", [
-    (401, {"code": "SIGNATURE_INVALID"}, ChannelAuthError),
-    (409, {"code": "REFUND_NO_CONFLICT"}, OutcomeUnknown),
+    (401, {"code": "SIGN_ERROR"}, ChannelAuthError),
+    (401, {"code": "TIMESTAMP_EXPIRED"}, ChannelAuthError),
+    (401, {"code": "NONCE_REPLAYED"}, ChannelAuthError),
+    (409, {"code": "IDEMPOTENCY_CONFLICT"}, OutcomeUnknown),
     (400, {"code": "SOMETHING_NEW"}, OutcomeUnknown),   # unknown code: never a failure
-    (500, {"code": "INTERNAL"}, OutcomeUnknown),
+    (500, {"code": "SYSTEM_ERROR"}, OutcomeUnknown),
     (429, {"code": "RATE_LIMITED"}, OutcomeUnknown),
 ])
 def test_error_answers(adapter: BalanceAdapter, mocked: responses.RequestsMock, status: int,
@@ -172,7 +175,7 @@ def test_build() -> None:
     assert "k3y!" not in str(info.value)
 
 
-@pytest.mark.parametrize("value,status", [("succeeded", ChannelStatus.SUCCEEDED),
+@pytest.mark.parametrize("value,status", [("SUCCESS", ChannelStatus.SUCCEEDED),
                                           ("PROCESSING", ChannelStatus.PROCESSING),
                                           ("failed", ChannelStatus.FAILED),
                                           (None, ChannelStatus.PROCESSING),
