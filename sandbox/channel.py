@@ -42,6 +42,10 @@ class Channel(abc.ABC):
     def client_settings(self, base_url: str) -> dict[str, str]:
         """REFUND_GATEWAY_<ROUTE>__* settings that point a gateway at this channel."""
 
+    def tick(self) -> None:  # noqa: B027 - optional hook, most channels need none
+        """Advance time-based progression (the server calls it every ~50 ms), e.g. settle
+        refunds whose ``after_seconds`` rule is due and send their notifications."""
+
     def notify(self, refund: Refund, headers: dict[str, str], body: bytes,
                url: str | None,
                resign: Callable[[bytes], dict[str, str]] | None = None) -> None:

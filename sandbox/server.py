@@ -28,10 +28,18 @@ from sandbox.http import Headers, Request, Response
 from sandbox.keys import SandboxKeys
 from sandbox.state import FAULT_KINDS, FRAMEWORK_FAULTS, STATEMENT_FAULTS, Notification, State
 
+INBOX_PATH = "/_sandbox/inbox/"
+INBOX_SETTINGS = {"alipay": "NOTIFY_URL", "wechatpay": "NOTIFY_URL", "bankcard": "BACK_URL"}
 # Compressed versions of the channels' redelivery schedules (WeChat: 15s/15s/30s/3m...).
 RETRY_SCHEDULE = (0.2, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+
+
+def _to_inbox(url: str | None) -> bool:
+    """Notifications with no URL, or addressed to the sandbox's own inbox, are held for
+    ``pending_notifications()`` instead of being POSTed."""
+    return url is None or INBOX_PATH in url
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -128,11 +136,22 @@ class SandboxServer:
 
     # -- settings ---------------------------------------------------------------------
     def settings(self) -> dict[str, str]:
-        """REFUND_GATEWAY_* settings that point a gateway at this sandbox (keys included)."""
+        """REFUND_GATEWAY_* settings that point a gateway at this sandbox (keys included).
+
+        Where a channel needs a notification URL (UnionPay's backUrl is mandatory) and
+        none is configured, it points at this sandbox's inbox: notifications sent there
+        wait in ``pending_notifications()`` for a test or the demo to hand them over.
+        """
         out: dict[str, str] = {}
         for channel in self.channels:
             out.update(channel.client_settings(self.url))
+        for route, field_name in INBOX_SETTINGS.items():
+            key = f"REFUND_GATEWAY_{route.upper()}__{field_name}"
+            out.setdefault(key, self.state.notify_urls.get(route) or self.inbox_url(route))
         return out
+
+    def inbox_url(self, route: str) -> str:
+        return f"{self.url}{INBOX_PATH}{route}"
 
     def write_env_file(self, path: str | Path) -> Path:
         lines = ["# Written by `refund-gateway sandbox serve`: sandbox keys, never real ones."]
@@ -177,7 +196,7 @@ class SandboxServer:
         """Take the notifications that have no URL to go to (for in-process handlers)."""
         with self.state.lock:
             taken = [n for n in self.state.notifications
-                     if not n.delivered and n.url is None and not n.hold_back
+                     if not n.delivered and _to_inbox(n.url) and not n.hold_back
                      and (route is None or n.route == route)]
             for n in taken:
                 n.delivered = True
@@ -191,7 +210,7 @@ class SandboxServer:
         now = self.state.monotonic()
         with self.state.lock:
             due = [n for n in self.state.notifications
-                   if not n.delivered and n.url and not n.hold_back
+                   if not n.delivered and not _to_inbox(n.url) and not n.hold_back
                    and (force or n.next_at <= now)]
         accepted = 0
         for note in due:
@@ -215,6 +234,8 @@ class SandboxServer:
     def _deliver_loop(self) -> None:
         while not self._stopping.wait(0.05):
             try:
+                for channel in self.channels:
+                    channel.tick()
                 self._deliver_once()
             except Exception:  # noqa: S112 - delivery must never kill the sandbox
                 continue
