@@ -17,7 +17,8 @@ Emulated:
   404 RESOURCE_NOT_EXISTS, total/refundable/50-refunds checks (400 INVALID_REQUEST),
   currency and field checks (400 PARAM_ERROR). Answers PROCESSING; the Settle rule of
   ``state.py`` then moves it to SUCCESS or ABNORMAL (at once after the answer in
-  ``immediate`` mode, otherwise on queries / after seconds).
+  ``immediate`` mode, on the n-th query, or after T seconds via ``tick()`` without a
+  query) and sends the notification.
 * ``GET /v3/refund/domestic/refunds/{out_refund_no}`` (CH §5.2), counting as a query.
 * ``POST .../{refund_id}/apply-abnormal-refund`` (CH §5.6): ABNORMAL only; USER_BANK_CARD
   fields RSA-OAEP(SHA1)-decrypted with the platform private key (``Wechatpay-Serial``
@@ -405,6 +406,18 @@ class WechatPayChannel(Channel):
         self.state.refunds[(self.route, out_refund_no)] = refund
         payment.refunded_fen += refund_fen
         return refund
+
+    def tick(self) -> None:
+        """Settle refunds whose ``after_seconds`` rule came due without a query, so their
+        notification goes out as WeChat's would."""
+        if self.state.settle[self.route].mode != "after_seconds":
+            return
+        with self.state.lock:
+            changed = [r for r in self.state.refunds.values()
+                       if r.route == self.route and r.status == "PROCESSING"
+                       and self.settle(r, query=False)]
+        for refund in changed:
+            self._send_notification(refund)
 
     def _query(self, out_refund_no: str) -> dict[str, Any]:
         with self.state.lock:

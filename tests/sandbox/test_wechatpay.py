@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +23,7 @@ import requests
 # The sandbox is tested with the real SDK (issue 3), not through our adapter.
 from wechatpayv3 import WeChatPay, WeChatPayType  # noqa: TID251
 from wechatpayv3.type import RequestType  # noqa: TID251
-from wechatpayv3.utils import build_authorization  # noqa: TID251
+from wechatpayv3.utils import build_authorization, rsa_sign  # noqa: TID251
 
 from sandbox.server import SandboxServer
 from sandbox.state import BEIJING, Fault, Payment, Settle
@@ -352,6 +353,16 @@ def test_request_signature_checked(sandbox: SandboxServer) -> None:
     assert (code, json.loads(body)["code"]) == (401, "SIGN_ERROR")
     r = requests.get(f"{sandbox.url}/v3/refund/domestic/refunds/R1", timeout=5)
     assert (r.status_code, r.json()["code"]) == (401, "SIGN_ERROR")
+    wx = client(sandbox)
+    path = "/v3/refund/domestic/refunds/R1"
+    stale = str(int(time.time()) - 301)          # outside the ±5 min window
+    signature = rsa_sign(wx._core._private_key, f"GET\n{path}\n{stale}\nN1\n\n")
+    for mchid, stamp in ((wx._core._mchid, stale), ("1900000001", str(int(time.time())))):
+        auth = (f'WECHATPAY2-SHA256-RSA2048 mchid="{mchid}",nonce_str="N1",'
+                f'signature="{signature}",timestamp="{stamp}",'
+                f'serial_no="{wx._core._cert_serial_no}"')
+        r = requests.get(sandbox.url + path, headers={"Authorization": auth}, timeout=5)
+        assert (r.status_code, r.json()["code"]) == (401, "SIGN_ERROR")
 
 
 def test_fault_timeout_after_commit(sandbox: SandboxServer) -> None:
@@ -398,6 +409,22 @@ def test_fault_bad_signature(sandbox: SandboxServer, wx: WeChatPay) -> None:
     assert truth(sandbox)[0]["executions"] == 1      # executed; only the answer is forged
     [note] = sandbox.pending_notifications("wechatpay")
     assert wx.callback(note.headers, note.body) is None
+
+
+def test_after_seconds_settles_and_notifies_without_a_query(sandbox: SandboxServer,
+                                                            wx: WeChatPay) -> None:
+    sandbox.state.settle["wechatpay"] = Settle(mode="after_seconds", seconds=0.2)
+    payment = pay(sandbox, 100)
+    assert refund(wx, payment, "R-later", 100)[1]["status"] == "PROCESSING"
+    notes: list[dict[str, Any]] = []
+    for _ in range(40):
+        notes += notifications(sandbox, wx)
+        if notes:
+            break
+        threading.Event().wait(0.05)
+    [note] = notes
+    assert note["resource"]["refund_status"] == "SUCCESS"
+    assert truth(sandbox)[0]["queries"] == 0
 
 
 class _Receiver(BaseHTTPRequestHandler):
