@@ -1,7 +1,7 @@
 # ruff: noqa: E501  (generated fixture rows are kept one-per-line for readability)
 """Reconciliation benchmark: real-format statements of N lines vs N platform refunds.
 
-Generates (cached under bench/data/) an Alipay trade-bill ZIP (GBK, N/2 refund rows) and a
+Generates (cached under bench/results/data/, gitignored) an Alipay trade-bill ZIP (GBK, N/2 refund rows) and a
 WeChat REFUND bill (UTF-8, N/2 rows) plus the platform CSV export of the N refunds (1%
 planted faults), then runs the engine (parse + load + classify) and prints wall time and
 peak RSS (resource.getrusage), writing JSON to bench/results/. With pandas installed
@@ -107,25 +107,29 @@ def generate(n: int, out: Path) -> dict[str, Path]:
 
 
 def run_engine(paths: dict[str, Path]) -> dict[str, object]:
+    """The library's own path (``reconciliation.job.reconcile``, no database): statements
+    parsed in parallel with the platform CSV, classified, summarised."""
     from gateway.models import Route
-    from reconciliation.job import load_statements
-    from reconciliation.matching import classify
+    from reconciliation.job import reconcile
     from reconciliation.platform import from_csv
-    from reconciliation.statements import BadLines, Source
+    from reconciliation.statements import Source
 
     t0 = time.perf_counter()
-    bad = BadLines()
-    st = load_statements([Source.of(paths["alipay"]), Source.of(paths["wechat"])], bad)
-    t1 = time.perf_counter()
-    plat = from_csv(paths["platform"], routes=[Route.ALIPAY, Route.WECHATPAY])
-    t2 = time.perf_counter()
-    rows = classify(plat, st, date(2024, 6, 11))
-    t3 = time.perf_counter()
-    counts = dict(rows.group_by("class").len().sort("class").iter_rows())
-    return {"parse_s": round(t1 - t0, 3), "platform_s": round(t2 - t1, 3),
-            "match_s": round(t3 - t2, 3), "wall_s": round(t3 - t0, 3),
-            "statement_lines": st.height, "platform_refunds": plat.height,
-            "bad_lines": len(bad.errors), "counts": counts}
+    c0 = time.process_time()
+    result = reconcile(
+        run_date=date(2024, 6, 11), routes=[Route.ALIPAY, Route.WECHATPAY],
+        statements=[Source.of(paths["alipay"]), Source.of(paths["wechat"])],
+        platform=lambda _carried: from_csv(paths["platform"],
+                                           routes=[Route.ALIPAY, Route.WECHATPAY]),
+        platform_source="csv", engine=None)
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    counts = {k: v for k, v in result.counts().items() if v}
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "load_avg_1m": os.getloadavg()[0], "rows": result.rows.height,
+            "platform_refunds": result.rows.filter(
+                result.rows["refund_id"].is_not_null()).height,
+            "bad_lines": len(result.bad_lines), "counts": counts}
 
 
 PANDAS_BASELINE = r"""
@@ -161,15 +165,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=100_000)
     ap.add_argument("--no-pandas", action="store_true")
+    ap.add_argument("--generate-only", action="store_true", help="write the inputs and stop")
     args = ap.parse_args()
-    paths = generate(args.lines, HERE / "data")
+    paths = generate(args.lines, HERE / "results" / "data")
+    if args.generate_only:
+        print("generated", *(str(p) for p in paths.values()))
+        return
     result = run_engine(paths)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     result.update({"lines": args.lines, "peak_rss_mb": peak, "cpus": os.cpu_count(),
                    "engine": "polars"})
     print(f"engine: {args.lines} lines x {result['platform_refunds']} refunds: "
-          f"{result['wall_s']} s wall (parse {result['parse_s']}, platform "
-          f"{result['platform_s']}, match {result['match_s']}), peak RSS {peak} MiB")
+          f"{result['wall_s']} s wall ({result['cpu_s']} s CPU, load "
+          f"{result['load_avg_1m']:.1f}), peak RSS {peak} MiB (targets: 1M <= 3 s / 1024 MiB, "
+          f"10M <= 60 s / 2048 MiB); {result['counts']}")
     if not args.no_pandas:
         try:
             out = subprocess.run([sys.executable, "-c", PANDAS_BASELINE,

@@ -82,6 +82,28 @@ BATCH_SCHEMA: Final[dict[str, pl.DataType]] = {
 COLUMNS: Final[list[str]] = list(BATCH_SCHEMA)
 
 
+# What the matching engine keeps of a refund line: the batch minus what only parsers use,
+# with the repeated text (route, status, file name) as categoricals. At 10M lines this is
+# the difference between ~1.4 GB and ~0.7 GB held for the join.
+ENGINE_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "route": pl.Categorical(),
+    "channel_refund_no": pl.String(),
+    "channel_refund_id": pl.String(),
+    "merchant_order_no": pl.String(),
+    "amount_minor": pl.Int64(),
+    "status": pl.Categorical(),
+    "time": pl.Datetime("us", "UTC"),
+    "source": pl.Categorical(),
+    "line": pl.Int64(),
+}
+
+
+def engine_lines(batch: pl.DataFrame) -> pl.DataFrame:
+    """The refund lines of a batch in ``ENGINE_SCHEMA``."""
+    return batch.filter(pl.col("kind") == LineKind.REFUND.value).select(
+        [pl.col(c).cast(t) for c, t in ENGINE_SCHEMA.items()])
+
+
 def empty_batch() -> pl.DataFrame:
     return pl.DataFrame(schema=BATCH_SCHEMA)
 

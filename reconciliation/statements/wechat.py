@@ -127,12 +127,16 @@ def _trade_rows(table: Table, first: int, data: bytes, name: str,
     df = df.with_columns([clean(c, backtick=True).alias(c) for c in wanted])
     kind = pl.col("state").replace_strict(TRADE_KIND, default=LineKind.OTHER.value)
     is_refund = kind == LineKind.REFUND.value
-    when = beijing_time("time")
+    # One time parse per row: the first non-empty of refund success / application /
+    # trade time (REFUND bills), not three parses and a coalesce.
+    cell = pl.col("time")
     if is_refund_bill:
-        when = pl.coalesce(beijing_time("refund_at"), beijing_time("applied_at"), when)
+        cell = pl.coalesce(*(pl.when(pl.col(c) != "").then(pl.col(c))
+                             for c in ("refund_at", "applied_at")), cell)
+    when = beijing_time(cell)
     df = df.with_columns(
         kind.alias("kind"),
-        pl.when(is_refund).then(amount_minor("applied")).otherwise(amount_minor("paid"))
+        amount_minor(pl.when(is_refund).then(pl.col("applied")).otherwise(pl.col("paid")))
         .alias("_amount"),
         pl.when(is_refund).then(amount_minor("refunded")).otherwise(0).alias("_refunded"),
         when.alias("_time"),
