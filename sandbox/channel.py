@@ -81,6 +81,15 @@ class Channel(abc.ABC):
             refund.succeeded_at = now_utc()
         return True
 
+    def settle_due_refunds(self) -> list[Refund]:
+        """Settle this route's PROCESSING refunds that came due without a query (Settle
+        mode ``after_seconds``; for ``tick()``); returns those that changed, for the caller
+        to notify outside the lock."""
+        with self.state.lock:
+            return [refund for refund in list(self.state.refunds.values())
+                    if refund.route == self.route and refund.status == "PROCESSING"
+                    and self.settle(refund, query=False)]
+
     def statement_faults(self, refunds: list[Refund]) -> list[tuple[Refund, int]]:
         """Refunds as the statement lists them, after statement faults: (refund, fen)."""
         lines: list[tuple[Refund, int]] = []
