@@ -50,8 +50,9 @@ def gw(refund_sandbox: SandboxServer, database_url: str, tmp_path: Path,
     gateway.close()
 
 
-def paid(sandbox: SandboxServer, route: Route, amount: int = 10_000) -> Payment:
-    p = sandbox.state.add_payment(route.value, amount)
+def paid(sandbox: SandboxServer, route: Route, amount: int = 10_000,
+         funding: str | None = None) -> Payment:
+    p = sandbox.state.add_payment(route.value, amount, funding=funding)
     return Payment(route=route, merchant_order_no=p.merchant_order_no,
                    channel_trade_no=p.channel_trade_no, amount=Money(amount),
                    user_id=p.user_id)
@@ -131,10 +132,14 @@ def test_transport_faults_converge_once(route: Route, kind: str, gw: RefundGatew
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.value)
 def test_abnormal_then_rerouted(route: Route, gw: RefundGateway,
                                 refund_sandbox: SandboxServer, clock: FakeClock) -> None:
-    payment = paid(refund_sandbox, route)
+    payment = paid(refund_sandbox, route,
+                   funding="bankcard" if route is Route.ALIPAY else None)
     fault(refund_sandbox, route, "refund", "abnormal")
     refund = drive(gw, clock, gw.refund(RefundRequest("k-ab", payment, Money(6_000))).id)
     if route is Route.ALIPAY:      # dback F: the money is in the buyer's Alipay balance
+        assert refund.status is S.SUCCEEDED
+        for _ in range(3):         # the bank leg moves P -> F over queries
+            refund = gw.sync(refund.id)
         assert refund.status is S.SUCCEEDED and refund.bank_ack.get("dback_status") == "F"
         return
     if route is Route.BALANCE:     # a frozen wallet refuses; nothing to reroute
