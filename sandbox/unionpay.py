@@ -79,27 +79,31 @@ zip fetched with txnType 76; that transfer is not emulated). Exact layout:
 * Encoding UTF-8, no BOM; lines end with ``\\n`` (also the last one).
 * Line 1, fixed header, exactly:
   ``txnType|merId|orderId|txnTime|queryId|origQryId|txnAmt|currencyCode|settleDate|traceNo|respCode|accNo``
-* Then one line per refund (txnType 04) the sandbox accepted on the day (Beijing time),
-  in txnTime order (then orderId), 12 fields split by ``|`` (no field contains ``|``, no quoting, no
-  padding):
-  1. txnType: ``04``
+* Then one line per transaction of the day, sorted by txnTime then orderId: the
+  consumes (txnType 01) of bank-card payments made on the day, and the refunds
+  (txnType 04) the sandbox accepted on the day (Beijing time). 12 fields split by ``|``
+  (no field contains ``|``, no quoting, no padding):
+  1. txnType: ``01`` consume | ``04`` refund (退货)
   2. merId: 15 digits
-  3. orderId: the merchant's refund orderId
-  4. txnTime: YYYYMMDDhhmmss, Beijing time, as the merchant sent it
-  5. queryId: the refund's queryId (21 digits)
-  6. origQryId: the original consume's queryId
-  7. txnAmt: the refund amount in fen, a plain integer (no sign, no decimals)
+  3. orderId: consume: the payment's merchant order number; refund: the merchant's
+     refund orderId
+  4. txnTime: YYYYMMDDhhmmss, Beijing time (refund: as the merchant sent it)
+  5. queryId: consume: its queryId (= the payment's channel trade number); refund: the
+     refund's own queryId (21 digits)
+  6. origQryId: refund: the original consume's queryId; consume: empty
+  7. txnAmt: the amount in fen, a plain positive integer (no sign, no decimals)
   8. currencyCode: ``156``
   9. settleDate: MMDD of the file's day (the sandbox clears on the day it accepted the
-     refund; no 23:00 cut-off)
+     transaction; no 23:00 cut-off)
   10. traceNo: 6 digits
-  11. respCode: ``00`` the money reached the card; ``63`` the refund failed after
-      acceptance (no money moved; txnAmt is what was asked)
+  11. respCode: ``00`` done (for a refund: the money reached the card); ``63`` a refund
+      that failed after acceptance (no money moved; txnAmt is what was asked)
   12. accNo: the card number masked to BIN (first 6) + ``*`` for the middle digits +
       last 4, e.g. ``622202******1234`` (same length as the card number)
 * No trailer, no totals. A refund still processing when the file is produced is not
-  listed; a day without refunds is the header line alone. Statement faults apply
-  (a missing line, a line twice, txnAmt drifted).
+  listed; a day without transactions is the header line alone. Statement faults apply
+  to refund lines (a missing line, a line twice, txnAmt drifted); consume lines are
+  always exact.
 """
 
 from __future__ import annotations
@@ -406,14 +410,19 @@ class UnionPayChannel(Channel):
         self._sweep()
         with self.state.lock:
             final = [r for r in self.refunds_on(day) if r.status in ("SUCCESS", "ABNORMAL")]
-            final.sort(key=lambda r: (r.extra["txnTime"], r.channel_refund_no))
+            consumes = [p for p in self.state.payments.values() if p.route == self.route
+                        and p.created_at.astimezone(BEIJING).date() == day]
+        rows = [(p.created_at.astimezone(BEIJING).strftime("%Y%m%d%H%M%S"),
+                 p.merchant_order_no, "01", p.channel_trade_no, "", p.amount_fen,
+                 p.channel_trade_no[-6:], "00", p.card_no) for p in consumes]
+        rows += [(r.extra["txnTime"], r.channel_refund_no, "04", r.channel_refund_id,
+                  r.channel_trade_no, fen, r.extra["traceNo"],
+                  "00" if r.status == "SUCCESS" else FAILED_CODE, r.extra["card_no"])
+                 for r, fen in self.statement_faults(final)]
         lines = [HEADER]
-        for refund, fen in self.statement_faults(final):
-            code = "00" if refund.status == "SUCCESS" else FAILED_CODE
-            lines.append("|".join((
-                "04", refund.extra["merId"], refund.channel_refund_no, refund.extra["txnTime"],
-                refund.channel_refund_id, refund.channel_trade_no, str(fen),
-                refund.extra["currencyCode"], refund.extra["settleDate"],
-                refund.extra["traceNo"], code, mask_card(refund.extra["card_no"]))))
+        for txn_time, order_id, txn_type, query_id, orig, fen, trace, code, card in \
+                sorted(rows, key=lambda row: (row[0], row[1])):
+            lines.append("|".join((txn_type, MER_ID, order_id, txn_time, query_id, orig,
+                                   str(fen), "156", f"{day:%m%d}", trace, code,
+                                   mask_card(card))))
         return ("\n".join(lines) + "\n").encode("utf-8")
-

@@ -169,10 +169,20 @@ def test_ledger_csv(wallet: Wallet) -> None:
         f"{first['wallet_txn_id']},RF0001,u42,ORD1,1500,CNY,SUCCESS,{first['credited_at']}",
         f"{second['wallet_txn_id']},RF0002,u43,ORD1,30,CNY,SUCCESS,{second['credited_at']}",
         ""]
-    wallet.fault("statement", "missing_from_statement")
-    requests.post(wallet.sandbox.url + "/_sandbox/faults", timeout=5, json={
-        "route": "balance", "operation": "statement", "kind": "amount_drift", "drift": -10})
-    faulted = wallet.sandbox.statement("balance", day).decode().splitlines()
-    assert faulted == [lines[0], lines[2].replace(",30,", ",20,")]
     other = wallet.call("GET", f"/v1/ledger/{(day - timedelta(days=2)).isoformat()}")
     assert other.content.decode().splitlines() == [lines[0]]
+
+
+def test_ledger_faults(wallet: Wallet) -> None:
+    for n in range(3):
+        wallet.credit(f"RF000{n}", 100 + n)
+    wallet.fault("statement", "missing_from_statement")
+    requests.post(wallet.sandbox.url + "/_sandbox/faults", timeout=5, json={
+        "route": "balance", "operation": "statement", "kind": "amount_drift", "drift": -10,
+        "drift_fen": -10})
+    wallet.fault("statement", "duplicate_in_statement")
+    day = datetime.now(BEIJING).date()
+    rows = [line.split(",") for line in
+            wallet.sandbox.statement("balance", day).decode().splitlines()[1:]]
+    assert [(r[1], r[4]) for r in rows] == [("RF0001", "91"), ("RF0002", "102"),
+                                            ("RF0002", "102")]

@@ -337,21 +337,33 @@ def test_settlement_file(client: Client) -> None:
     lines = r.content.decode("utf-8").split("\n")
     assert lines[0] == ("txnType|merId|orderId|txnTime|queryId|origQryId|txnAmt|currencyCode|"
                         "settleDate|traceNo|respCode|accNo")
-    assert lines[-1] == "" and len(lines) == 3         # the processing one is not listed
-    cells = lines[1].split("|")
+    assert lines[-1] == "" and len(lines) == 4         # the processing one is not listed
+    consume = lines[1].split("|")
+    assert consume[:3] == ["01", "777290058110048", pay["merchant_order_no"]]
+    assert consume[4:9] == [pay["channel_trade_no"], "", "10000", "156", f"{day:%m%d}"]
+    assert consume[10] == "00"
+    cells = lines[2].split("|")
     truth = {t["channel_refund_no"]: t for t in client.truth()}
     assert cells[:9] == ["04", "777290058110048", "R20260101A0020", done["txnTime"],
                          truth["R20260101A0020"]["channel_refund_id"],
                          pay["channel_trade_no"], "1234", "156", f"{day:%m%d}"]
     assert cells[9].isdigit() and len(cells[9]) == 6 and cells[10] == "00"
     assert cells[11] == "622202" + "*" * 6 + pay["card_last4"]
-    # Statement faults: the line twice, then drifted.
-    client.fault("statement", "duplicate_in_statement")
-    twice = requests.get(f"{client.base}/_sandbox/statements/bankcard/{day:%Y-%m-%d}",
-                         timeout=5).content.decode().splitlines()
-    assert twice[1] == twice[2] == lines[1]
-    client.fault("statement", "amount_drift", drift=5)
-    drifted = client.sandbox.statement("bankcard", day.date()).decode().splitlines()
-    assert drifted[1].split("|")[6] == "1239"
     empty = client.sandbox.statement("bankcard", (day - timedelta(days=3)).date())
     assert empty.decode().splitlines() == [lines[0]]
+
+
+def test_settlement_file_faults(client: Client) -> None:
+    pay = client.payment(10000)
+    for n, fen in ((1, 100), (2, 200), (3, 300)):
+        client.refund(client.refund_fields(f"R20260101B000{n}", pay["channel_trade_no"], fen))
+    client.fault("statement", "duplicate_in_statement")
+    client.fault("statement", "amount_drift", drift=5, drift_fen=5)
+    client.fault("statement", "missing_from_statement")
+    day = datetime.now(BEIJING)
+    text = requests.get(f"{client.base}/_sandbox/statements/bankcard/{day:%Y-%m-%d}",
+                        timeout=5).content.decode()
+    refunds = [(c[2], c[6]) for c in (line.split("|") for line in text.splitlines()[1:])
+               if c[0] == "04"]
+    assert refunds == [("R20260101B0001", "100"), ("R20260101B0001", "100"),
+                       ("R20260101B0002", "205")]
