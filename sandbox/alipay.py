@@ -1,0 +1,567 @@
+"""Alipay OpenAPI v1 gateway (CH §1, §4), as python-alipay-sdk 3.4.0 talks to it.
+
+Endpoints (``prefixes = ("/gateway.do", "/alipay/")``)
+------------------------------------------------------
+``GET|POST /gateway.do``            every API method; GET with the query string (what the
+                                    SDK sends) or POST form (query and form merged).
+``GET /alipay/bills/download?fileId=…`` the bill ZIP a ``bill_download_url`` points at
+                                    (valid 30 s, no auth, like Alipay's bill centre).
+
+Request checks (CH §0 #8, §1.2), in this order; failures are UNSIGNED
+``{"error_response":{"code","msg","sub_code","sub_msg"}}`` bodies, which make the SDK raise
+``AliPayException``: ``sign`` missing (40001 isv.missing-signature), ``method`` missing
+(40001 isv.missing-method), ``app_id`` not ``APP_ID`` (40002 isv.invalid-app-id),
+``sign_type`` not RSA2 (40002 isv.invalid-signature-type), signature wrong (40002
+isv.invalid-signature), ``method`` not one of the three below (40002 isv.invalid-method).
+The signed string is every parameter except ``sign`` (``sign_type`` INCLUDED), sorted by
+name, ``k=v`` joined by ``&``, values as sent (URL-decoded once); RSA2 = SHA256withRSA
+PKCS#1 v1.5, verified with the app public key.
+
+Answers (CH §0 #7, §1.4): ``{"<method_with_underscores>_response":{…},"sign":"…"}``; the
+signature (Alipay platform key) covers exactly the inner JSON text as it appears in the
+body (``ensure_ascii=False``, separators ``,``/``:``). Every answer is signed, business
+failures included (the SDK returns those as dicts); strings echoed from the client have
+``{``/``}`` removed so the SDK's brace matching cannot be thrown off.
+
+``alipay.trade.refund`` (CH §4.1)
+    ``trade_no`` wins over ``out_trade_no``. Refusals (code 40004 "Business Failed"):
+    ACQ.INVALID_PARAMETER (no trade id, biz_content not a JSON object),
+    ACQ.REASON_TRADE_REFUND_FEE_ERR (``refund_amount`` not a positive yuan amount with at
+    most 2 decimals), ACQ.TRADE_NOT_EXIST, ACQ.DISCORDANT_REPEAT_REQUEST (same
+    ``out_request_no`` on the trade with a different ``refund_amount``),
+    ACQ.REFUND_AMT_NOT_EQUAL_TOTAL (Σ refunds of the trade would exceed the paid amount).
+    Idempotent per (trade, ``out_request_no``); without ``out_request_no`` the trade's
+    ``out_trade_no`` is the request number (what Alipay documents for queries). A repeat
+    with the same amount gets the first answer again with ``fund_change`` "N": nothing moved
+    THIS time (that is what ``fund_change`` means; CH §4.1 "N/absent => confirm with
+    query"), and ``executions`` stays 1. Refunds settle synchronously under the default
+    Settle rule (``fund_change`` "Y", ``gmt_refund_pay``, ``refund_detail_item_list``,
+    ``send_back_fee``); when the rule says not yet, ``fund_change`` is "N" and the refund
+    settles on a later query (or, for ``after_seconds``, on any later gateway call).
+    ``refund_fee`` is the trade's cumulative accepted refund amount.
+
+``alipay.trade.fastpay.refund.query`` (CH §4.2)
+    Unknown trade: 40004 ACQ.TRADE_NOT_EXIST. Unknown refund on a known trade: code 10000
+    WITHOUT ``refund_status`` (absent = not received). Settled refund: ``refund_status``
+    REFUND_SUCCESS; with ``query_options``: ``gmt_refund_pay``, ``refund_detail_item_list``
+    (and ``send_back_fee``), ``deposit_back_info``.
+
+Card-funded payments and the bank leg (``deposit_back_info``)
+    A payment is card-funded when it was created with ``"funding": "bankcard"``
+    (``POST /_sandbox/payments``), or when the ``abnormal`` fault hits one of its refunds
+    (a cancelled card needs a card). Every other payment was paid from the Alipay balance:
+    its refunds have ``fund_channel`` ALIPAYACCOUNT and ``has_deposit_back`` "false".
+    Card refunds have ``fund_channel`` BANKCARD / ``fund_type`` DEBIT_CARD and a bank leg
+    that starts ``dback_status`` P when the refund settles, answers P to the first query
+    after that (``DBACK_PENDING_QUERIES``) and S from the next one on, or F under the
+    ``abnormal`` fault (the card was cancelled: the money went to the buyer's Alipay
+    balance). Alipay still reports the refund itself as REFUND_SUCCESS, so the truth keeps
+    ``status`` SUCCESS with ``abnormal`` true and ``extra.dback_status`` "F".
+
+``alipay.data.dataservice.bill.downloadurl.query`` (CH §4.5)
+    ``bill_type`` ``trade`` and a day ``bill_date`` (YYYY-MM-DD) only; other types, month
+    bills and future days: 40002 isv.invalid_arguments. Today is allowed (Alipay serves T+1;
+    the sandbox lets tests reconcile the day they ran). No payment and no refund that day:
+    40004 isp.bill_not_exist. Otherwise ``bill_download_url`` =
+    ``{base_url}/alipay/bills/download?bizType=trade&fileId=…`` valid 30 s; the file is
+    rendered at download time (``sandbox.alipay_bill``) with statement faults applied.
+    Payments of the day become 交易 rows, SUCCESS refunds created that day 退款 rows.
+
+Faults: ``rate_limited`` (refund/query/statement): signed 40004 isv.app-call-limited,
+nothing executed. ``abnormal`` (refund; or query of a refund whose bank leg is still P):
+bank leg ends F. ``bad_signature``: the answer (the refund still executes) or a
+notification (operation ``notify``) is signed with the wrong key. ``http_500``: a plain
+HTTP 500 page (the SDK raises ``HTTPError``).
+
+Notifications (CH §1.5, §4.4), form POST, ``Content-Type:
+application/x-www-form-urlencoded; charset=utf-8``, to the request's ``notify_url`` when the
+client sent one, else the configured Alipay notify URL; signed with the platform key over
+the sorted parameters EXCLUDING ``sign`` and ``sign_type``:
+* on settle, ``trade_status_sync``: trade_status TRADE_SUCCESS (partial) or TRADE_CLOSED
+  (fully refunded), out_biz_no = out_request_no, refund_fee (cumulative settled),
+  gmt_refund (``yyyy-MM-dd HH:mm:ss.SSS``), send_back_fee, total_amount, buyer_logon_id…;
+* when the bank leg ends (S/F), ``alipay.trade.refund.depositback.completed`` (envelope
+  notify_id, utc_timestamp, msg_method, app_id, version, biz_content JSON, charset,
+  sign_type, sign).
+
+Not emulated: RSA (SHA1) and certificate mode (DCAliPay), ISV ``app_auth_token``, the
+timestamp window, refund currencies/royalties/goods details, ``signcustomer`` and month
+bills, ``bill_file_code``, ACQ.SYSTEM_ERROR / isp.unknow-error answers (use the framework
+faults), the T+1 bill rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from datetime import date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from sandbox.alipay_bill import BillRow, render_zip, yuan, zip_name
+from sandbox.channel import Channel
+from sandbox.http import Request, Response
+from sandbox.keys import KeyPair, SandboxKeys, verify_b64
+from sandbox.state import BEIJING, Payment, Refund, State, now_utc
+
+APP_ID = "2021000000000001"
+PID = "2088000000000001"                 # the merchant's partner id (bill account)
+METHODS = {"alipay.trade.refund": "refund",
+           "alipay.trade.fastpay.refund.query": "query",
+           "alipay.data.dataservice.bill.downloadurl.query": "statement"}
+DBACK_PENDING_QUERIES = 1                # queries answered P before the bank acks
+BILL_URL_TTL = 30.0                      # seconds a bill_download_url stays valid
+BANK_RECEIPT_DAYS = 3                    # est_bank_receipt_time = refund + 3 days
+NOTIFY_HEADERS = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+STAMP = "%Y-%m-%d %H:%M:%S"
+
+Fields = dict[str, Any]
+
+
+class _Refusal(Exception):
+    """A signed business failure (or an unsigned gateway error when ``unsigned``)."""
+
+    def __init__(self, code: str, msg: str, sub_code: str, sub_msg: str,
+                 unsigned: bool = False) -> None:
+        super().__init__(sub_code)
+        self.fields = {"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg}
+        self.unsigned = unsigned
+
+
+def _business(sub_code: str, sub_msg: str) -> _Refusal:
+    return _Refusal("40004", "Business Failed", sub_code, sub_msg)
+
+
+def _invalid(sub_code: str, sub_msg: str, unsigned: bool = False) -> _Refusal:
+    return _Refusal("40002", "Invalid Arguments", sub_code, sub_msg, unsigned)
+
+
+def _clean(value: Any) -> str:
+    """A client string safe to echo: no braces (CH §0 #7)."""
+    return str(value).replace("{", "").replace("}", "")
+
+
+def _beijing(moment: datetime) -> str:
+    return moment.astimezone(BEIJING).strftime(STAMP)
+
+
+def buyer_of(user_id: str) -> tuple[str, str]:
+    """(masked buyer_logon_id like 159****5620, buyer_user_id 2088…), stable per user."""
+    digits = str(int(hashlib.sha256(user_id.encode()).hexdigest(), 16))
+    return f"15{digits[0]}****{digits[1:5]}", f"2088{digits[5:17]}"
+
+
+class AlipayChannel(Channel):
+    route = "alipay"
+    prefixes = ("/gateway.do", "/alipay/")
+
+    def __init__(self, state: State, keys: SandboxKeys) -> None:
+        super().__init__(state, keys)
+        self._links: dict[str, tuple[date, float]] = {}
+        self._links_lock = threading.Lock()
+
+    # -- framework hooks ----------------------------------------------------------------
+    def operation(self, request: Request) -> str | None:
+        if request.path != "/gateway.do":
+            return None
+        return METHODS.get(self._params(request).get("method", ""))
+
+    def server_error(self) -> Response:
+        return Response(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>",
+                        {"Content-Type": "text/html; charset=utf-8"})
+
+    def client_settings(self, base_url: str) -> dict[str, str]:
+        settings = {"REFUND_GATEWAY_ALIPAY__APP_ID": APP_ID,
+                    "REFUND_GATEWAY_ALIPAY__APP_PRIVATE_KEY": self.keys.alipay_app.private_pem(),
+                    "REFUND_GATEWAY_ALIPAY__ALIPAY_PUBLIC_KEY":
+                        self.keys.alipay_platform.public_pem(),
+                    "REFUND_GATEWAY_ALIPAY__GATEWAY_URL": f"{base_url}/gateway.do"}
+        notify_url = self.state.notify_urls.get(self.route)
+        if notify_url:
+            settings["REFUND_GATEWAY_ALIPAY__NOTIFY_URL"] = notify_url
+        return settings
+
+    def tick(self) -> None:
+        """Time-based progression (Settle mode after_seconds), when the server ticks."""
+        self._sweep()
+
+    def settle(self, refund: Refund, *, query: bool) -> bool:
+        """The framework's Settle rule, except that Alipay reports the refund itself as
+        succeeded even when the card leg fails (F): ``abnormal`` only decides the bank leg
+        here, never the refund's status. True when the refund just succeeded."""
+        abnormal, refund.abnormal = refund.abnormal, False
+        try:
+            changed = super().settle(refund, query=query)
+        finally:
+            refund.abnormal = abnormal
+        if changed:
+            refund.extra["gmt_refund_pay"] = _beijing(refund.succeeded_at or now_utc())
+            if refund.extra["card_funded"]:
+                refund.extra["dback_status"] = "P"
+        return changed
+
+    # -- requests -----------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        if request.path.startswith("/alipay/bills/download"):
+            return self._download(request)
+        if request.path != "/gateway.do":
+            return Response.text("Not Found", 404)
+        if request.method not in ("GET", "POST"):
+            return Response.text("Method Not Allowed", 405)
+        params = self._params(request)
+        method = params.get("method", "")
+        self._sweep()
+        try:
+            self._authenticate(params)
+            biz = self._biz(params)
+            fault = request.fault.kind if request.fault is not None else None
+            if fault == "rate_limited":
+                raise _business("isv.app-call-limited", "调用频率超限")
+            if method == "alipay.trade.refund":
+                inner = self._refund(params, biz, fault)
+            elif method == "alipay.trade.fastpay.refund.query":
+                inner = self._query(biz, fault)
+            else:
+                inner = self._bill_url(biz, request.base_url)
+        except _Refusal as refusal:
+            if refusal.unsigned:
+                return Response.json({"error_response": refusal.fields})
+            inner = refusal.fields
+        bad = request.fault is not None and request.fault.kind == "bad_signature"
+        return self._signed(method, inner, self.keys.wrong if bad else None)
+
+    @staticmethod
+    def _params(request: Request) -> dict[str, str]:
+        params = request.query
+        content_type = str(request.headers.get("Content-Type", ""))
+        if request.method == "POST" and request.body and \
+                "application/x-www-form-urlencoded" in content_type:
+            params.update(request.form())
+        return params
+
+    def _authenticate(self, params: dict[str, str]) -> None:
+        sign = params.get("sign", "")
+        if not sign:
+            raise _Refusal("40001", "Missing Required Arguments", "isv.missing-signature",
+                           "缺少签名参数", unsigned=True)
+        if not params.get("method"):
+            raise _Refusal("40001", "Missing Required Arguments", "isv.missing-method",
+                           "缺少方法名参数", unsigned=True)
+        if params.get("app_id") != APP_ID:
+            raise _invalid("isv.invalid-app-id", "无效的AppID参数", unsigned=True)
+        if params.get("sign_type") != "RSA2":
+            raise _invalid("isv.invalid-signature-type", "无效的签名类型", unsigned=True)
+        content = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "sign")
+        if not verify_b64(self.keys.alipay_app.public, content.encode("utf-8"), sign):
+            raise _invalid("isv.invalid-signature", "验签出错，建议检查签名字符串或签名私钥与"
+                           "应用公钥是否匹配", unsigned=True)
+        if params["method"] not in METHODS:
+            raise _invalid("isv.invalid-method", "不存在的方法名", unsigned=True)
+
+    @staticmethod
+    def _biz(params: dict[str, str]) -> Fields:
+        try:
+            # Amounts stay decimal text: never floats.
+            biz = json.loads(params.get("biz_content") or "{}", parse_float=str,
+                             parse_int=str)
+        except ValueError:
+            biz = None
+        if not isinstance(biz, dict):
+            raise _business("ACQ.INVALID_PARAMETER", "biz_content 不是合法的JSON对象")
+        return biz
+
+    def _signed(self, method: str, inner: Fields, key: KeyPair | None = None) -> Response:
+        text = json.dumps(inner, ensure_ascii=False, separators=(",", ":"))
+        sign = (key or self.keys.alipay_platform).sign_b64(text.encode("utf-8"))
+        name = method.replace(".", "_") + "_response"
+        body = f'{{"{name}":{text},"sign":"{sign}"}}'
+        return Response(200, body.encode("utf-8"),
+                        {"Content-Type": "application/json;charset=utf-8"})
+
+    # -- trade and refund lookup --------------------------------------------------------
+    def _payment(self, biz: Fields) -> Payment:
+        trade_no, order_no = biz.get("trade_no"), biz.get("out_trade_no")
+        if not trade_no and not order_no:
+            raise _business("ACQ.INVALID_PARAMETER", "out_trade_no 和 trade_no 不能同时为空")
+        if trade_no:      # trade_no wins when both are given
+            payment = self.state.find_payment(self.route, trade_no=str(trade_no))
+        else:
+            payment = self.state.find_payment(self.route, order_no=str(order_no))
+        if payment is None:
+            raise _business("ACQ.TRADE_NOT_EXIST", "交易不存在")
+        return payment
+
+    def _find(self, trade_no: str, request_no: str) -> Refund | None:
+        for refund in self.state.refunds.values():
+            if refund.route == self.route and refund.channel_trade_no == trade_no \
+                    and refund.channel_refund_no == request_no:
+                return refund
+        return None
+
+    def _refunded(self, trade_no: str, *, settled_only: bool = False) -> int:
+        statuses = ("SUCCESS",) if settled_only else ("PROCESSING", "SUCCESS")
+        return sum(r.amount_fen for r in self.state.refunds.values()
+                   if r.route == self.route and r.channel_trade_no == trade_no
+                   and r.status in statuses)
+
+    # -- alipay.trade.refund ------------------------------------------------------------
+    def _refund(self, params: dict[str, str], biz: Fields, fault: str | None) -> Fields:
+        try:
+            fen = self.yuan_to_fen(str(biz.get("refund_amount", "")))
+        except ValueError:
+            fen = 0
+        payment = self._payment(biz)
+        if fen <= 0:
+            raise _business("ACQ.REASON_TRADE_REFUND_FEE_ERR", "退款金额无效")
+        request_no = str(biz.get("out_request_no") or payment.merchant_order_no)
+        fingerprint = json.dumps([payment.channel_trade_no, request_no, fen])
+        settled: Refund | None = None
+        with self.state.lock:
+            existing = self._find(payment.channel_trade_no, request_no)
+            if existing is not None:
+                if existing.request_fingerprint != fingerprint:
+                    raise _business("ACQ.DISCORDANT_REPEAT_REQUEST",
+                                    "本次请求与之前请求的参数不一致")
+                return self._refund_answer(existing, payment, fund_change="N")
+            if self._refunded(payment.channel_trade_no) + fen > payment.amount_fen:
+                raise _business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
+            abnormal = fault == "abnormal"
+            key = (self.route, request_no)
+            if key in self.state.refunds:          # out_request_no is unique per trade only
+                key = (self.route, f"{request_no}@{payment.channel_trade_no}")
+            now = now_utc()
+            refund = Refund(
+                route=self.route, channel_refund_no=request_no,
+                channel_refund_id=(now.astimezone(BEIJING).strftime("%Y%m%d")
+                                   + "2101" + self.state.next_id(10)),
+                merchant_order_no=payment.merchant_order_no,
+                channel_trade_no=payment.channel_trade_no, amount_fen=fen,
+                status="PROCESSING", created_at=now, request_fingerprint=fingerprint,
+                abnormal=abnormal, notify_url=params.get("notify_url") or None,
+                extra={"refund_reason": _clean(biz.get("refund_reason", "")),
+                       "card_funded": payment.funding == "bankcard" or abnormal,
+                       "dback_status": None, "dback_queries": 0, "gmt_refund_pay": None,
+                       "bank_ack_time": None})
+            self.state.refunds[key] = refund
+            payment.refunded_fen = self._refunded(payment.channel_trade_no)
+            if self.settle(refund, query=False):
+                settled = refund
+            answer = self._refund_answer(refund, payment,
+                                         fund_change="Y" if settled else "N")
+        if settled is not None:
+            self._notify_trade(settled)
+        return answer
+
+    def _refund_answer(self, refund: Refund, payment: Payment, *, fund_change: str
+                       ) -> Fields:
+        logon, user = buyer_of(payment.user_id)
+        answer: Fields = {"code": "10000", "msg": "Success",
+                          "trade_no": payment.channel_trade_no,
+                          "out_trade_no": _clean(payment.merchant_order_no),
+                          "buyer_logon_id": logon, "buyer_user_id": user,
+                          "fund_change": fund_change,
+                          "refund_fee": yuan(
+                              self._refunded(payment.channel_trade_no))}
+        if refund.status == "SUCCESS":
+            answer.update(gmt_refund_pay=refund.extra["gmt_refund_pay"],
+                          refund_detail_item_list=self._fund_bills(refund),
+                          send_back_fee=yuan(refund.amount_fen))
+            if refund.extra["card_funded"]:
+                answer["has_deposit_back"] = "true"
+        return answer
+
+    def _fund_bills(self, refund: Refund) -> list[dict[str, str]]:
+        amount = yuan(refund.amount_fen)
+        if refund.extra["card_funded"]:
+            return [{"fund_channel": "BANKCARD", "amount": amount, "real_amount": amount,
+                     "fund_type": "DEBIT_CARD"}]
+        return [{"fund_channel": "ALIPAYACCOUNT", "amount": amount, "real_amount": amount}]
+
+    # -- alipay.trade.fastpay.refund.query ----------------------------------------------
+    def _query(self, biz: Fields, fault: str | None) -> Fields:
+        payment = self._payment(biz)
+        request_no = str(biz.get("out_request_no") or payment.merchant_order_no)
+        options = biz.get("query_options") or []
+        options = [str(o) for o in options] if isinstance(options, list) else []
+        answer: Fields = {"code": "10000", "msg": "Success",
+                          "trade_no": payment.channel_trade_no,
+                          "out_trade_no": _clean(payment.merchant_order_no),
+                          "out_request_no": _clean(request_no)}
+        with self.state.lock:
+            refund = self._find(payment.channel_trade_no, request_no)
+            if refund is None:
+                return answer          # no refund_status: not received
+            if fault == "abnormal" and refund.extra["dback_status"] in (None, "P"):
+                refund.abnormal = True
+                refund.extra["card_funded"] = True
+            settled = self.settle(refund, query=True)
+            dback_done = self._advance_bank_leg(refund)
+            answer.update(total_amount=yuan(payment.amount_fen),
+                          refund_amount=yuan(refund.amount_fen))
+            if refund.extra["refund_reason"]:
+                answer["refund_reason"] = refund.extra["refund_reason"]
+            if refund.status == "SUCCESS":
+                answer["refund_status"] = "REFUND_SUCCESS"
+                answer.update(self._query_options(refund, options))
+        if settled:
+            self._notify_trade(refund)
+        if dback_done:
+            self._notify_depositback(refund)
+        return answer
+
+    def _advance_bank_leg(self, refund: Refund) -> bool:
+        """Count a query against a pending bank leg; True when it just ended (S or F)."""
+        if refund.status != "SUCCESS" or refund.extra["dback_status"] != "P":
+            return False
+        refund.extra["dback_queries"] += 1
+        if refund.extra["dback_queries"] <= DBACK_PENDING_QUERIES:
+            return False
+        refund.extra["dback_status"] = "F" if refund.abnormal else "S"
+        refund.extra["bank_ack_time"] = _beijing(now_utc())
+        return True
+
+    def _query_options(self, refund: Refund, options: list[str]) -> Fields:
+        out: Fields = {}
+        if "gmt_refund_pay" in options:
+            out["gmt_refund_pay"] = refund.extra["gmt_refund_pay"]
+        if "refund_detail_item_list" in options:
+            out["refund_detail_item_list"] = self._fund_bills(refund)
+        if options:
+            out["send_back_fee"] = yuan(refund.amount_fen)
+        if "deposit_back_info" in options:
+            out["deposit_back_info"] = self._deposit_back(refund)
+        return out
+
+    def _deposit_back(self, refund: Refund) -> dict[str, str]:
+        if not refund.extra["card_funded"]:
+            return {"has_deposit_back": "false"}
+        paid = datetime.strptime(refund.extra["gmt_refund_pay"], STAMP)  # noqa: DTZ007
+        info = {"has_deposit_back": "true", "dback_status": refund.extra["dback_status"],
+                "dback_amount": yuan(refund.amount_fen),
+                "est_bank_receipt_time":
+                    (paid + timedelta(days=BANK_RECEIPT_DAYS)).strftime(STAMP)}
+        if refund.extra["bank_ack_time"]:
+            info["bank_ack_time"] = refund.extra["bank_ack_time"]
+        return info
+
+    def _sweep(self) -> None:
+        """Settle refunds that came due without a query (Settle mode after_seconds)."""
+        for refund in self.settle_due_refunds():
+            self._notify_trade(refund)
+
+    # -- notifications ------------------------------------------------------------------
+    def _queue(self, refund: Refund, fields: dict[str, str]) -> None:
+        """Sign (wrong key under a notify ``bad_signature`` fault) and queue."""
+        fault = self.state.take_fault(self.route, "notify", ("bad_signature",))
+        key = self.keys.wrong if fault is not None else self.keys.alipay_platform
+        content = "&".join(f"{k}={v}" for k, v in sorted(fields.items())
+                           if k not in ("sign", "sign_type"))
+        body = urlencode({**fields, "sign": key.sign_b64(content.encode("utf-8"))})
+        self.notify(refund, dict(NOTIFY_HEADERS), body.encode("utf-8"), None)
+
+    def _notify_id(self) -> str:
+        with self.state.lock:
+            return f"{self.state.rng.getrandbits(128):032x}"
+
+    def _notify_trade(self, refund: Refund) -> None:
+        """``trade_status_sync`` with the refund fields (CH §4.4)."""
+        with self.state.lock:
+            payment = self.state.find_payment(self.route, trade_no=refund.channel_trade_no)
+            if payment is None:
+                return
+            refunded = self._refunded(payment.channel_trade_no, settled_only=True)
+            logon, user = buyer_of(payment.user_id)
+            succeeded = refund.succeeded_at or now_utc()
+            fields = {
+                "notify_time": _beijing(now_utc()), "notify_type": "trade_status_sync",
+                "notify_id": self._notify_id(), "app_id": APP_ID, "charset": "utf-8",
+                "version": "1.0", "sign_type": "RSA2",
+                "trade_no": payment.channel_trade_no,
+                "out_trade_no": payment.merchant_order_no,
+                "out_biz_no": refund.channel_refund_no,
+                "trade_status": ("TRADE_CLOSED" if refunded >= payment.amount_fen
+                                 else "TRADE_SUCCESS"),
+                "refund_fee": yuan(refunded),
+                "gmt_refund": succeeded.astimezone(BEIJING).strftime(STAMP)
+                + f".{succeeded.microsecond // 1000:03d}",
+                "send_back_fee": yuan(refund.amount_fen),
+                "total_amount": yuan(payment.amount_fen),
+                "buyer_logon_id": logon, "buyer_id": user, "seller_id": PID,
+                "gmt_payment": _beijing(payment.created_at)}
+        self._queue(refund, fields)
+
+    def _notify_depositback(self, refund: Refund) -> None:
+        """``alipay.trade.refund.depositback.completed`` when the bank leg ends."""
+        with self.state.lock:
+            biz = {"trade_no": refund.channel_trade_no,
+                   "out_trade_no": refund.merchant_order_no,
+                   "out_request_no": refund.channel_refund_no,
+                   **{k: v for k, v in self._deposit_back(refund).items()
+                      if k != "has_deposit_back"}}
+        fields = {"notify_id": self._notify_id(),
+                  "utc_timestamp": str(int(time.time() * 1000)),
+                  "msg_method": "alipay.trade.refund.depositback.completed",
+                  "app_id": APP_ID, "version": "1.1",
+                  "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
+                  "charset": "utf-8", "sign_type": "RSA2"}
+        self._queue(refund, fields)
+
+    # -- bills --------------------------------------------------------------------------
+    def _bill_url(self, biz: Fields, base_url: str) -> Fields:
+        if biz.get("bill_type") != "trade":
+            raise _invalid("isv.invalid_arguments", "bill_type 仅支持 trade")
+        try:
+            day = date.fromisoformat(str(biz.get("bill_date", "")))
+        except ValueError:
+            raise _invalid("isv.invalid_arguments", "bill_date 格式应为 yyyy-MM-dd") from None
+        if day > datetime.now(BEIJING).date():
+            raise _invalid("isv.invalid_arguments", "账单日期不能晚于今天")
+        with self.state.lock:
+            empty = not self.refunds_on(day) and not self._payments_on(day)
+        if empty:
+            raise _business("isp.bill_not_exist", "账单不存在")
+        with self.state.lock:
+            token = f"{self.state.rng.getrandbits(96):024x}"
+        with self._links_lock:
+            now = time.monotonic()
+            self._links = {k: v for k, v in self._links.items() if v[1] > now}
+            self._links[token] = (day, now + BILL_URL_TTL)
+        return {"code": "10000", "msg": "Success",
+                "bill_download_url": f"{base_url}/alipay/bills/download?bizType=trade"
+                                     f"&fileId={token}&billDate={day:%Y%m%d}"}
+
+    def _download(self, request: Request) -> Response:
+        with self._links_lock:
+            link = self._links.get(request.query.get("fileId", ""))
+        if link is None or link[1] < time.monotonic():
+            return Response.text("bill file not found or link expired (valid 30 s)", 404)
+        day = link[0]
+        return Response(200, self.statement(day, request.base_url),
+                        {"Content-Type": "application/oct-stream",
+                         "Content-Disposition": f'attachment; filename="{zip_name(PID, day)}"'})
+
+    def _payments_on(self, day: date) -> list[Payment]:
+        return sorted((p for (route, _), p in self.state.payments.items()
+                       if route == self.route
+                       and p.created_at.astimezone(BEIJING).date() == day),
+                      key=lambda p: (p.created_at, p.merchant_order_no))
+
+    def statement(self, day: date, base_url: str) -> bytes:
+        """The trade bill ZIP for ``day`` (CH §4.6), statement faults applied."""
+        with self.state.lock:
+            payments = self._payments_on(day)
+            refunds = [r for r in self.refunds_on(day) if r.status == "SUCCESS"]
+            buyers = {p.merchant_order_no: buyer_of(p.user_id)[0]
+                      for p in self.state.payments.values() if p.route == self.route}
+        rows = [BillRow(p.channel_trade_no, p.merchant_order_no, "交易", p.created_at,
+                        p.created_at, buyers[p.merchant_order_no], p.amount_fen)
+                for p in payments]
+        for refund, fen in self.statement_faults(refunds):
+            rows.append(BillRow(refund.channel_trade_no, refund.merchant_order_no, "退款",
+                                refund.created_at, refund.succeeded_at or refund.created_at,
+                                buyers.get(refund.merchant_order_no, ""), -fen,
+                                refund.channel_refund_no))
+        rows.sort(key=lambda r: (r.finished, r.kind != "交易"))
+        return render_zip(PID, day, rows, now_utc())
