@@ -15,7 +15,6 @@ import pytest
 import requests
 
 from sandbox.server import SandboxServer
-from tests.sandbox.channel_support import running_sandbox
 
 BEIJING = timezone(timedelta(hours=8))
 
@@ -60,8 +59,8 @@ class Wallet:
 
 
 @pytest.fixture
-def wallet(request: pytest.FixtureRequest) -> Wallet:
-    return Wallet(running_sandbox(request))
+def wallet(refund_sandbox: SandboxServer) -> Wallet:
+    return Wallet(refund_sandbox)
 
 
 def test_credit_then_query(wallet: Wallet) -> None:

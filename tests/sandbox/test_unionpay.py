@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from sandbox.server import SandboxServer
-from tests.sandbox.channel_support import Catcher, running_sandbox
+from tests.sandbox.channel_support import Catcher
 
 BEIJING = timezone(timedelta(hours=8))
 PREFIX = "REFUND_GATEWAY_BANKCARD__"
@@ -124,8 +124,8 @@ class Client:
 
 
 @pytest.fixture
-def client(request: pytest.FixtureRequest) -> Client:
-    return Client(running_sandbox(request))
+def client(refund_sandbox: SandboxServer) -> Client:
+    return Client(refund_sandbox)
 
 
 @pytest.fixture
