@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import re
 import socket
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -26,7 +28,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox.server import SandboxServer
-from tests.sandbox.channel_support import running_sandbox
 
 BEIJING = timezone(timedelta(hours=8))
 PREFIX = "REFUND_GATEWAY_ALIPAY__"
@@ -36,8 +37,9 @@ BILL = "alipay.data.dataservice.bill.downloadurl.query"
 
 
 @pytest.fixture
-def sandbox(request: pytest.FixtureRequest) -> SandboxServer:
-    return running_sandbox(request)
+def sandbox(refund_sandbox: SandboxServer) -> SandboxServer:
+    """The plugin's running sandbox, reset for this test."""
+    return refund_sandbox
 
 
 def client(sandbox: SandboxServer, timeout: float = 5, private_key: str | None = None
@@ -169,6 +171,19 @@ def test_request_signature_is_verified(sandbox: SandboxServer) -> None:
     assert truth(sandbox) == []
 
 
+def test_post_form_is_accepted_like_get(sandbox: SandboxServer, alipay: AliPay) -> None:
+    pay = payment(sandbox)
+    data = alipay.build_body("alipay.trade.refund", {
+        "out_trade_no": pay["merchant_order_no"], "refund_amount": "3.00",
+        "out_request_no": "P1"})
+    r = requests.post(alipay._gateway, data=alipay.sign_data(data), timeout=5,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    answer = alipay._verify_and_return_sync_response(r.text, "alipay_trade_refund_response")
+    assert answer["fund_change"] == "Y"
+    bare = requests.get(alipay._gateway, params={"method": "alipay.trade.refund"}, timeout=5)
+    assert bare.json()["error_response"]["sub_code"] == "isv.missing-signature"
+
+
 # -- query -------------------------------------------------------------------------------
 def test_query_with_options_and_bank_leg(sandbox: SandboxServer, alipay: AliPay) -> None:
     pay = payment(sandbox, funding="bankcard")
@@ -245,6 +260,33 @@ def test_notification_goes_to_the_request_notify_url(sandbox: SandboxServer,
     assert urls == ["http://127.0.0.1:9/alipay/notify"]
 
 
+def test_depositback_notification_verifies(sandbox: SandboxServer, alipay: AliPay) -> None:
+    pay = payment(sandbox, funding="bankcard")
+    refund(alipay, pay)
+    query(alipay, pay)
+    query(alipay, pay)
+    notes = notifications(sandbox)
+    [dback] = [n for n in notes if n.get("msg_method")]
+    assert dback["msg_method"] == "alipay.trade.refund.depositback.completed"
+    biz = json.loads(dback["biz_content"])
+    assert (biz["out_request_no"], biz["dback_status"], biz["dback_amount"]) == \
+        ("R1", "S", "25.00")
+    assert alipay.verify(dback, dback.pop("sign"))
+
+
+def test_after_seconds_settles_without_a_query(sandbox: SandboxServer,
+                                               alipay: AliPay) -> None:
+    control(sandbox, "/_sandbox/config", {"settle": {"alipay": {"mode": "after_seconds",
+                                                                "seconds": 0.3}}})
+    pay = payment(sandbox)
+    assert refund(alipay, pay)["fund_change"] == "N"
+    deadline = time.monotonic() + 5
+    while truth(sandbox)[0]["status"] != "SUCCESS" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert truth(sandbox)[0]["status"] == "SUCCESS"       # settled by the server's tick
+    assert [n["notify_type"] for n in notifications(sandbox)] == ["trade_status_sync"]
+
+
 # -- bills -------------------------------------------------------------------------------
 def read_bill(data: bytes) -> dict[str, list[str]]:
     files: dict[str, list[str]] = {}
@@ -289,6 +331,11 @@ def test_bill_download(sandbox: SandboxServer, alipay: AliPay) -> None:
     assert footer[0] == "#交易合计：1笔，商家实收共100.00元，商家优惠共0.00元"
     assert footer[1] == "#退款合计：1笔，商家实收退款共-12.34元，商家优惠退款共0.00元"
     assert footer[2].startswith("#导出时间：[")
+    expired = url.replace("fileId=", "fileId=0")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(expired, timeout=5)  # noqa: S310 - loopback
+    assert raised.value.code == 404
+    raised.value.close()
 
 
 def test_bill_faults_and_absence(sandbox: SandboxServer, alipay: AliPay) -> None:
