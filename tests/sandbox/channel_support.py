@@ -1,4 +1,4 @@
-"""Helpers for the sandbox channel tests: a loopback notification catcher."""
+"""Helpers for the sandbox channel tests: the running sandbox, a notification catcher."""
 
 from __future__ import annotations
 
@@ -6,6 +6,16 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
+
+from sandbox.server import SandboxServer
+
+
+def running_sandbox(request: pytest.FixtureRequest) -> SandboxServer:
+    """The plugin's ``refund_sandbox`` (reset per test)."""
+    server: SandboxServer = request.getfixturevalue("refund_sandbox")
+    return server
 
 
 class Catcher:
