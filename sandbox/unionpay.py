@@ -59,7 +59,7 @@ code is a refusal and nothing was executed.
 
 Progression: an accepted refund is PROCESSING in the truth; the route's Settle rule
 (``/_sandbox/config``) moves it to SUCCESS (ABNORMAL under the abnormal fault) when a
-submit, a query, a settlement file or any later request to this channel finds it due. The
+submit, a query, a settlement file or the server's ~50 ms tick finds it due. The
 default rule (immediate) settles it right after acceptance, so the first query answers
 origRespCode 00. On that change a back notification is sent.
 
@@ -356,15 +356,15 @@ class UnionPayChannel(Channel):
         return fields
 
     # -- progression and notifications -------------------------------------------------
+    def tick(self) -> None:
+        self._sweep()
+
     def _sweep(self) -> None:
-        """Settle refunds the rule says are due (after_seconds needs no query)."""
-        changed: list[Refund] = []
+        """Settle refunds the rule says are due without a query (after_seconds), notify."""
         with self.state.lock:
-            for refund in self.state.refunds.values():
-                if refund.route == self.route and refund.status == "PROCESSING" \
-                        and self.settle(refund, query=False):
-                    self._release(refund)
-                    changed.append(refund)
+            changed = self.settle_due_refunds()
+            for refund in changed:
+                self._release(refund)
         for refund in changed:
             self._notify(refund)
 

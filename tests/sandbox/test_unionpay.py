@@ -367,3 +367,18 @@ def test_settlement_file_faults(client: Client) -> None:
                if c[0] == "04"]
     assert refunds == [("R20260101B0001", "100"), ("R20260101B0001", "100"),
                        ("R20260101B0002", "205")]
+
+
+def test_after_seconds_settles_and_notifies_without_a_query(client: Client,
+                                                            catcher: Catcher) -> None:
+    requests.post(client.base + "/_sandbox/config", timeout=5,
+                  json={"settle": {"bankcard": {"mode": "after_seconds", "seconds": 0.3}}})
+    pay = client.payment()
+    fields = client.refund_fields("R20260101C0001", pay["channel_trade_no"], 42,
+                                  back_url=catcher.url)
+    assert client.refund(fields)["respCode"] == "00"
+    assert client.truth()[0]["status"] == "PROCESSING"
+    [(_, body)] = catcher.wait(1)
+    note = dict(parse_qsl(body.decode()))
+    assert note["respCode"] == "00" and verifies(note, client.cert)
+    assert client.truth()[0]["status"] == "SUCCESS"
