@@ -11,6 +11,7 @@ clear line, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from dotenv import dotenv_values
 
 from gateway.errors import ConfigurationError, GatewayError, OutcomeUnknown
 from gateway.logging import configure_logging
@@ -63,6 +65,13 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+
+
+def _log_level(env_file: str | None) -> str:
+    level = os.environ.get("REFUND_GATEWAY_LOG_LEVEL")
+    if level is None and env_file:
+        level = dotenv_values(env_file).get("REFUND_GATEWAY_LOG_LEVEL")
+    return (level or "INFO").upper()
 
 
 def to_jsonable(value: Any) -> Any:
@@ -170,8 +179,9 @@ def main(ctx: click.Context, env_file: str | None, as_json: bool) -> None:
     if env_file and not Path(env_file).is_file():
         raise click.BadParameter(f"{env_file} does not exist", param_hint="--env-file")
     ctx.obj = AppContext(env_file, as_json)
-    # Logs go to stderr so stdout stays the command's output (tables, --json).
-    configure_logging("auto", "WARNING" if as_json else "INFO")
+    # Logs go to stderr so stdout stays the command's output (tables, --json). The level
+    # is read before full settings so that even a settings error is logged as asked.
+    configure_logging("auto", "WARNING" if as_json else _log_level(env_file))
 
 
 @main.group()
