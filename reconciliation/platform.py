@@ -22,12 +22,17 @@ from gateway.errors import GatewayError
 from gateway.models import RefundStatus, Route
 from gateway.store.schema import payments, refunds
 from reconciliation.matching import PLATFORM_SCHEMA
-from reconciliation.statements.base import CHUNK_BYTES, amount_minor, iter_chunks
+from reconciliation.statements.base import (
+    CHUNK_BYTES,
+    amount_minor,
+    iso_time,
+    iso_time_fast,
+    iter_chunks,
+)
 
 CSV_COLUMNS: Final = ["refund_id", "route", "merchant_order_no", "channel_trade_no",
                       "channel_refund_no", "amount", "currency", "status", "created_at",
                       "succeeded_at"]
-_ISO: Final = "%Y-%m-%dT%H:%M:%S%.f%:z"
 
 
 class PlatformInputError(GatewayError):
@@ -36,36 +41,13 @@ class PlatformInputError(GatewayError):
         self.file, self.line = file, line
 
 
-_ISO_FIXED: Final = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$"
-
-
-def _iso_fast(col: str) -> pl.Expr:
-    """``YYYY-MM-DDTHH:MM:SS+hh:mm`` (what the refund service writes) -> UTC, by slicing:
-    a fixed-format naive parse minus the offset. Null for any other shape."""
-    s = pl.col(col)
-    offset = (s.str.slice(20, 2).cast(pl.Int64, strict=False) * 60
-              + s.str.slice(23, 2).cast(pl.Int64, strict=False))
-    sign = pl.when(s.str.slice(19, 1) == "-").then(-1).otherwise(1)
-    naive = s.str.slice(0, 19).str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S",
-                                            strict=False)
-    moment = naive - pl.duration(minutes=sign * offset)
-    return (pl.when((s.str.len_bytes() == 25) & (s.str.slice(22, 1) == ":"))
-            .then(moment).otherwise(None).dt.replace_time_zone("UTC"))
-
-
-def _iso(col: str) -> pl.Expr:
-    """Any ISO 8601 time with an offset (``Z``, fractions, space separator) -> UTC."""
-    s = pl.col(col).str.replace(r"Z$", "+00:00").str.replace(" ", "T")
-    return s.str.to_datetime(_ISO, strict=False, time_zone="UTC", time_unit="us")
-
-
 def _times(df: pl.DataFrame, col: str) -> pl.DataFrame:
     """Parse ``col`` in place: the fast path for every row, the general parser only for
     the rows it left (so a file in the usual shape never pays for the general one)."""
-    df = df.with_columns(_iso_fast(col).alias(f"_{col}"))
+    df = df.with_columns(iso_time_fast(col).alias(f"_{col}"))
     slow = df.select((pl.col(f"_{col}").is_null() & (pl.col(col) != "")).any()).item()
     if slow:
-        df = df.with_columns(pl.coalesce(f"_{col}", _iso(col)).alias(f"_{col}"))
+        df = df.with_columns(pl.coalesce(f"_{col}", iso_time(col)).alias(f"_{col}"))
     return df
 
 

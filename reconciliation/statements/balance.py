@@ -1,9 +1,10 @@
-"""Platform balance wallet ledger. PROVISIONAL layout until ``sandbox/balance.py``
-defines it: a UTF-8 CSV with header ``entry_id,type,refund_no,order_no,amount,status,
-created_at`` (``type`` ``refund`` | ``payment`` | other; ``amount`` in yuan; ``status``
-``succeeded`` | ``processing`` | ``failed``; ``created_at`` Beijing
-``YYYY-MM-DD hh:mm:ss``). ``entry_id`` is the wallet's id (the channel refund id).
-Parsing only.
+"""Platform balance wallet ledger, in the layout ``sandbox/balance.py`` documents: UTF-8,
+``\\n`` line ends, comma-separated, no quoting, header exactly
+``wallet_txn_id,refund_no,user_id,order_no,amount_fen,currency,status,credited_at``; one
+row per credit of the day (Beijing), ``amount_fen`` a positive integer, ``status``
+``SUCCESS``, ``credited_at`` ISO 8601 with ``+08:00``; no totals. Every row is a refund
+credited to a wallet: ``refund_no`` is our channel refund number, ``wallet_txn_id`` the
+wallet's id (channel refund id). ``user_id`` is never read. Parsing only.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from typing import Final
 
 import polars as pl
 
-from gateway.models import Route
+from gateway.models import ChannelStatus, Route
 from reconciliation.statements.archive import ArchiveLimits
 from reconciliation.statements.base import (
     CHUNK_BYTES,
     BadLines,
     Sections,
     Source,
-    amount_minor,
-    beijing_time,
     clean,
+    iso_time,
+    iso_time_fast,
     none,
     read_rows,
     stream_sections,
@@ -32,12 +33,14 @@ from reconciliation.statements.model import LineKind
 
 FORMAT: Final = "balance-ledger"
 ROUTE: Final = Route.BALANCE
-_KIND: Final = {"refund": LineKind.REFUND.value, "payment": LineKind.PAYMENT.value}
-_STATUS: Final = {"succeeded": "succeeded", "processing": "processing", "failed": "failed"}
+HEADER: Final = "wallet_txn_id,refund_no,user_id,order_no,amount_fen,currency,status,credited_at"
+# sandbox/balance.py lists credits only (SUCCESS); any other word is processing, never
+# success or failure.
+STATUS: Final = {"SUCCESS": ChannelStatus.SUCCEEDED.value}
 
 
 def _is_header(text: str) -> bool:
-    return text.lstrip("\ufeff").startswith("entry_id,")
+    return text.lstrip("\ufeff").startswith("wallet_txn_id,refund_no,")
 
 
 def sniff(head: bytes, source: Source) -> bool:
@@ -49,27 +52,30 @@ def parse_batches(source: Source, bad: BadLines, *, chunk_bytes: int = CHUNK_BYT
     sections = Sections()
     with source.open() as fh:
         for table, first, data in stream_sections(
-                fh, source.name, encoding="utf8", is_header=_is_header, end_markers=[b"#"],
+                fh, source.name, encoding="utf8", is_header=_is_header, end_markers=[],
                 sections=sections, chunk_bytes=chunk_bytes):
             wanted = {c: table.index(c, source.name) for c in
-                      ("entry_id", "type", "refund_no", "order_no", "amount", "status",
-                       "created_at")}
+                      ("wallet_txn_id", "refund_no", "order_no", "amount_fen", "currency",
+                       "status", "credited_at")}
             df = read_rows(data, first, len(table.header), wanted, source=source.name,
                            bad=bad)
             df = df.with_columns([clean(c).alias(c) for c in wanted]).with_columns(
-                pl.col("type").replace_strict(_KIND, default=LineKind.OTHER.value)
-                .alias("kind"),
-                amount_minor("amount").alias("_amount"),
-                beijing_time("created_at").alias("_time"),
-                pl.col("status").replace_strict(_STATUS, default="processing")
-                .alias("_status"))
-            problem = (pl.when(pl.col("_amount").is_null()).then(pl.lit("bad amount"))
-                       .when(pl.col("_time").is_null()).then(pl.lit("bad created_at"))
-                       .when((pl.col("kind") == "refund") & (pl.col("refund_no") == ""))
-                       .then(pl.lit("refund without refund_no")).otherwise(None))
+                pl.when(pl.col("amount_fen").str.contains(r"^\d{1,15}$"))
+                .then(pl.col("amount_fen").cast(pl.Int64, strict=False)).alias("_amount"),
+                pl.coalesce(iso_time_fast("credited_at"), iso_time("credited_at"))
+                .alias("_time"),
+                pl.col("status").replace_strict(
+                    STATUS, default=ChannelStatus.PROCESSING.value).alias("_status"))
+            problem = (pl.when(pl.col("_amount").is_null() | (pl.col("_amount") <= 0))
+                       .then(pl.lit("bad amount_fen"))
+                       .when(pl.col("_time").is_null()).then(pl.lit("bad credited_at"))
+                       .when(pl.col("currency") != "CNY").then(pl.lit("unsupported currency"))
+                       .when(pl.col("refund_no") == "").then(pl.lit("row without refund_no"))
+                       .otherwise(None))
             df = bad.drop_bad(df, problem, source.name)
             yield to_batch(
-                df, route=ROUTE.value, source=source.name, kind=pl.col("kind"),
-                refund_no=pl.col("refund_no"), refund_id=pl.col("entry_id"),
-                order_no=pl.col("order_no"), trade_no=none(), amount=pl.col("_amount"),
-                status=pl.col("_status"), time=pl.col("_time"))
+                df, route=ROUTE.value, source=source.name,
+                kind=pl.lit(LineKind.REFUND.value), refund_no=pl.col("refund_no"),
+                refund_id=pl.col("wallet_txn_id"), order_no=pl.col("order_no"),
+                trade_no=none(), amount=pl.col("_amount"), status=pl.col("_status"),
+                time=pl.col("_time"))

@@ -128,11 +128,11 @@ def fold_header(cell: str) -> str:
     return cell.translate(_HEADER_FOLD).strip()
 
 
-def split_csv_line(text: str) -> list[str]:
-    """Cells of one unquoted CSV line. With QUOTE_NONE the csv module only splits on
-    commas, but it raises on a stray carriage return inside a line (found by fuzzing):
-    a plain split keeps such a cell, and the cell checks report the line as bad."""
-    return text.rstrip("\r\n").split(",") if text else []
+def split_csv_line(text: str, separator: str = ",") -> list[str]:
+    """Cells of one unquoted delimited line. With QUOTE_NONE the csv module only splits
+    on the separator, but it raises on a stray carriage return inside a line (found by
+    fuzzing): a plain split keeps such a cell, and the cell checks report the line."""
+    return text.rstrip("\r\n").split(separator) if text else []
 
 
 @dataclass
@@ -161,7 +161,7 @@ class Sections:
 def stream_sections(
     stream: IO[bytes], source: str, *, encoding: str,
     is_header: Callable[[str], bool], end_markers: Sequence[bytes],
-    sections: Sections, chunk_bytes: int = CHUNK_BYTES,
+    sections: Sections, chunk_bytes: int = CHUNK_BYTES, separator: str = ",",
 ) -> Iterator[tuple[Table, int, bytes]]:
     """Yield (table, first line number, raw row bytes) for the data rows of a bill.
 
@@ -180,8 +180,8 @@ def stream_sections(
             text = chunk[pos:end].decode(encoding, errors="replace").rstrip("\r\n")
             pos = end
             if is_header(text):
-                table = Table([fold_header(c) for c in split_csv_line(fold_header(text))],
-                              line_no)
+                table = Table([fold_header(c) for c in
+                               split_csv_line(fold_header(text), separator)], line_no)
             else:
                 sections.preamble.append((line_no, text))
         if table is None:
@@ -219,7 +219,8 @@ def _find_marker(data: bytes, markers: Sequence[bytes]) -> int:
 
 def read_rows(data: bytes, first_line: int, ncols: int, wanted: dict[str, int], *,
               source: str, bad: BadLines, encoding: str = "utf8",
-              replacements: Sequence[tuple[bytes, bytes]] = ()) -> pl.DataFrame:
+              replacements: Sequence[tuple[bytes, bytes]] = (),
+              separator: str = ",") -> pl.DataFrame:
     """Parse raw row bytes into string columns ``wanted`` (name -> index) plus ``line``.
 
     Fast path: polars over the bytes (GBK files: key columns are ASCII by the channels'
@@ -239,12 +240,12 @@ def read_rows(data: bytes, first_line: int, ncols: int, wanted: dict[str, int], 
         # cell count shows in the chunk's separator total (C-speed count), and sends the
         # chunk to the exact path, which names each bad line.
         n_lines = fast.count(b"\n") + (0 if fast.endswith(b"\n") else 1)
-        if fast.count(b",") != (ncols - 1) * n_lines:
+        if fast.count(separator.encode()) != (ncols - 1) * n_lines:
             fast = b""
         try:
             if not fast:
                 raise pl.exceptions.ComputeError("cell count")
-            df = pl.read_csv(fast, has_header=False, separator=",", quote_char=None,
+            df = pl.read_csv(fast, has_header=False, separator=separator, quote_char=None,
                              infer_schema=False, empty_string_is_null=False,
                              encoding="utf8-lossy", columns=idx,
                              new_columns=[f"c{i}" for i in range(ncols)],
@@ -259,7 +260,7 @@ def read_rows(data: bytes, first_line: int, ncols: int, wanted: dict[str, int], 
                 df = None
     if df is None:
         df = _exact_rows(data, first_line, ncols, names, idx, source=source, bad=bad,
-                         encoding=encoding, replacements=replacements)
+                         encoding=encoding, replacements=replacements, separator=separator)
     else:
         df = df.with_row_index("line", offset=first_line).with_columns(
             pl.col("line").cast(pl.Int64))
@@ -273,7 +274,7 @@ def read_rows(data: bytes, first_line: int, ncols: int, wanted: dict[str, int], 
 
 def _exact_rows(data: bytes, first_line: int, ncols: int, names: list[str], idx: list[int],
                 *, source: str, bad: BadLines, encoding: str,
-                replacements: Sequence[tuple[bytes, bytes]]) -> pl.DataFrame:
+                replacements: Sequence[tuple[bytes, bytes]], separator: str) -> pl.DataFrame:
     enc = "gbk" if encoding == "gbk" else "utf-8"
     cols: dict[str, list[str]] = {n: [] for n in names}
     lines: list[int] = []
@@ -292,7 +293,7 @@ def _exact_rows(data: bytes, first_line: int, ncols: int, names: list[str], idx:
             continue
         if not text.strip():
             continue
-        cells = split_csv_line(text)
+        cells = split_csv_line(text, separator)
         if len(cells) != ncols:
             bad.add(StatementError(f"{len(cells)} cells, expected {ncols}", file=source,
                                    line=line))
@@ -358,3 +359,26 @@ def to_batch(df: pl.DataFrame, *, route: str, source: str, kind: pl.Expr,
 def none() -> pl.Expr:
     """A null string column (a key the format does not carry)."""
     return pl.lit(None, pl.String())
+
+
+ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%:z"
+
+
+def iso_time_fast(col: str) -> pl.Expr:
+    """``YYYY-MM-DDTHH:MM:SS+hh:mm`` (refund service export, wallet ledger) -> UTC, by slicing:
+    a fixed-format naive parse minus the offset. Null for any other shape."""
+    s = pl.col(col)
+    offset = (s.str.slice(20, 2).cast(pl.Int64, strict=False) * 60
+              + s.str.slice(23, 2).cast(pl.Int64, strict=False))
+    sign = pl.when(s.str.slice(19, 1) == "-").then(-1).otherwise(1)
+    naive = s.str.slice(0, 19).str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S",
+                                            strict=False)
+    moment = naive - pl.duration(minutes=sign * offset)
+    return (pl.when((s.str.len_bytes() == 25) & (s.str.slice(22, 1) == ":"))
+            .then(moment).otherwise(None).dt.replace_time_zone("UTC"))
+
+
+def iso_time(col: str) -> pl.Expr:
+    """Any ISO 8601 time with an offset (``Z``, fractions, space separator) -> UTC."""
+    s = pl.col(col).str.replace(r"Z$", "+00:00").str.replace(" ", "T")
+    return s.str.to_datetime(ISO_FORMAT, strict=False, time_zone="UTC", time_unit="us")

@@ -15,7 +15,7 @@ from gateway.cli import main
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 STATEMENTS = ["statements/alipay_trade_20240611.zip", "statements/wechat_refund_20240611.csv.gz",
               "statements/wechat_fundflow_20240611.csv", "statements/balance_20240611.csv",
-              "reconciliation/unionpay_duplicate_20240611.csv"]
+              "reconciliation/unionpay_duplicate_20240611.txt"]
 
 
 def test_every_planted_fault_in_its_class(tmp_path: Path) -> None:
@@ -34,7 +34,8 @@ def test_every_planted_fault_in_its_class(tmp_path: Path) -> None:
     assert by_key == {
         "RFA0009": "in_transit", "RFB0002": "in_transit",
         "RFA0008": "refunded_not_received", "RFW0003": "refunded_not_received",
-        "RFL0001": "unknown_to_platform", "RFA0003": "amount_mismatch",
+        "RFL0001": "unknown_to_platform", "RFL0003": "unknown_to_platform",
+        "RFA0003": "amount_mismatch",
         "RFB0001": "duplicate", "RFW0002": "status_mismatch"}
     assert doc["counts"]["matched"] == 3   # RFA0001, RFA0002 (cut-off), RFW0001 (2 files)
     expected = GOLDEN / "reconciliation/expected_report.json"

@@ -89,14 +89,16 @@ def alipay_detail(lines: Sequence[Line]) -> bytes:
 
 
 def unionpay_settlement(lines: Sequence[Line]) -> bytes:
-    """The UnionPay settlement layout ``reconciliation.statements.unionpay`` reads;
-    ``status`` is the respCode."""
-    rows = ["txnType,orderId,origOrderId,queryId,txnAmt,txnTime,settleDate,respCode"]
-    for ln in lines:
+    """The settlement file ``sandbox/unionpay.py`` documents (``|``-separated, header
+    line, refunds as txnType 04); ``status`` is the respCode (00 done, 63 failed)."""
+    rows = ["txnType|merId|orderId|txnTime|queryId|origQryId|txnAmt|currencyCode|"
+            "settleDate|traceNo|respCode|accNo"]
+    for n, ln in enumerate(lines):
         t = (ln.at or datetime(2024, 6, 11, 10, 0, tzinfo=BEIJING)).astimezone(BEIJING)
-        rows.append(f"04,{ln.refund_no},{ln.order_no},{ln.refund_id or '76' + ln.refund_no},"
-                    f"{ln.amount_minor},{t:%Y%m%d%H%M%S},{t:%m%d},{ln.status}")
-    return ("\r\n".join(rows) + "\r\n").encode()
+        rows.append(f"04|777290058110048|{ln.refund_no}|{t:%Y%m%d%H%M%S}|"
+                    f"{ln.refund_id or f'76{n:019d}'}|76{ln.order_no}|{ln.amount_minor}|156|"
+                    f"{t:%m%d}|{n:06d}|{ln.status}|622202******1234")
+    return ("\n".join(rows) + "\n").encode()
 
 
 @dataclass(frozen=True)
