@@ -45,6 +45,9 @@ def _to_inbox(url: str | None) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
+    # The answer goes out in two writes (headers, then body); on a kept-alive connection
+    # Nagle holds the body until the client's delayed ACK (~40 ms). Real channels do not.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the sandbox's record is the truth endpoint, not an access log."""
