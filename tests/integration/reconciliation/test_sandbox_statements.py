@@ -18,12 +18,12 @@ from click.testing import CliRunner
 
 pytest.importorskip("sandbox.pytest_plugin", reason="sandbox plugin not landed yet")
 
-from gateway import Money, Payment, RefundRequest, RefundStatus, Route  # noqa: E402
-from gateway.bootstrap import build_gateway  # noqa: E402
-from gateway.cli import main  # noqa: E402
-from gateway.clock import to_beijing  # noqa: E402
-from gateway.settings import load_settings  # noqa: E402
-from tests.helpers import FakeClock  # noqa: E402
+from gateway import Money, Payment, RefundRequest, RefundStatus, Route
+from gateway.bootstrap import build_gateway
+from gateway.cli import main
+from gateway.clock import to_beijing
+from gateway.settings import load_settings
+from tests.helpers import FakeClock
 
 ROUTES = [pytest.param(r, id=r.value) for r in Route]
 
