@@ -1,0 +1,213 @@
+"""Bank card (UnionPay 5.1.0) and balance through RefundGateway against the sandbox over
+HTTP, on SQLite and PostgreSQL: every fault kind, back notifications, reroute."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+
+from gateway import Money, OverRefund, RefundGateway, RefundRequest, RefundStatus, Route
+from gateway.clock import BEIJING
+from tests.integration.bankcard.conftest import Receiver, fault, paid, settle, truth
+
+S = RefundStatus
+BANK = Route.BANKCARD
+
+
+def ask(gw: RefundGateway, sandbox_url: str, fen: int = 2_500, key: str = "k1",
+        paid_fen: int = 10_000, route: Route = BANK) -> tuple[RefundRequest, str]:
+    payment = paid(sandbox_url, route, paid_fen)
+    return RefundRequest(idempotency_key=key, payment=payment, amount=Money(fen),
+                         reason="test"), payment.merchant_order_no
+
+
+def wait_for(predicate: object, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():   # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_accepted_then_query_succeeds(gw: RefundGateway, sandbox_url: str) -> None:
+    settle(sandbox_url, BANK, "after_queries", 1)
+    req, _ = ask(gw, sandbox_url)
+    refund = gw.refund(req)
+    assert refund.status is S.PROCESSING and refund.channel_refund_id
+    done = gw.sync(refund.id)
+    assert done.status is S.SUCCEEDED
+    assert done.bank_ack["queryId"] == refund.channel_refund_id
+    assert {"settleDate", "traceNo"} <= set(done.bank_ack)
+    assert done.expected_arrival is not None
+    [row] = truth(sandbox_url, BANK)
+    assert (row["channel_refund_no"], row["executions"], row["status"]) == (
+        refund.channel_refund_no, 1, "SUCCESS")
+
+
+def test_processing_05_then_success(gw: RefundGateway, sandbox_url: str) -> None:
+    settle(sandbox_url, BANK, "after_queries", 2)
+    refund = gw.refund(ask(gw, sandbox_url)[0])
+    assert gw.sync(refund.id).status is S.PROCESSING      # origRespCode 05
+    assert gw.sync(refund.id).status is S.SUCCEEDED
+
+
+def test_notification_overtaking_a_stalled_answer_wins(gw: RefundGateway,
+                                                       sandbox_url: str) -> None:
+    fault(sandbox_url, BANK, "refund", "timeout_after_commit", stall_seconds=2)
+    refund = gw.refund(ask(gw, sandbox_url)[0])   # notified while the answer stalls
+    assert refund.status is S.SUCCEEDED
+    assert [r["executions"] for r in truth(sandbox_url, BANK)] == [1]
+
+
+def test_back_notification_verified_and_applied(gw: RefundGateway, sandbox_url: str,
+                                                receiver: Receiver) -> None:
+    refund = gw.refund(ask(gw, sandbox_url)[0])   # settles at once: a notification follows
+    assert wait_for(lambda: gw.get(refund.id).status is S.SUCCEEDED)
+    assert 200 in receiver.answers
+    assert gw.get(refund.id).bank_ack.get("queryId") == refund.channel_refund_id
+
+
+def test_forged_back_notification_is_refused(gw: RefundGateway, sandbox_url: str,
+                                             receiver: Receiver) -> None:
+    fault(sandbox_url, BANK, "notify", "bad_signature")
+    refund = gw.refund(ask(gw, sandbox_url)[0])
+    assert wait_for(lambda: 400 in receiver.answers)
+    assert gw.get(refund.id).status is S.PROCESSING
+    assert gw.sync(refund.id).status is S.SUCCEEDED      # the query still tells the truth
+
+
+def test_abnormal_then_rerouted_to_balance_keeps_total(gw: RefundGateway,
+                                                       sandbox_url: str) -> None:
+    settle(sandbox_url, BANK, "after_queries", 1)
+    fault(sandbox_url, BANK, "refund", "abnormal")
+    req, order = ask(gw, sandbox_url, fen=6_000)
+    refund = gw.refund(req)
+    abnormal = gw.sync(refund.id)
+    assert (abnormal.status, abnormal.failure_code) == (S.ABNORMAL, "63")
+    linked = gw.reroute(refund.id, Route.BALANCE)
+    assert (linked.route, linked.status, linked.amount) == (Route.BALANCE, S.SUCCEEDED,
+                                                            Money(6_000))
+    assert gw.get(refund.id).status is S.REROUTED
+    with pytest.raises(OverRefund) as err:
+        gw.refund(RefundRequest("k2", req.payment, Money(4_001), "more"))
+    assert err.value.remaining_minor == 4_000
+    total = gw.store.sum_counting(BANK, order)
+    assert total is not None and total.minor <= 10_000
+    [credit] = truth(sandbox_url, Route.BALANCE)
+    assert (credit["channel_refund_no"], credit["amount_fen"]) == (linked.channel_refund_no,
+                                                                   6_000)
+
+
+@pytest.mark.parametrize("kind,params", [
+    ("bad_signature", {}),
+    ("timeout_after_commit", {"stall_seconds": 2}),
+    ("drop_before_commit", {}),
+    ("http_500", {}),
+])
+def test_unknown_outcomes_are_resolved_by_query_with_one_execution(
+        gw: RefundGateway, sandbox_url: str, kind: str, params: dict[str, object]) -> None:
+    # Settle on the first query, so no back notification overtakes the stalled answer
+    # (with immediate settling it does, and the refund is SUCCEEDED before the timeout).
+    settle(sandbox_url, BANK, "after_queries", 1)
+    fault(sandbox_url, BANK, "refund", kind, **params)
+    refund = gw.refund(ask(gw, sandbox_url)[0])
+    assert refund.status is S.PROCESSING and refund.failure_code is None
+    after = gw.sync(refund.id)              # query; 34 -> resend under the same orderId
+    if after.status is not S.SUCCEEDED:
+        after = gw.sync(refund.id)
+    assert after.status is S.SUCCEEDED
+    rows = truth(sandbox_url, BANK)
+    assert [(r["channel_refund_no"], r["executions"]) for r in rows] == [
+        (refund.channel_refund_no, 1)]
+
+
+def test_rate_limited_is_retried_inline(gw: RefundGateway, sandbox_url: str) -> None:
+    settle(sandbox_url, BANK, "after_queries", 1)
+    fault(sandbox_url, BANK, "refund", "rate_limited")
+    refund = gw.refund(ask(gw, sandbox_url)[0])    # 06: nothing executed; resent at once
+    assert refund.status is S.PROCESSING
+    assert [r["executions"] for r in truth(sandbox_url, BANK)] == [1]
+
+
+def test_refusal_is_failed(gw: RefundGateway, sandbox_url: str) -> None:
+    req, _ = ask(gw, sandbox_url)
+    unknown = RefundRequest("k9", type(req.payment)(
+        route=BANK, merchant_order_no=req.payment.merchant_order_no,
+        channel_trade_no="20990101000000000000000", amount=req.payment.amount,
+        user_id=req.payment.user_id), Money(100), "x")
+    refund = gw.refund(unknown)
+    assert (refund.status, refund.failure_code) == (S.FAILED, "35")
+
+
+def test_settlement_file_lists_the_refund(gw: RefundGateway, sandbox_url: str) -> None:
+    refund = gw.refund(ask(gw, sandbox_url)[0])
+    gw.sync(refund.id)
+    today = datetime.now(BEIJING).date()
+    data = gw.adapters[BANK].download_statement(today)
+    lines = data.decode("utf-8").splitlines()
+    assert lines[0].startswith("txnType|merId|orderId|txnTime|queryId")
+    assert any(f"|{refund.channel_refund_no}|" in line for line in lines[1:])
+
+
+# -- balance -----------------------------------------------------------------------------
+def test_balance_credit_is_instant(gw: RefundGateway, sandbox_url: str) -> None:
+    refund = gw.refund(ask(gw, sandbox_url, route=Route.BALANCE)[0])
+    assert refund.status is S.SUCCEEDED
+    assert refund.channel_refund_id and refund.channel_refund_id.startswith("WT")
+    today = datetime.now(BEIJING).date()
+    ledger = gw.adapters[Route.BALANCE].download_statement(today).decode()
+    assert ledger.startswith("wallet_txn_id,refund_no,")
+    assert refund.channel_refund_no in ledger
+
+
+def test_balance_resend_is_idempotent(gw: RefundGateway, sandbox_url: str) -> None:
+    refund = gw.refund(ask(gw, sandbox_url, route=Route.BALANCE)[0])
+    again = gw.adapters[Route.BALANCE].submit(gw.get(refund.id))
+    assert again.channel_refund_id == refund.channel_refund_id
+    assert [r["executions"] for r in truth(sandbox_url, Route.BALANCE)] == [1]
+
+
+def test_balance_frozen_wallet_is_refused(gw: RefundGateway, sandbox_url: str) -> None:
+    fault(sandbox_url, Route.BALANCE, "refund", "abnormal")
+    refund = gw.refund(ask(gw, sandbox_url, route=Route.BALANCE)[0])
+    assert (refund.status, refund.failure_code) == (S.FAILED, "ACCOUNT_FROZEN")
+    assert truth(sandbox_url, Route.BALANCE) == []
+
+
+@pytest.mark.parametrize("kind,params", [
+    ("timeout_after_commit", {"stall_seconds": 2}),
+    ("drop_before_commit", {}),
+    ("http_500", {}),
+    ("rate_limited", {}),
+])
+def test_balance_unknown_outcomes(gw: RefundGateway, sandbox_url: str, kind: str,
+                                  params: dict[str, object]) -> None:
+    fault(sandbox_url, Route.BALANCE, "refund", kind, **params)
+    refund = gw.refund(ask(gw, sandbox_url, route=Route.BALANCE)[0])
+    assert refund.status in (S.PROCESSING, S.PENDING)
+    after = gw.sync(refund.id)
+    if after.status is not S.SUCCEEDED:
+        after = gw.sync(refund.id)
+    assert after.status is S.SUCCEEDED
+    assert [r["executions"] for r in truth(sandbox_url, Route.BALANCE)] == [1]
+
+
+def test_balance_forged_hmac_is_rejected_by_the_wallet(sandbox_url: str,
+                                                       sandbox_settings: dict[str, str]
+                                                       ) -> None:
+    from adapters.balance.adapter import BalanceAdapter
+    from adapters.balance.client import WalletClient
+    from gateway.errors import ChannelAuthError
+    from tests.unit.adapters.balance.test_balance_adapter import make_refund
+
+    forged = BalanceAdapter(WalletClient(
+        base_url=sandbox_settings["REFUND_GATEWAY_BALANCE__BASE_URL"],
+        hmac_key=b"not-the-wallet-key-0123456789", connect_timeout=1, read_timeout=2),
+        datetime.now)   # type: ignore[arg-type]
+    with pytest.raises(ChannelAuthError) as err:
+        forged.submit(make_refund())
+    assert (err.value.http_status, err.value.code) == (401, "SIGN_ERROR")
+    assert truth(sandbox_url, Route.BALANCE) == []
