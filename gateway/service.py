@@ -110,6 +110,9 @@ class RefundGateway:
         """
         request.validate()
         adapter = self._adapter(request.payment.route)
+        if adapter.route is Route.BALANCE and not request.payment.user_id:
+            raise InvalidRequest("the balance route credits a user: payment.user_id is "
+                                 "required", field="payment.user_id")
         caps = adapter.capabilities
         if not caps.partial_refunds and request.amount != request.payment.amount:
             raise InvalidRequest(f"{adapter.route.value} refunds only in full", field="amount")
@@ -194,6 +197,9 @@ class RefundGateway:
             raise InvalidRequest("reroute needs another route, or an instruction for the "
                                  "channel's abnormal-refund API", field="to")
         adapter = self._adapter(target)
+        if target is Route.BALANCE and not refund.payment.user_id:
+            raise InvalidRequest("rerouting to the balance needs the payment's user_id",
+                                 field="payment.user_id")
         now = self._clock()
         _, linked = self.store.reroute(refund_id, new_id=self._new_id(now), route=target,
                                        now=now, arrival=self._arrival(adapter, now),
@@ -398,8 +404,10 @@ class RefundGateway:
             if result.bank_ack:
                 fields["bank_ack"] = {**current.bank_ack, **result.bank_ack}
             if current.status.is_final:
-                if result.status.value != current.status.value and \
-                        result.status is not ChannelStatus.NOT_FOUND:
+                # A stale PROCESSING (or not-found) answer overtaken by a notification is
+                # no contradiction; only a different final status is.
+                if result.status.value != current.status.value and result.status not in (
+                        ChannelStatus.NOT_FOUND, ChannelStatus.PROCESSING):
                     events.append((EventKind.CONFLICT, {
                         "reason": "channel contradicts a final status",
                         "stored": current.status.value, "channel": result.status.value}))

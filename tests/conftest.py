@@ -66,3 +66,12 @@ def database_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_logs() -> None:
+    """Warnings and errors only: INFO lines for thousands of refunds slow the suite and
+    bury failures. Tests that inspect logs configure their own capture."""
+    from gateway.logging import configure_logging
+
+    configure_logging("console", os.environ.get("REFUND_GATEWAY_TEST_LOG_LEVEL", "WARNING"))

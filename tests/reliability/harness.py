@@ -38,6 +38,7 @@ class SandboxProcess:
     workdir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    _log: Any = None
 
     @property
     def url(self) -> str:
@@ -48,7 +49,7 @@ class SandboxProcess:
         return self.workdir / "sandbox.env"
 
     def start(self) -> SandboxProcess:
-        log = (self.workdir / "sandbox.log").open("wb")
+        self._log = log = (self.workdir / "sandbox.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox", "serve", "--host", "127.0.0.1",
              "--port", str(self.port), "--env-file", str(self.env_file)],
@@ -70,6 +71,8 @@ class SandboxProcess:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         r = requests.request(method, f"{self.url}{path}", json=body, timeout=10)

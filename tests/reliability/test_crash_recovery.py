@@ -113,7 +113,7 @@ def test_kill_at_failpoint_then_resolve(failpoint: str, sandbox_proc: SandboxPro
                         payment, key, 4_000)
         kills += code == -signal.SIGKILL
         assert code in (0, -signal.SIGKILL), f"worker failed with exit code {code}"
-        assert _run(forkserver, workers.resolve, env_file, db_url) == 0
+        assert _run(forkserver, workers.resolve, env_file, db_url, [route]) == 0
         open_after = check_invariants(sandbox_proc, db_url, env_file)["open"]
     assert kills == runs, f"the failpoint fired in {kills} of {runs} runs"
     write_summary(summary_path, {"suite": "crash", "failpoint": failpoint, "runs": runs,

@@ -21,9 +21,10 @@ from gateway.settings import load_settings
 
 
 def gateway(env_file: str, db_url: str, routes: list[Route],
-            offset: timedelta = timedelta(0)) -> RefundGateway:
+            offset: timedelta | list[timedelta] = timedelta(0)) -> RefundGateway:
+    """``offset`` may be a one-item list the caller moves forward (a clock that jumps)."""
     def clock() -> Any:
-        return utcnow() + offset
+        return utcnow() + (offset[0] if isinstance(offset, list) else offset)
 
     settings = load_settings(env_file, database_url=db_url, log_level="ERROR")
     wanted = sorted(set(routes) | {Route.BALANCE}, key=lambda r: r.value)
@@ -81,15 +82,19 @@ def crash_reroute(env_file: str, db_url: str, failpoint: str, payment: dict[str,
     gw.reroute(refund.id, Route.BALANCE, note="card cancelled")
 
 
-def resolve(env_file: str, db_url: str, cycles: int = 12) -> int:
+def resolve(env_file: str, db_url: str, routes: list[str] | None = None,
+            cycles: int = 12) -> int:
     """A fresh process runs the resolver; the clock jumps an hour per cycle so every
     backoff step comes due. Returns the cycles that found work."""
     used = 0
+    offset = [timedelta(0)]
+    gw = gateway(env_file, db_url, [Route(r) for r in routes] if routes else list(Route),
+                 offset=offset)
     for cycle in range(cycles):
-        gw = gateway(env_file, db_url, list(Route), offset=timedelta(hours=cycle + 1))
+        offset[0] = timedelta(hours=cycle + 1)
         report = gw.resolve_due(limit=1000)
-        gw.close()
         if report.claimed == 0:
             break
         used += 1
+    gw.close()
     return used

@@ -301,3 +301,24 @@ def test_max_refunds_per_payment(gw: RefundGateway) -> None:
         gw.refund(request(f"k{i}", 1))
     with pytest.raises(InvalidRequest, match="at most 50"):
         gw.refund(request("k50", 1))
+
+
+def test_balance_needs_a_user_before_any_io(gw: RefundGateway, balance: FakeBalance) -> None:
+    from gateway import Payment
+
+    req = request(route=Route.BALANCE)
+    anonymous = type(req)(req.idempotency_key, Payment(
+        Route.BALANCE, "ORDB", "TB", Money(10_000), user_id=None), req.amount, req.reason)
+    with pytest.raises(InvalidRequest, match="user_id"):
+        gw.refund(anonymous)
+    assert balance.ledger.calls == []
+    assert gw.store.find_by_key(req.idempotency_key) is None
+
+
+def test_stale_processing_after_final_is_not_a_conflict(gw: RefundGateway,
+                                                        channel: FakeChannel) -> None:
+    refund = gw.refund(request())
+    body = f"{refund.channel_refund_no}:succeeded:2500".encode()
+    gw.handle_notification(Route.WECHATPAY, {"x-signature": "good", "x-nonce": "s1"}, body)
+    gw.sync(refund.id)   # the channel's ledger still says PROCESSING
+    assert not any(e.kind is EventKind.CONFLICT for e in gw.events(refund.id))
