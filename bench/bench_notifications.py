@@ -14,7 +14,7 @@ whole ``parse_notification`` (headers, skew, verify, decrypt, decode); apply = t
 ``handle_notification`` (replay guard, lookup, state change and events in the store).
 Target: >= 3,000 notifications/s.
 
-    .venv/bin/python bench/bench_notifications.py                   # 2,000, SQLite then PostgreSQL
+    .venv/bin/python bench/bench_notifications.py                   # 1,000, SQLite then PostgreSQL
     .venv/bin/python bench/bench_notifications.py -n 10000 --databases sqlite
 """
 
@@ -124,7 +124,7 @@ def run_one(kind: str, n: int, tmp: Path) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-n", type=int, default=2000)
+    ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--databases", nargs="+", default=["sqlite", "postgres"],
                     choices=["sqlite", "postgres"])
     args = ap.parse_args()

@@ -64,8 +64,11 @@ def rows() -> list[tuple[str, str, str, bool | None]]:
         base = r.get("pandas", {}).get("wall_s") if isinstance(r.get("pandas"), dict) else None
         fig = f"{wall} s, {rss} MiB" + (
             f", pandas {base} s ({base / max(float(wall or 0), 1e-9):.1f}x)" if base else "")
-        out.append((f"reconcile {lines} lines", fig,
-                     "1M: <= 3 s, 1 GiB; 10M: <= 60 s, 2 GiB", None))
+        limits = {"1000000": (3.0, 1024), "10000000": (60.0, 2048)}.get(lines)
+        target = f"<= {limits[0]:g} s, {limits[1]} MiB" if limits else "(1M/10M only)"
+        ok = (float(wall) <= limits[0] and int(rss) <= limits[1]) \
+            if limits and wall is not None and rss is not None else None
+        out.append((f"reconcile {lines} lines", fig, target, ok))
     return out
 
 
