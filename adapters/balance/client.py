@@ -19,9 +19,9 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import requests
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
-from gateway.errors import ChannelAuthError, ChannelUnavailable, OutcomeUnknown
+from gateway import transport
+from gateway.errors import ChannelAuthError, OutcomeUnknown
 from gateway.models import Route
 
 CHANNEL: Final = Route.BALANCE.value
@@ -101,22 +101,9 @@ class WalletClient:
             resp = self._session.request(method, self.base_url + path, data=body or None,
                                          headers=headers, timeout=self._timeout,
                                          allow_redirects=False)
-        except requests.ConnectTimeout as exc:
-            raise ChannelUnavailable("wallet connect timeout", channel=CHANNEL,
-                                     operation=operation, code="CONNECT_TIMEOUT") from exc
-        except requests.ConnectionError as exc:
-            if _never_connected(exc):
-                raise ChannelUnavailable("wallet connection refused", channel=CHANNEL,
-                                         operation=operation, code="CONNECT_FAILED") from exc
-            raise OutcomeUnknown("wallet connection lost after sending", channel=CHANNEL,
-                                 operation=operation, code="CONNECTION_LOST") from exc
-        except requests.Timeout as exc:
-            raise OutcomeUnknown("wallet read timeout", channel=CHANNEL, operation=operation,
-                                 code="READ_TIMEOUT") from exc
         except requests.RequestException as exc:
-            raise OutcomeUnknown(f"wallet transport error: {type(exc).__name__}",
-                                 channel=CHANNEL, operation=operation,
-                                 code="TRANSPORT") from exc
+            raise transport.classify(exc, channel=CHANNEL, operation=operation,
+                                     label="wallet") from exc
         answer = Answer(operation, resp.status_code, resp.content,
                         resp.headers.get("X-Request-Id"))
         if resp.status_code == 401:   # SIGN_ERROR, TIMESTAMP_EXPIRED, NONCE_REPLAYED
@@ -143,10 +130,3 @@ def _code(answer: Answer) -> str | None:
     code = data.get("code") if isinstance(data, dict) else None
     return str(code) if code is not None else None
 
-
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """requests wraps a failed connect as MaxRetryError(reason=NewConnectionError); a
-    failure after sending (reset, remote disconnect) arrives as a bare ProtocolError."""
-    first = exc.args[0] if exc.args else None
-    return isinstance(first, MaxRetryError) and isinstance(
-        first.reason, NewConnectionError | ConnectTimeoutError)

@@ -16,10 +16,10 @@ from typing import Final
 import requests
 import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from adapters.bankcard import signing
-from gateway.errors import ChannelAuthError, ChannelUnavailable, OutcomeUnknown
+from gateway import transport
+from gateway.errors import ChannelAuthError, OutcomeUnknown
 from gateway.models import Route
 
 log = structlog.get_logger(__name__)
@@ -134,23 +134,9 @@ class UnionPayClient:
         try:
             resp = self._session.request(method, url, data=form, headers=headers,
                                          timeout=self._timeout, allow_redirects=False)
-        except requests.ConnectTimeout as exc:
-            raise ChannelUnavailable("UnionPay connect timeout", channel=CHANNEL,
-                                     operation=operation, code="CONNECT_TIMEOUT") from exc
-        except requests.ConnectionError as exc:
-            if _never_connected(exc):
-                raise ChannelUnavailable("UnionPay connection refused", channel=CHANNEL,
-                                         operation=operation, code="CONNECT_FAILED") from exc
-            # Reset / remote disconnect after the request went out: it may have been done.
-            raise OutcomeUnknown("UnionPay connection lost after sending", channel=CHANNEL,
-                                 operation=operation, code="CONNECTION_LOST") from exc
-        except requests.Timeout as exc:   # ReadTimeout
-            raise OutcomeUnknown("UnionPay read timeout", channel=CHANNEL,
-                                 operation=operation, code="READ_TIMEOUT") from exc
         except requests.RequestException as exc:
-            raise OutcomeUnknown(f"UnionPay transport error: {type(exc).__name__}",
-                                 channel=CHANNEL, operation=operation,
-                                 code="TRANSPORT") from exc
+            raise transport.classify(exc, channel=CHANNEL, operation=operation,
+                                     label="UnionPay") from exc
         return RawAnswer(operation, resp.status_code, resp.content)
 
     def decode(self, answer: RawAnswer, now: datetime) -> dict[str, str]:
@@ -187,20 +173,3 @@ class UnionPayClient:
     def close(self) -> None:
         self._session.close()
 
-
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when the connection was never established (so nothing was sent)."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, NewConnectionError | ConnectTimeoutError | ConnectionRefusedError):
-            return True
-        reason = getattr(cause, "reason", None)
-        if isinstance(reason, BaseException):
-            cause = reason
-            continue
-        args = getattr(cause, "args", ())
-        nested = next((a for a in args if isinstance(a, BaseException)), None)
-        cause = nested or cause.__cause__ or cause.__context__
-    return False

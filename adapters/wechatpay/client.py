@@ -29,16 +29,14 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from wechatpayv3 import WeChatPay, WeChatPayType  # noqa: TID251 - the one allowed module
 from wechatpayv3.core import Core  # noqa: TID251 - the one allowed module
 from wechatpayv3.type import RequestType  # noqa: TID251 - the one allowed module
 from wechatpayv3.utils import build_authorization  # noqa: TID251 - the one allowed module
 
-from gateway import failpoints
+from gateway import failpoints, transport
 from gateway.errors import (
     ChannelAuthError,
-    ChannelUnavailable,
     ConfigurationError,
     GatewayError,
     OutcomeUnknown,
@@ -389,23 +387,9 @@ class WechatPayClient:
                                  channel=CHANNEL, operation=operation,
                                  http_status=exc.http_status, code="ANSWER_TOO_LARGE",
                                  request_id=exc.request_id) from None
-        except requests.ConnectTimeout as exc:
-            raise ChannelUnavailable("WeChat connect timeout", channel=CHANNEL,
-                                     operation=operation, code="CONNECT_TIMEOUT") from exc
-        except requests.ConnectionError as exc:
-            if _never_connected(exc):
-                raise ChannelUnavailable("WeChat connection refused", channel=CHANNEL,
-                                         operation=operation, code="CONNECT_FAILED") from exc
-            # Reset / remote disconnect after the request went out: it may have been done.
-            raise OutcomeUnknown("WeChat connection lost after sending", channel=CHANNEL,
-                                 operation=operation, code="CONNECTION_LOST") from exc
-        except requests.Timeout as exc:   # ReadTimeout
-            raise OutcomeUnknown("WeChat read timeout", channel=CHANNEL,
-                                 operation=operation, code="READ_TIMEOUT") from exc
         except requests.RequestException as exc:
-            raise OutcomeUnknown(f"WeChat transport error: {type(exc).__name__}",
-                                 channel=CHANNEL, operation=operation,
-                                 code="TRANSPORT") from exc
+            raise transport.classify(exc, channel=CHANNEL, operation=operation,
+                                     label="WeChat") from exc
         except _NoCertificateFetch:
             raise ChannelAuthError("WeChat platform certificate unavailable",
                                    channel=CHANNEL, operation=operation,
@@ -415,21 +399,4 @@ class WechatPayClient:
                                  operation=operation, code="SDK_ERROR") from None
         return Answer(int(status), body, getattr(answer, "request_id", None))
 
-
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when the connection was never established (so nothing was sent)."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, NewConnectionError | ConnectTimeoutError | ConnectionRefusedError):
-            return True
-        reason = getattr(cause, "reason", None)
-        if isinstance(reason, BaseException):
-            cause = reason
-            continue
-        args = getattr(cause, "args", ())
-        nested = next((a for a in args if isinstance(a, BaseException)), None)
-        cause = nested or cause.__cause__ or cause.__context__
-    return False
 
