@@ -111,7 +111,7 @@ def run_engine(paths: dict[str, Path]) -> dict[str, object]:
     parsed in parallel with the platform CSV, classified, summarised."""
     from gateway.models import Route
     from reconciliation.job import reconcile
-    from reconciliation.platform import from_csv
+    from reconciliation.platform import from_csv_parts
     from reconciliation.statements import Source
 
     t0 = time.perf_counter()
@@ -119,8 +119,8 @@ def run_engine(paths: dict[str, Path]) -> dict[str, object]:
     result = reconcile(
         run_date=date(2024, 6, 11), routes=[Route.ALIPAY, Route.WECHATPAY],
         statements=[Source.of(paths["alipay"]), Source.of(paths["wechat"])],
-        platform=lambda _carried: from_csv(paths["platform"],
-                                           routes=[Route.ALIPAY, Route.WECHATPAY]),
+        platform=lambda _carried: from_csv_parts(paths["platform"],
+                                                 routes=[Route.ALIPAY, Route.WECHATPAY]),
         platform_source="csv", engine=None)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0

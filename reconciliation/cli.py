@@ -20,7 +20,7 @@ from gateway.models import Route
 from gateway.settings import GatewaySettings
 from reconciliation.job import ItemNotFound, beijing_day, list_items, reconcile, resolve_item
 from reconciliation.matching import CLASS_ORDER
-from reconciliation.platform import from_csv, from_store
+from reconciliation.platform import from_csv_parts, from_store
 from reconciliation.reports import FORMATS, write_reports
 from reconciliation.statements import Source, TooManyBadLines, detect
 
@@ -87,17 +87,19 @@ def reconcile_command(ctx: click.Context, day: datetime, routes: tuple[str, ...]
         if platform_csv is not None:
             if not platform_csv.exists():
                 _fail(f"platform CSV not found: {platform_csv}")
-            plat = from_csv(platform_csv, routes=chosen)
+            csv_path = platform_csv
 
-            def platform(carried: list[str]) -> pl.DataFrame:
-                return plat
+            def platform(carried: list[str]) -> list[pl.DataFrame]:
+                # Read inside the run (in parallel with the statements) and handed over
+                # in chunks, so the engine can free them as it goes.
+                return from_csv_parts(csv_path, routes=chosen)
             source_name = str(platform_csv)
         else:
             start, end = beijing_day(run_date)
             store_engine = engine if engine is not None else _engine(ctx)
 
-            def platform(carried: list[str]) -> pl.DataFrame:
-                return from_store(store_engine, start, end, chosen, carried)
+            def platform(carried: list[str]) -> list[pl.DataFrame]:
+                return [from_store(store_engine, start, end, chosen, carried)]
             source_name = "store"
         total = sum((s.size() or 0) for s in sources)
         with click.progressbar(length=max(total, 1), label="reading statements",

@@ -53,9 +53,24 @@ def _times(df: pl.DataFrame, col: str) -> pl.DataFrame:
 
 def from_csv(path: Path, *, routes: Iterable[Route] | None = None,
              chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame:
+    """The whole export as one frame (checked for repeated refund numbers)."""
+    df = pl.concat(from_csv_parts(path, routes=routes, chunk_bytes=chunk_bytes),
+                   how="vertical")
+    # A refund number twice is a broken export (the number is the match key); the full
+    # duplicate scan runs only when the cheap count says there is one.
+    if df.select(pl.col("channel_refund_no").n_unique()).item() != df.height:
+        dup = df.filter(pl.col("channel_refund_no").is_duplicated())
+        raise PlatformInputError("channel_refund_no " + str(dup.item(0, "channel_refund_no"))
+                                 + " appears twice", file=path.name)
+    return df
+
+
+def from_csv_parts(path: Path, *, routes: Iterable[Route] | None = None,
+                   chunk_bytes: int = CHUNK_BYTES) -> list[pl.DataFrame]:
     """The refund service's export, streamed in chunks cut at line ends (a 10M-row export
     is never in memory as text): each chunk is parsed, checked and reduced to
-    ``PLATFORM_SCHEMA`` before the next is read. The export has one row per line (no
+    ``PLATFORM_SCHEMA`` before the next is read; one frame per chunk (repeated refund
+    numbers are caught by ``from_csv`` or the engine). The export has one row per line (no
     quoted line breaks: the refund service writes none)."""
     name = path.name
     wanted_routes = None if routes is None else [r.value for r in routes]
@@ -73,14 +88,7 @@ def from_csv(path: Path, *, routes: Iterable[Route] | None = None,
                 line += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
     except OSError as exc:
         raise PlatformInputError(f"unreadable CSV ({exc.strerror})", file=name) from exc
-    df = pl.concat(parts, how="vertical")
-    # A refund number twice is a broken export (the number is the match key); the full
-    # duplicate scan runs only when the cheap count says there is one.
-    if df.select(pl.col("channel_refund_no").n_unique()).item() != df.height:
-        dup = df.filter(pl.col("channel_refund_no").is_duplicated())
-        raise PlatformInputError("channel_refund_no " + str(dup.item(0, "channel_refund_no"))
-                                 + " appears twice", file=name)
-    return df
+    return parts
 
 
 def _chunk(data: bytes, header: list[str], first_line: int, name: str,

@@ -1,20 +1,30 @@
 """Engine paths the benchmark made: the streamed platform CSV (line numbers and duplicate
-numbers across chunks, the ISO fast path and its general fallback) and the single-key join
-with its two-key fallback when one refund number appears under two routes."""
+numbers across chunks, the ISO fast path and its general fallback), the single-key join
+with its two-key fallback when one refund number appears under two routes, and the
+bucketed engine (same rows as the whole, numbers borrowed by id across buckets)."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from gateway.clock import BEIJING
+from gateway.models import Route
+from reconciliation import job
 from reconciliation.job import load_statements
-from reconciliation.matching import classify
-from reconciliation.platform import PlatformInputError, from_csv
+from reconciliation.matching import (
+    PLATFORM_SCHEMA,
+    DuplicateRefundNumber,
+    classify,
+    classify_parts,
+)
+from reconciliation.platform import PlatformInputError, from_csv, from_csv_parts
 from reconciliation.statements import Source
 from reconciliation.statements.base import BadLines
+from reconciliation.statements.model import BATCH_SCHEMA, engine_lines
 from tests.unit.reconciliation.bills import (
     Line,
     PlatformRow,
@@ -79,3 +89,68 @@ def test_same_number_under_two_routes_is_not_matched_across_them(tmp_path: Path)
     got = {(r["route"], r["channel_refund_no"]): r["class"] for r in rows.iter_rows(named=True)}
     assert got == {("alipay", "SAME1"): "in_transit", ("wechatpay", "SAME1"):
                    "unknown_to_platform", ("wechatpay", "WX2"): "matched"}
+
+
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
+PLANTED = ["statements/alipay_trade_20240611.zip", "statements/wechat_refund_20240611.csv.gz",
+           "statements/wechat_fundflow_20240611.csv", "statements/balance_20240611.csv",
+           "reconciliation/unionpay_duplicate_20240611.txt"]
+
+
+def _planted(monkeypatch: pytest.MonkeyPatch, partition_rows: int) -> pl.DataFrame:
+    monkeypatch.setattr(job, "PARTITION_ROWS", partition_rows)
+    result = job.reconcile(
+        run_date=date(2024, 6, 11), routes=list(Route),
+        statements=[Source.of(GOLDEN / s) for s in PLANTED],
+        platform=lambda _c: from_csv_parts(GOLDEN / "reconciliation/platform.csv",
+                                           chunk_bytes=300),
+        platform_source="csv", engine=None)
+    return result.rows
+
+
+def test_bucketed_engine_gives_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = _planted(monkeypatch, 10_000)
+    bucketed = _planted(monkeypatch, 3)        # 8+ buckets for ~25 rows
+    assert bucketed.equals(whole)
+    assert whole.height == 12
+
+
+def test_bucketed_engine_borrows_numbers_across_buckets() -> None:
+    at = datetime(2024, 6, 11, 1, 0, tzinfo=UTC)
+    plat = pl.DataFrame([{"refund_id": f"rf{i}", "route": "wechatpay",
+                          "merchant_order_no": f"O{i}", "channel_trade_no": None,
+                          "channel_refund_no": f"RN{i}", "channel_refund_id": f"ID{i}",
+                          "amount_minor": 100 + i, "currency": "CNY", "status": "succeeded",
+                          "created_at": at, "succeeded_at": at} for i in range(40)],
+                        schema=PLATFORM_SCHEMA)
+    lines = pl.DataFrame([{"route": "wechatpay", "kind": "refund",
+                           "channel_refund_no": None if i % 2 else f"RN{i}",
+                           "channel_refund_id": f"ID{i}", "merchant_order_no": None,
+                           "channel_trade_no": None, "amount_minor": 100 + i,
+                           "currency": "CNY", "status": "succeeded", "time": at,
+                           "source": "s.csv", "line": i + 2} for i in range(40)]
+                         + [{"route": "wechatpay", "kind": "refund", "channel_refund_no": None,
+                             "channel_refund_id": "NOBODY", "merchant_order_no": None,
+                             "channel_trade_no": None, "amount_minor": 5, "currency": "CNY",
+                             "status": "succeeded", "time": at, "source": "s.csv",
+                             "line": 99}], schema=BATCH_SCHEMA)
+    st = engine_lines(lines)
+    whole = classify(plat, st, date(2024, 6, 11))
+    parts = classify_parts([plat[:13], plat[13:]], [st[:20], st[20:]], date(2024, 6, 11),
+                           partitions=7)
+    assert parts.equals(whole)
+    classes = dict(zip(whole["channel_refund_no"], whole["class"], strict=True))
+    assert classes.pop("id:NOBODY") == "unknown_to_platform"
+    assert set(classes.values()) == {"matched"} and len(classes) == 40
+
+
+def test_repeated_platform_number_stops_the_bucketed_run() -> None:
+    at = datetime(2024, 6, 11, 1, 0, tzinfo=UTC)
+    row = {"refund_id": "rf1", "route": "alipay", "merchant_order_no": "O1",
+           "channel_trade_no": None, "channel_refund_no": "RN1", "channel_refund_id": None,
+           "amount_minor": 100, "currency": "CNY", "status": "succeeded", "created_at": at,
+           "succeeded_at": at}
+    plat = pl.DataFrame([row, {**row, "refund_id": "rf2"}], schema=PLATFORM_SCHEMA)
+    with pytest.raises(DuplicateRefundNumber, match="RN1 appears twice"):
+        classify_parts([plat], [engine_lines(pl.DataFrame(schema=BATCH_SCHEMA))],
+                       date(2024, 6, 11), partitions=3)
