@@ -230,31 +230,28 @@ class RefundGateway:
             security_log.warning("notification.rejected", route=route.value,
                                  **exc.describe())
             return adapter.notification_ack(False)
-        if result.replay_key and not self.store.remember_notification(
-                route, "nonce", result.replay_key, now=now, refund_id=None,
-                outcome="received"):
-            security_log.warning("notification.replayed", route=route.value,
-                                 event_id=result.event_id)
-            return adapter.notification_ack(False)
-        refund = (self.store.find_by_channel_refund_no(result.channel_refund_no)
-                  if result.channel_refund_no else None)
-        if refund is None or refund.route is not route:
-            security_log.warning("notification.unknown_refund", route=route.value,
-                                 channel_refund_no=result.channel_refund_no)
-            return adapter.notification_ack(False)
-        if result.amount is not None and result.amount != refund.amount:
-            security_log.warning("notification.amount_mismatch", route=route.value,
-                                 refund_id=refund.id, stated_minor=result.amount.minor,
-                                 stored_minor=refund.amount.minor)
-            return adapter.notification_ack(False)
         failpoints.failpoint(failpoints.IN_NOTIFICATION)
-        if result.event_id:
-            self.store.remember_notification(route, "event", result.event_id, now=now,
-                                             refund_id=refund.id, outcome=result.status.value)
-        after = self._record(refund, "notification", result, now, adapter,
-                             kind=EventKind.NOTIFICATION)
+
+        def accept(refund: Refund) -> str | None:
+            if refund.route is not route:
+                return "unknown_refund"
+            if result.amount is not None and result.amount != refund.amount:
+                return "amount_mismatch"
+            return None
+
+        outcome, refund = self.store.apply_notification(
+            route, channel_refund_no=result.channel_refund_no, replay_key=result.replay_key,
+            event_id=result.event_id, now=now, accept=accept,
+            decide=self._decider(result, now, adapter, kind=EventKind.NOTIFICATION))
+        if outcome != "applied" or refund is None:
+            security_log.warning(f"notification.{outcome}", route=route.value,
+                                 event_id=result.event_id,
+                                 channel_refund_no=result.channel_refund_no,
+                                 refund_id=refund.id if refund else None,
+                                 stated_minor=result.amount.minor if result.amount else None)
+            return adapter.notification_ack(False)
         log.info("notification.applied", refund_id=refund.id, route=route.value,
-                 status=after.status.value, event_id=result.event_id)
+                 status=refund.status.value, event_id=result.event_id)
         ack = adapter.notification_ack(True)
         return NotificationAck(ack.http_status, ack.body, ack.content_type, refund.id, True)
 
@@ -377,12 +374,22 @@ class RefundGateway:
             "check_count": cur.check_count + 1}), now=now)
 
     def _record(self, refund: Refund, operation: str, result: ChannelResult,
-                started: datetime, adapter: ChannelAdapter, *,
-                kind: EventKind | None = None) -> Refund:
+                started: datetime, adapter: ChannelAdapter) -> Refund:
         now = self._clock()
-        attempt = None if kind is EventKind.NOTIFICATION else Attempt(
+        attempt = Attempt(
             refund_id=refund.id, operation=operation, started_at=started, finished_at=now,
             outcome=result.status.value, code=result.failure_code, raw=result.raw)
+        after = self.store.apply(refund.id, self._decider(result, now, adapter), now=now,
+                                 attempt=attempt)
+        if after.status is not refund.status:
+            log.info("refund.status", refund_id=refund.id, route=refund.route.value,
+                     status_from=refund.status.value, status_to=after.status.value,
+                     operation=operation)
+        return after
+
+    def _decider(self, result: ChannelResult, now: datetime, adapter: ChannelAdapter, *,
+                 kind: EventKind | None = None) -> Callable[[Refund], Decision | None]:
+        """How a verified channel answer changes a refund, decided under its lock."""
 
         def decide(current: Refund) -> Decision | None:
             events: list[tuple[EventKind, Mapping[str, Any]]] = []
@@ -437,12 +444,7 @@ class RefundGateway:
                 target = RefundStatus.PROCESSING
             return Decision(status=target, fields=fields, events=events)
 
-        after = self.store.apply(refund.id, decide, now=now, attempt=attempt)
-        if after.status is not refund.status:
-            log.info("refund.status", refund_id=refund.id, route=refund.route.value,
-                     status_from=refund.status.value, status_to=after.status.value,
-                     operation=operation)
-        return after
+        return decide
 
     def _abnormal_via_channel(self, refund: Refund, instruction: AbnormalRefundInstruction,
                               note: str) -> Refund:

@@ -340,30 +340,76 @@ class RefundStore:
                     "duration_ms": int((attempt.finished_at - attempt.started_at)
                                        .total_seconds() * 1000),
                     "answer": raw}, None, None))
-            decision = decide(current)
-            if decision is None:
-                self._append_events(conn, refund_id, now, events)
-                return current
-            values: dict[str, Any] = dict(decision.fields)
-            target = decision.status
-            changed = target is not None and target is not current.status
-            if changed:
-                assert target is not None  # noqa: S101 - narrowed by `changed`
-                check(current.status, target)
-                values["status"] = target.value
-            stored = dict(values)
-            if "bank_ack" in stored:
-                stored["bank_ack"] = _dumps(stored["bank_ack"])
-            if stored:
-                stored.update(updated_at=now, version=current.version + 1)
-                conn.execute(update(refunds).where(refunds.c.id == refund_id), stored)
-            events.extend((kind, data, None, None) for kind, data in decision.events)
-            if changed:
-                events.append((EventKind.STATUS_CHANGED,
-                               {"reason": values.get("failure_code") or ""},
-                               current.status, target))
+            return self._decide_locked(conn, current, decide, now, events)
+
+    def _decide_locked(self, conn: Connection, current: Refund,
+                       decide: Callable[[Refund], Decision | None], now: datetime,
+                       events: list[tuple[EventKind, Mapping[str, Any], RefundStatus | None,
+                                          RefundStatus | None]]) -> Refund:
+        """Apply ``decide(current)`` to a refund the caller has locked."""
+        refund_id = current.id
+        decision = decide(current)
+        if decision is None:
             self._append_events(conn, refund_id, now, events)
-            return _merge(current, values, now) if values else current
+            return current
+        values: dict[str, Any] = dict(decision.fields)
+        target = decision.status
+        changed = target is not None and target is not current.status
+        if changed:
+            assert target is not None  # noqa: S101 - narrowed by `changed`
+            check(current.status, target)
+            values["status"] = target.value
+        stored = dict(values)
+        if "bank_ack" in stored:
+            stored["bank_ack"] = _dumps(stored["bank_ack"])
+        if stored:
+            stored.update(updated_at=now, version=current.version + 1)
+            conn.execute(update(refunds).where(refunds.c.id == refund_id), stored)
+        events.extend((kind, data, None, None) for kind, data in decision.events)
+        if changed:
+            events.append((EventKind.STATUS_CHANGED,
+                           {"reason": values.get("failure_code") or ""},
+                           current.status, target))
+        self._append_events(conn, refund_id, now, events)
+        return _merge(current, values, now) if values else current
+
+    def apply_notification(self, route: Route, *, channel_refund_no: str | None,
+                           replay_key: str | None, event_id: str | None, now: datetime,
+                           accept: Callable[[Refund], str | None],
+                           decide: Callable[[Refund], Decision | None]
+                           ) -> tuple[str, Refund | None]:
+        """A verified notification, in one transaction: refuse a replayed nonce, find and
+        lock the refund, let ``accept`` refuse it (route, amount), then apply ``decide``.
+
+        Returns ``(outcome, refund)``: ``replayed``, ``unknown_refund``, the reason
+        ``accept`` gave, or ``applied``. Only ``applied`` changes the refund.
+        """
+        with self._tx() as conn:
+            if replay_key and conn.execute(self._insert(notifications).values(
+                    route=route.value, dedupe_kind="nonce", dedupe_key=replay_key[:128],
+                    refund_id=None, received_at=now, outcome="received",
+            ).on_conflict_do_nothing(index_elements=["route", "dedupe_kind", "dedupe_key"])
+                    .returning(notifications.c.id)).first() is None:
+                return "replayed", None
+            if not channel_refund_no:
+                return "unknown_refund", None
+            q = self._select_refund().where(refunds.c.channel_refund_no == channel_refund_no)
+            if self._pg:
+                q = q.with_for_update(of=refunds)
+            row = conn.execute(q).first()
+            if row is None:
+                return "unknown_refund", None
+            current = self._to_refund(row)
+            problem = accept(current)
+            if problem is not None:
+                return problem, current
+            if event_id:
+                conn.execute(self._insert(notifications).values(
+                    route=route.value, dedupe_kind="event", dedupe_key=event_id[:128],
+                    refund_id=current.id, received_at=now, outcome="applied",
+                ).on_conflict_do_nothing(
+                    index_elements=["route", "dedupe_kind", "dedupe_key"]))
+            return "applied", self._decide_locked(conn, current, decide, now, [])
 
     def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[Refund]:
         """Refunds due for a check, hidden from other resolvers for ``lease``.
