@@ -88,6 +88,7 @@ def check_invariants(sandbox: SandboxProcess, db_url: str, env_file: str) -> dic
     return {"refunds": len(refunds), "open": open_}
 
 
+@pytest.mark.timeout(7200)   # the long profile: 1,000 kills per failpoint
 @pytest.mark.parametrize("failpoint", list(ROUTES))
 def test_kill_at_failpoint_then_resolve(failpoint: str, sandbox_proc: SandboxProcess,
                                         forkserver: ForkServerContext, tmp_path: Path,
