@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import date
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -42,3 +43,59 @@ def test_every_planted_fault_in_its_class(tmp_path: Path) -> None:
     if os.environ.get("UPDATE_GOLDEN") == "1" or not expected.exists():
         expected.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
     assert doc == json.loads(expected.read_text())
+
+
+def test_xlsx_summary_and_class_sheets_with_numeric_amounts(tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    args = ["reconcile", "--date", "2024-06-11", "--no-save", "--format", "xlsx",
+            "--platform-csv", str(GOLDEN / "reconciliation/platform.csv"),
+            "--out", str(tmp_path)]
+    for s in STATEMENTS:
+        args += ["--statement", str(GOLDEN / s)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, (result.output, repr(result.exception))
+    wb = load_workbook(tmp_path / "reconciliation-2024-06-11.xlsx", read_only=True)
+    assert wb.sheetnames == ["summary", "matched", "in_transit", "refunded_not_received",
+                             "unknown_to_platform", "amount_mismatch", "duplicate",
+                             "status_mismatch"]
+    rows = list(wb["amount_mismatch"].iter_rows(values_only=True))
+    header, (row,) = rows[0], rows[1:]
+    got = dict(zip(header, row, strict=False))   # read-only mode drops trailing blanks
+    assert got["channel_refund_no"] == "RFA0003"
+    assert (got["platform_amount"], got["statement_amount"]) == (12, 12.3)
+    summary = list(wb["summary"].iter_rows(values_only=True))
+    assert summary[0] == ("class", "route", "count", "amount")
+    assert all(isinstance(r[3], int | float) for r in summary[1:])
+    wb.close()
+
+
+def test_csv_is_the_records_rendering_with_formulas_neutralised(tmp_path: Path) -> None:
+    """The columnar CSV writer gives exactly what the per-row ``records`` rendering
+    gives (the reference below), including a formula planted in an order number."""
+    import csv
+    import io
+
+    from gateway.models import Route
+    from reconciliation.job import reconcile
+    from reconciliation.platform import from_csv
+    from reconciliation.reports import COLUMNS, neutralise, records, write_csv
+    from reconciliation.statements import Source
+
+    text = (GOLDEN / "reconciliation/platform.csv").read_text()
+    evil = tmp_path / "platform.csv"
+    evil.write_text(text.replace("ORD1008", "=HYPERLINK(1)"))
+    plat = from_csv(evil)
+    result = reconcile(run_date=date(2024, 6, 11), routes=list(Route),
+                       statements=[Source.of(GOLDEN / s) for s in STATEMENTS],
+                       platform=lambda _c: plat, platform_source="csv", engine=None)
+    got = write_csv(result, tmp_path / "r.csv").read_bytes()
+    ref = io.StringIO()
+    w = csv.writer(ref, lineterminator="\r\n")
+    w.writerow(COLUMNS)
+    for rec in records(result):
+        w.writerow([neutralise(v) if isinstance(v, str) and c not in
+                    ("platform_amount", "statement_amount") else ("" if v is None else v)
+                    for c, v in rec.items()])
+    assert got == ("\ufeff" + ref.getvalue()).encode()
+    assert b"'=HYPERLINK(1)" in got
