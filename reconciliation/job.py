@@ -26,7 +26,13 @@ from sqlalchemy import CursorResult, Engine, insert, select, update
 from gateway.clock import BEIJING, utcnow
 from gateway.errors import GatewayError, StatementError
 from gateway.models import Route
-from reconciliation.matching import Klass, classify, classify_parts, summarise
+from reconciliation.matching import (
+    PLATFORM_SCHEMA,
+    Klass,
+    classify,
+    classify_parts,
+    summarise,
+)
 from reconciliation.schema import recon_items, recon_runs
 from reconciliation.statements import BadLines, Source, empty_batch, read_batches
 from reconciliation.statements.model import BATCH_SCHEMA, LineKind, engine_lines
@@ -209,8 +215,9 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
     st = [_only(p, wanted) for p in st]
     size = sum(p.height for p in plat) + sum(p.height for p in st)
     if size <= PARTITION_ROWS:
-        frames = {"platform": pl.concat(plat, how="vertical"),
-                  "statement": pl.concat(st, how="vertical")}
+        frames = {"platform": pl.concat([pl.DataFrame(schema=PLATFORM_SCHEMA), *plat],
+                                        how="vertical"),
+                  "statement": pl.concat([engine_lines(empty_batch()), *st], how="vertical")}
         del plat, st
         # Handed over without other references, so ``classify`` can free them once joined.
         rows = classify(frames.pop("platform"), frames.pop("statement"), run_date)

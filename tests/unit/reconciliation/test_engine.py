@@ -154,3 +154,24 @@ def test_repeated_platform_number_stops_the_bucketed_run() -> None:
     with pytest.raises(DuplicateRefundNumber, match="RN1 appears twice"):
         classify_parts([plat], [engine_lines(pl.DataFrame(schema=BATCH_SCHEMA))],
                        date(2024, 6, 11), partitions=3)
+
+
+def test_carry_over_into_a_run_whose_statements_have_no_lines(tmp_path: Path) -> None:
+    from gateway.bootstrap import build_store
+    from gateway.settings import load_settings
+
+    engine = build_store(load_settings(database_url=f"sqlite:///{tmp_path / 'g.db'}")).engine
+    try:
+        def run(bill: bytes, day: date) -> job.RunResult:
+            return job.reconcile(run_date=day, routes=[Route.WECHATPAY],
+                                 statements=[Source.of(bill, "wx.csv")],
+                                 platform=lambda _c: [], platform_source="none",
+                                 engine=engine)
+        first = run(wechat_refund_bill([Line("GHOST1", "ORD1", 500)]), date(2024, 6, 11))
+        assert first.counts()["unknown_to_platform"] == 1
+        second = run(wechat_refund_bill([]), date(2024, 6, 12))   # header + summary only
+        assert [r["channel_refund_no"] for r in second.rows.iter_rows(named=True)] == [
+            "GHOST1"]
+        assert second.rows.item(0, "source") == f"carried from run {first.run_id}"
+    finally:
+        engine.dispose()
