@@ -9,8 +9,10 @@ lives). ``test_alipay_http.py`` runs the same scenarios against a CH §4 fake to
 
 from __future__ import annotations
 
+import io
 import json
 import urllib.request
+import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -134,10 +136,13 @@ def test_abnormal_is_succeeded_into_balance(gw: RefundGateway, control: Control,
 
 
 def test_statement(gw: RefundGateway, control: Control) -> None:
-    gw.refund(refund_of(control.payment(10_000), 2_500))
+    refund = gw.refund(refund_of(control.payment(10_000), 2_500))
     adapter = gw.adapters[Route.ALIPAY]
     # The sandbox executes in real time (the gateway's clock here is a test clock), so
     # the bill that lists the refund is today's, in Beijing time.
     day = to_beijing(utcnow()).date()
     data = adapter.download_statement(day)
     assert data.startswith(b"PK")
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        text = b"".join(zf.read(name) for name in zf.namelist()).decode("gbk")
+    assert refund.channel_refund_no in text and "-25.00" in text   # refunds are negative
