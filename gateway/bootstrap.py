@@ -64,7 +64,7 @@ def build_store(settings: GatewaySettings) -> RefundStore:
         raise ConfigurationError("the database schema is not current: run "
                                  "`refund-gateway db upgrade`",
                                  setting="REFUND_GATEWAY_DATABASE_URL")
-    return RefundStore(engine)
+    return RefundStore(engine, sync_every_outcome=settings.sync_every_outcome)
 
 
 def build_gateway(settings: GatewaySettings | None = None, *, clock: Clock = utcnow,

@@ -8,6 +8,7 @@ Saturdays/Sundays (调休) are working days. The data comes from the maintained
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime, timedelta
 from typing import Final
 
@@ -29,7 +30,9 @@ ARRIVAL_WORKING_DAYS: Final[dict[Route, tuple[int, int]]] = {
 MANUAL_TRANSFER_WORKING_DAYS: Final = (5, 7)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_working_day(day: date) -> bool:
+    # cached: every succeeded refund asks for its arrival window (a few dates each)
     try:
         return bool(chinese_calendar.is_workday(day))
     except NotImplementedError as exc:

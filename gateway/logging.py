@@ -8,6 +8,7 @@ numbers) to their last 4. It also serves stored raw payloads (``redact_mapping``
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -43,14 +44,28 @@ def mask_stored_account(value: str) -> str:
 
 
 def redact_text(value: str) -> str:
-    value = _PEM.sub("[REDACTED PEM]", value)
-    value = _AUTH.sub(r"\1[REDACTED]", value)
-    return mask_account(value)
+    # The substring tests are cheap guards: most values are short codes and ids, and this
+    # runs on every logged field and stored payload (it was 10% of a refund's cost).
+    if "-----BEGIN" in value:
+        value = _PEM.sub("[REDACTED PEM]", value)
+    if "SHA256-RSA2048" in value.upper():
+        value = _AUTH.sub(r"\1[REDACTED]", value)
+    return mask_account(value) if len(value) >= 16 else value
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
+_PLAIN: Final = (int, float, bool, type(None))
 
 
 def redact(value: Any, key: str | None = None) -> Any:
-    if key is not None and _SECRET_KEY.search(key):
+    if key is not None and _is_secret_key(key):
         return REDACTED
+    if type(value) in _PLAIN:   # most values; checked first because this runs per field
+        return value
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):

@@ -242,7 +242,8 @@ class RefundGateway:
         outcome, refund = self.store.apply_notification(
             route, channel_refund_no=result.channel_refund_no, replay_key=result.replay_key,
             event_id=result.event_id, now=now, accept=accept,
-            decide=self._decider(result, now, adapter, kind=EventKind.NOTIFICATION))
+            decide=self._decider(result, now, adapter, kind=EventKind.NOTIFICATION),
+            relaxed=self._relearnable(route, result.status))
         if outcome != "applied" or refund is None:
             security_log.warning(f"notification.{outcome}", route=route.value,
                                  event_id=result.event_id,
@@ -334,7 +335,8 @@ class RefundGateway:
         self.store.apply(refund.id, lambda _: None, now=now, attempt=Attempt(
             refund_id=refund.id, operation=operation, started_at=started, finished_at=now,
             outcome=type(exc).__name__, http_status=exc.http_status, code=exc.code,
-            request_id=exc.request_id, raw={"message": exc.message}))
+            request_id=exc.request_id, raw={"message": exc.message}),
+            relaxed=self._relearnable(refund.route, None))
 
     def _after_error(self, refund: Refund, exc: ChannelError, adapter: ChannelAdapter, *,
                      recorded: bool) -> Refund:
@@ -360,7 +362,15 @@ class RefundGateway:
                             fields={"next_check_at": now + step,
                                     "check_count": current.check_count + 1})
 
-        return self.store.apply(refund.id, decide, now=now)
+        return self.store.apply(refund.id, decide, now=now,
+                                relaxed=self._relearnable(refund.route, None))
+
+    def _relearnable(self, route: Route, status: ChannelStatus | None) -> bool:
+        """Whether losing this record in a power cut is harmless because the resolver
+        will ask the channel again (RefundStore's docstring): the route can be queried
+        and the answer is not a refusal."""
+        return (self._adapter(route).capabilities.refund_query
+                and status not in (ChannelStatus.FAILED, ChannelStatus.CLOSED))
 
     def _backoff(self, adapter: ChannelAdapter, refund: Refund) -> timedelta:
         schedule = adapter.capabilities.query_schedule
@@ -380,7 +390,8 @@ class RefundGateway:
             refund_id=refund.id, operation=operation, started_at=started, finished_at=now,
             outcome=result.status.value, code=result.failure_code, raw=result.raw)
         after = self.store.apply(refund.id, self._decider(result, now, adapter), now=now,
-                                 attempt=attempt)
+                                 attempt=attempt,
+                                 relaxed=self._relearnable(refund.route, result.status))
         if after.status is not refund.status:
             log.info("refund.status", refund_id=refund.id, route=refund.route.value,
                      status_from=refund.status.value, status_to=after.status.value,

@@ -103,6 +103,9 @@ class GatewaySettings(BaseSettings):
 
     database_url: str = "sqlite:///refund-gateway.db"
     auto_migrate: bool = True
+    # Commit every outcome record with a full sync, not only reservations and refusals
+    # (README, "Durability"); costs one more fsync per refund and per notification.
+    sync_every_outcome: bool = False
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     retry: RetrySettings = RetrySettings()

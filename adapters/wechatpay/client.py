@@ -32,7 +32,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from wechatpayv3 import WeChatPay, WeChatPayType  # noqa: TID251 - the one allowed module
 from wechatpayv3.core import Core  # noqa: TID251 - the one allowed module
 from wechatpayv3.type import RequestType  # noqa: TID251 - the one allowed module
-from wechatpayv3.utils import build_authorization  # noqa: TID251 - the one allowed module
+from wechatpayv3.utils import (  # noqa: TID251 - the one allowed module
+    aes_decrypt,
+    build_authorization,
+)
 
 from gateway import failpoints, transport
 from gateway.errors import (
@@ -285,6 +288,7 @@ class WechatPayClient:
                 "pre-seeded with a currently valid platform certificate (*.pem); or "
                 "use public-key mode (PUBLIC_KEY + PUBLIC_KEY_ID)",
                 setting="REFUND_GATEWAY_WECHATPAY__CERT_DIR")
+        self._apiv3_key = apiv3_key   # for decrypt_notification; never logged
         common: dict[str, Any] = dict(
             mchid=mchid, cert_serial_no=cert_serial_no, private_key=private_key_pem,
             apiv3_key=apiv3_key, cert_dir=cert_dir if public_key_pem is None else None,
@@ -353,18 +357,34 @@ class WechatPayClient:
         """The SDK's RSA check of ``TS\\nNONCE\\nBODY\\n`` with the platform key (CH §2.4)."""
         return bool(self._wx._core._verify_signature(headers, body))
 
-    def decrypt_notification(self, headers: Mapping[str, str], body: str
-                             ) -> dict[str, Any] | None:
+    def decrypt_notification(self, body: str) -> dict[str, Any] | None:
         """The envelope with ``resource`` decrypted (AES-256-GCM, API v3 key; CH §2.6), or
-        None when the signature, the GCM tag or the plaintext does not hold up."""
+        None when the envelope, the GCM tag or the plaintext does not hold up.
+
+        Call it after ``verify_notification``: it is the SDK's ``callback`` without its
+        second RSA verification of the same body (a third of a notification's crypto),
+        decrypting with the SDK's own ``aes_decrypt``.
+        """
         try:
-            doc = self._wx.callback(headers, body)
-        except Exception as exc:  # unsupported algorithm, bad JSON, base64
+            doc = json.loads(body)
+            resource = doc.get("resource") if isinstance(doc, dict) else None
+            if (doc.get("resource_type") != "encrypt-resource"
+                    or not isinstance(resource, dict)
+                    or resource.get("algorithm") != "AEAD_AES_256_GCM"
+                    or not resource.get("nonce") or not resource.get("ciphertext")):
+                return None
+            plain = aes_decrypt(nonce=resource["nonce"], ciphertext=resource["ciphertext"],
+                                associated_data=resource.get("associated_data") or "",
+                                apiv3_key=self._apiv3_key)
+            if not plain:
+                return None
+            doc["resource"] = json.loads(plain)
+        except Exception as exc:  # bad JSON, base64, non-string fields
             log.warning("wechatpay.callback_error", error=type(exc).__name__)
             return None
-        if not isinstance(doc, dict) or not isinstance(doc.get("resource"), dict):
+        if not isinstance(doc.get("resource"), dict):
             return None
-        return doc
+        return dict(doc)
 
     def close(self) -> None:
         self._session.close()

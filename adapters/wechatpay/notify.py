@@ -35,8 +35,7 @@ class Verifier(Protocol):
 
     def verify_notification(self, headers: Mapping[str, str], body: str) -> bool: ...
 
-    def decrypt_notification(self, headers: Mapping[str, str], body: str
-                             ) -> dict[str, Any] | None: ...
+    def decrypt_notification(self, body: str) -> dict[str, Any] | None: ...
 
 
 def _reject(reason: str, code: str) -> SignatureInvalid:
@@ -82,7 +81,7 @@ def parse(headers: Mapping[str, str], body: bytes, *, verifier: Verifier, mchid:
         raise _reject("body is not UTF-8", "ENCODING") from None
     if not verifier.verify_notification(hdrs, text):
         raise _reject("signature does not verify", "SIGNATURE")
-    envelope = verifier.decrypt_notification(hdrs, text)
+    envelope = verifier.decrypt_notification(text)
     if envelope is None:
         raise _reject("resource does not decrypt (AES-GCM tag)", "DECRYPT")
     return decode(envelope, mchid=mchid, nonce=hdrs["Wechatpay-Nonce"])

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, func, select, update
+from sqlalchemy import Connection, Engine, Row, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -35,9 +35,21 @@ from gateway.models import (
 )
 from gateway.money import Money
 from gateway.states import check
+from gateway.store.engine import sqlite_writer_turn
 from gateway.store.schema import attempts, notifications, payments, refund_events, refunds
+from gateway.store.statements import (
+    Prepared,
+    read_date_pg,
+    read_date_sqlite,
+    read_ts_pg,
+    read_ts_sqlite,
+    select_refund,
+)
+from gateway.store.statements import build as build_statements
 
-_RELEASED = [s.value for s in RefundStatus if not s.counts_against_payment]
+_TS_COLUMNS = ("created_at", "updated_at", "succeeded_at", "next_check_at")
+_DATE_COLUMNS = ("arrival_earliest", "arrival_latest")
+
 _DUE = [RefundStatus.PENDING.value, RefundStatus.PROCESSING.value]
 
 
@@ -70,37 +82,76 @@ def _dumps(data: Mapping[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
 
 
+_SYNC_WANTED = "refund_gateway.sync_wanted"
+
+
 class RefundStore:
-    def __init__(self, engine: Engine) -> None:
+    """All reads and writes of the gateway's state.
+
+    Commit durability: reservations, reroutes and operator actions always commit with a
+    full sync (SQLite ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``). A
+    transaction that only records what the channel will tell again (an accepted,
+    succeeded or abnormal answer, an error, a notification saying so) may be committed
+    without waiting for the sync (``relaxed=True``; off when ``sync_every_outcome``):
+    a process crash loses none of it (the write is in the OS), and an OS crash or power
+    loss can lose the last such records, which leaves those refunds PENDING/PROCESSING
+    with a due check, so the resolver asks the channel and records the answer again. A
+    final refusal (FAILED, CLOSED) always syncs: it releases the amount, and the refund
+    service may act on it by refunding another way.
+    """
+
+    def __init__(self, engine: Engine, *, sync_every_outcome: bool = False) -> None:
         self.engine = engine
+        self.sync_every_outcome = sync_every_outcome
         self._pg = engine.dialect.name == "postgresql"
+        self._s = build_statements(engine.dialect)
+        self._read_ts = read_ts_pg if self._pg else read_ts_sqlite
+        self._read_date = read_date_pg if self._pg else read_date_sqlite
 
     # -- plumbing ---------------------------------------------------------------------
     @contextmanager
-    def _tx(self, *, readonly: bool = False) -> Iterator[Connection]:
+    def _tx(self, *, readonly: bool = False, relaxed: bool = False) -> Iterator[Connection]:
         conn = self.engine.connect()
+        relax = relaxed and not readonly and not self.sync_every_outcome
         try:
             if readonly and not self._pg:
                 conn = conn.execution_options(sqlite_begin="DEFERRED")
-            with conn.begin():
-                yield conn
+            driver: Any = conn.connection.driver_connection
+            if relax and not self._pg:   # SQLite takes this only outside a transaction
+                driver.execute("PRAGMA synchronous=NORMAL")
+            conn.info[_SYNC_WANTED] = False
+            turn = nullcontext() if readonly or self._pg else sqlite_writer_turn(conn)
+            try:
+                with turn, conn.begin():
+                    if relax and self._pg:
+                        driver.execute("SET LOCAL synchronous_commit = off")
+                    yield conn
+                    if relax and self._pg and conn.info[_SYNC_WANTED]:
+                        driver.execute("SET LOCAL synchronous_commit = on")
+            finally:
+                if relax and not self._pg:
+                    driver.execute("PRAGMA synchronous=FULL")
+            if relax and not self._pg and conn.info[_SYNC_WANTED]:
+                # Committed unsynced but turned out to need it: a checkpoint syncs the WAL.
+                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
         finally:
             conn.close()
+
+    @staticmethod
+    def _want_sync(conn: Connection) -> None:
+        """This transaction must be durable whatever its caller expected."""
+        conn.info[_SYNC_WANTED] = True
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert(table) if self._pg else sqlite.insert(table))
 
     # -- reads ------------------------------------------------------------------------
     def _select_refund(self) -> Any:
-        return select(refunds, payments.c.route.label("p_route"),
-                      payments.c.merchant_order_no, payments.c.channel_trade_no,
-                      payments.c.amount_minor.label("p_amount_minor"),
-                      payments.c.currency.label("p_currency"), payments.c.user_id,
-                      ).join(payments, payments.c.id == refunds.c.payment_id)
+        return select_refund()
 
     @staticmethod
-    def _to_refund(row: Row[Any]) -> Refund:
-        m = row._mapping
+    def _to_refund(row: Row[Any] | Mapping[str, Any]) -> Refund:
+        m = row._mapping if isinstance(row, Row) else row
         arrival = (ArrivalWindow(m["arrival_earliest"], m["arrival_latest"])
                    if m["arrival_earliest"] is not None else None)
         return Refund(
@@ -121,11 +172,23 @@ class RefundStore:
             rerouted_to=m["rerouted_to"], version=m["version"],
         )
 
+    def _driver_row(self, prepared: Prepared, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A refund row read on the driver's cursor, with the column types applied."""
+        m = dict(zip(prepared.columns, row, strict=True))
+        for name in _TS_COLUMNS:
+            m[name] = self._read_ts(m[name])
+        for name in _DATE_COLUMNS:
+            m[name] = self._read_date(m[name])
+        return m
+
+    def _fetch_refund(self, conn: Connection, prepared: Prepared,
+                      values: Mapping[str, Any]) -> dict[str, Any] | None:
+        row = prepared.one(conn, values)
+        return None if row is None else self._driver_row(prepared, row)
+
     def _load(self, conn: Connection, refund_id: str, *, lock: bool = False) -> Refund:
-        q = self._select_refund().where(refunds.c.id == refund_id)
-        if lock and self._pg:
-            q = q.with_for_update(of=refunds)
-        row = conn.execute(q).first()
+        q = self._s.refund_by_id_locked if lock else self._s.refund_by_id
+        row = self._fetch_refund(conn, q, {"rid": refund_id})
         if row is None:
             raise RefundNotFound(f"no refund {refund_id!r}")
         return self._to_refund(row)
@@ -192,19 +255,22 @@ class RefundStore:
                        events: Sequence[tuple[EventKind, Mapping[str, Any],
                                               RefundStatus | None, RefundStatus | None]],
                        *, first_seq: int | None = None) -> None:
-        """Insert events in one statement; ``seq`` continues the refund's numbering (the
-        refund row is locked by the caller, so no other writer numbers concurrently)."""
+        """Insert events; ``seq`` continues the refund's numbering (the refund row is
+        locked by the caller, so no other writer numbers concurrently). ``first_seq``
+        when the caller knows it (a new refund), else each row takes the last + 1."""
         if not events:
             return
-        seq = first_seq if first_seq is not None else conn.execute(
-            select(func.coalesce(func.max(refund_events.c.seq), 0)).where(
-                refund_events.c.refund_id == refund_id)).scalar_one() + 1
-        conn.execute(refund_events.insert(), [
-            {"refund_id": refund_id, "seq": seq + i, "at": at, "kind": kind.value,
-             "status_from": status_from.value if status_from else None,
-             "status_to": status_to.value if status_to else None,
-             "data": _dumps(redact_mapping(data))}
-            for i, (kind, data, status_from, status_to) in enumerate(events)])
+        rows: list[dict[str, Any]] = [{"refund_id": refund_id, "at": at, "kind": kind.value,
+                 "status_from": status_from.value if status_from else None,
+                 "status_to": status_to.value if status_to else None,
+                 "data": _dumps(redact_mapping(data))}
+                for kind, data, status_from, status_to in events]
+        if first_seq is None:
+            self._s.append_event.run_many(conn, rows)
+            return
+        for i, row in enumerate(rows):
+            row["seq"] = first_seq + i
+        self._s.insert_events.run_many(conn, rows)
 
     def _append_event(self, conn: Connection, refund_id: str, at: datetime, kind: EventKind,
                       data: Mapping[str, Any], status_from: RefundStatus | None = None,
@@ -212,42 +278,36 @@ class RefundStore:
         self._append_events(conn, refund_id, at, [(kind, data, status_from, status_to)])
 
     def _lock_payment(self, conn: Connection, payment: Payment, now: datetime) -> int:
-        conn.execute(self._insert(payments).values(
-            route=payment.route.value, merchant_order_no=payment.merchant_order_no,
-            channel_trade_no=payment.channel_trade_no, amount_minor=payment.amount.minor,
-            currency=payment.amount.currency, user_id=payment.user_id, created_at=now,
-        ).on_conflict_do_nothing(index_elements=["route", "merchant_order_no"]))
-        q = select(payments).where(and_(payments.c.route == payment.route.value,
-                                        payments.c.merchant_order_no ==
-                                        payment.merchant_order_no))
-        if self._pg:
-            q = q.with_for_update()
-        row = conn.execute(q).one()
+        row = self._s.upsert_payment.one(conn, {
+            "route": payment.route.value, "merchant_order_no": payment.merchant_order_no,
+            "channel_trade_no": payment.channel_trade_no,
+            "amount_minor": payment.amount.minor, "currency": payment.amount.currency,
+            "user_id": payment.user_id, "created_at": now})
+        assert row is not None  # noqa: S101 - an upsert with RETURNING returns the row
+        payment_id, trade_no, amount_minor, currency = row
         differs = [name for name, stored, given in (
-            ("channel_trade_no", row.channel_trade_no, payment.channel_trade_no),
-            ("amount", row.amount_minor, payment.amount.minor),
-            ("currency", row.currency, payment.amount.currency)) if stored != given]
+            ("channel_trade_no", trade_no, payment.channel_trade_no),
+            ("amount", amount_minor, payment.amount.minor),
+            ("currency", currency, payment.amount.currency)) if stored != given]
         if differs:
             raise InvalidRequest(
                 f"payment {payment.merchant_order_no} was recorded with a different "
                 f"{', '.join(differs)}", field="payment")
-        return int(row.id)
+        return int(payment_id)
 
     def _refunded_minor(self, conn: Connection, payment_id: int) -> tuple[int, int]:
-        total, count = conn.execute(
-            select(func.coalesce(func.sum(refunds.c.amount_minor), 0), func.count()).where(
-                and_(refunds.c.payment_id == payment_id,
-                     refunds.c.status.not_in(_RELEASED)))).one()
+        row = self._s.counting_total.one(conn, {"pid": payment_id})
+        assert row is not None  # noqa: S101 - an aggregate always returns a row
+        total, count = row
         return int(total), int(count)
 
     def _existing(self, conn: Connection, request: RefundRequest) -> Refund | None:
-        row = conn.execute(self._select_refund().add_columns(
-            refunds.c.fingerprint.label("fp"), refunds.c.request_json.label("req")).where(
-            refunds.c.idempotency_key == request.idempotency_key)).first()
+        row = self._fetch_refund(conn, self._s.refund_by_key,
+                                 {"key": request.idempotency_key})
         if row is None:
             return None
-        if row.fp != request.fingerprint():
-            stored = json.loads(row.req)
+        if row["fp"] != request.fingerprint():
+            stored = json.loads(row["req"])
             given = request.canonical()
             fields = sorted(k for k in set(stored) | set(given) if stored.get(k) != given.get(k))
             raise IdempotencyConflict(
@@ -285,7 +345,7 @@ class RefundStore:
                     raise InvalidRequest(
                         f"{request.payment.route.value} allows at most {max_refunds} "
                         f"refunds per payment", field="payment")
-                conn.execute(refunds.insert(), {
+                self._s.insert_refund.run(conn, {
                     "id": refund_id, "idempotency_key": request.idempotency_key,
                     "fingerprint": request.fingerprint(),
                     "request_json": _dumps(request.canonical()), "payment_id": payment_id,
@@ -296,7 +356,10 @@ class RefundStore:
                     "check_count": 0, "bank_ack": "{}",
                     "arrival_earliest": arrival.earliest if arrival else None,
                     "arrival_latest": arrival.latest if arrival else None,
-                    "created_at": now, "updated_at": now, "version": 0})
+                    "channel_refund_id": None, "succeeded_at": None, "failure_code": None,
+                    "failure_message": None, "received_account": None,
+                    "rerouted_from": None, "rerouted_to": None,
+                    "created_at": now, "updated_at": now, "version": 0}).close()
                 self._append_events(conn, refund_id, now, [(EventKind.REQUESTED, {
                     "idempotency_key": request.idempotency_key,
                     "amount_minor": request.amount.minor, "currency": request.amount.currency,
@@ -319,20 +382,25 @@ class RefundStore:
             return existing, False
 
     def apply(self, refund_id: str, decide: Callable[[Refund], Decision | None], *,
-              now: datetime, attempt: Attempt | None = None) -> Refund:
-        """Record ``attempt`` and apply ``decide(current)`` under the refund's lock."""
-        with self._tx() as conn:
+              now: datetime, attempt: Attempt | None = None, relaxed: bool = False
+              ) -> Refund:
+        """Record ``attempt`` and apply ``decide(current)`` under the refund's lock.
+
+        ``relaxed``: the caller records something the channel will tell again (see the
+        class docstring); a decision that releases the amount is synced regardless.
+        """
+        with self._tx(relaxed=relaxed) as conn:
             current = self._load(conn, refund_id, lock=True)
             events: list[tuple[EventKind, Mapping[str, Any], RefundStatus | None,
                                RefundStatus | None]] = []
             if attempt is not None:
                 raw = redact_mapping(attempt.raw)
-                conn.execute(attempts.insert(), {
+                self._s.insert_attempt.run(conn, {
                     "refund_id": refund_id, "operation": attempt.operation,
                     "started_at": attempt.started_at, "finished_at": attempt.finished_at,
                     "outcome": attempt.outcome, "http_status": attempt.http_status,
                     "code": attempt.code, "request_id": attempt.request_id,
-                    "raw": _dumps(raw)})
+                    "raw": _dumps(raw)}).close()
                 events.append((EventKind.ATTEMPT, {
                     "operation": attempt.operation, "outcome": attempt.outcome,
                     "http_status": attempt.http_status, "code": attempt.code,
@@ -359,12 +427,15 @@ class RefundStore:
             assert target is not None  # noqa: S101 - narrowed by `changed`
             check(current.status, target)
             values["status"] = target.value
+            if not target.counts_against_payment:
+                self._want_sync(conn)
         stored = dict(values)
         if "bank_ack" in stored:
             stored["bank_ack"] = _dumps(stored["bank_ack"])
         if stored:
             stored.update(updated_at=now, version=current.version + 1)
-            conn.execute(update(refunds).where(refunds.c.id == refund_id), stored)
+            self._s.update_refund(frozenset(stored)).run(
+                conn, {**stored, "_rid": refund_id}).close()
         events.extend((kind, data, None, None) for kind, data in decision.events)
         if changed:
             events.append((EventKind.STATUS_CHANGED,
@@ -376,27 +447,25 @@ class RefundStore:
     def apply_notification(self, route: Route, *, channel_refund_no: str | None,
                            replay_key: str | None, event_id: str | None, now: datetime,
                            accept: Callable[[Refund], str | None],
-                           decide: Callable[[Refund], Decision | None]
-                           ) -> tuple[str, Refund | None]:
+                           decide: Callable[[Refund], Decision | None],
+                           relaxed: bool = False) -> tuple[str, Refund | None]:
         """A verified notification, in one transaction: refuse a replayed nonce, find and
         lock the refund, let ``accept`` refuse it (route, amount), then apply ``decide``.
 
         Returns ``(outcome, refund)``: ``replayed``, ``unknown_refund``, the reason
         ``accept`` gave, or ``applied``. Only ``applied`` changes the refund.
+        ``relaxed`` as for ``apply``.
         """
-        with self._tx() as conn:
-            if replay_key and conn.execute(self._insert(notifications).values(
-                    route=route.value, dedupe_kind="nonce", dedupe_key=replay_key[:128],
-                    refund_id=None, received_at=now, outcome="received",
-            ).on_conflict_do_nothing(index_elements=["route", "dedupe_kind", "dedupe_key"])
-                    .returning(notifications.c.id)).first() is None:
+        with self._tx(relaxed=relaxed) as conn:
+            if replay_key and self._s.insert_notification.one(conn, {
+                    "route": route.value, "dedupe_kind": "nonce",
+                    "dedupe_key": replay_key[:128], "refund_id": None, "received_at": now,
+                    "outcome": "received"}) is None:
                 return "replayed", None
             if not channel_refund_no:
                 return "unknown_refund", None
-            q = self._select_refund().where(refunds.c.channel_refund_no == channel_refund_no)
-            if self._pg:
-                q = q.with_for_update(of=refunds)
-            row = conn.execute(q).first()
+            row = self._fetch_refund(conn, self._s.refund_by_channel_no_locked,
+                                     {"no": channel_refund_no})
             if row is None:
                 return "unknown_refund", None
             current = self._to_refund(row)
@@ -404,11 +473,10 @@ class RefundStore:
             if problem is not None:
                 return problem, current
             if event_id:
-                conn.execute(self._insert(notifications).values(
-                    route=route.value, dedupe_kind="event", dedupe_key=event_id[:128],
-                    refund_id=current.id, received_at=now, outcome="applied",
-                ).on_conflict_do_nothing(
-                    index_elements=["route", "dedupe_kind", "dedupe_key"]))
+                self._s.insert_notification.one(conn, {
+                    "route": route.value, "dedupe_kind": "event",
+                    "dedupe_key": event_id[:128], "refund_id": current.id,
+                    "received_at": now, "outcome": "applied"})
             return "applied", self._decide_locked(conn, current, decide, now, [])
 
     def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[Refund]:

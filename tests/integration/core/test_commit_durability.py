@@ -1,0 +1,156 @@
+"""Which transactions wait for the disk (``RefundStore``'s docstring).
+
+Reservations and final refusals are synced before they return; records the channel
+will tell again (accepted, succeeded, errors) may commit without waiting. On SQLite the
+statements the driver ran are traced (``set_trace_callback``): the relaxed commit is a
+``PRAGMA synchronous=NORMAL`` before ``BEGIN`` and ``FULL`` again after ``COMMIT``. On
+PostgreSQL the same calls are checked for their effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event
+
+from gateway import RefundStatus, Route
+from gateway.bootstrap import build_gateway
+from gateway.settings import load_settings
+from gateway.store import Decision, RefundStore, make_engine, upgrade
+from tests.fakes import FakeChannel
+from tests.helpers import FakeClock, request
+
+NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+NORMAL = "PRAGMA synchronous=NORMAL"
+CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
+
+
+def traced_engine(url: str) -> tuple[Engine, list[str]]:
+    engine = make_engine(url, pool_size=1)
+    upgrade(engine)
+    engine.dispose()
+    statements: list[str] = []
+
+    @event.listens_for(engine, "connect")
+    def _trace(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.set_trace_callback(statements.append)
+
+    return engine, statements
+
+
+@pytest.fixture
+def traced(sqlite_url: str) -> Iterator[tuple[RefundStore, list[str]]]:
+    engine, statements = traced_engine(sqlite_url)
+    yield RefundStore(engine), statements
+    engine.dispose()
+
+
+def reserve(store: RefundStore, key: str = "k", rid: str = "RF1") -> None:
+    store.reserve(request(key, 100), refund_id=rid, channel_refund_no=rid, now=NOW,
+                  next_check_at=NOW, arrival=None, max_refunds=None)
+
+
+def synchronous(store: RefundStore) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            "PRAGMA synchronous").fetchone()[0])
+
+
+def test_reservation_always_syncs(traced: tuple[RefundStore, list[str]]) -> None:
+    store, statements = traced
+    reserve(store)
+    assert "BEGIN IMMEDIATE" in statements and NORMAL not in statements
+    assert synchronous(store) == 2   # FULL
+
+
+def test_relearnable_outcome_commits_unsynced_then_restores_full(
+        traced: tuple[RefundStore, list[str]]) -> None:
+    store, statements = traced
+    reserve(store)
+    statements.clear()
+    after = store.apply("RF1", lambda _: Decision(status=RefundStatus.PROCESSING), now=NOW,
+                        relaxed=True)
+    assert after.status is RefundStatus.PROCESSING
+    assert statements[0] == NORMAL and statements[1] == "BEGIN IMMEDIATE"
+    assert statements[-1] == "PRAGMA synchronous=FULL" and CHECKPOINT not in statements
+    assert store.get("RF1").status is RefundStatus.PROCESSING
+    assert synchronous(store) == 2
+
+
+def test_refusal_is_synced_even_when_the_caller_expected_otherwise(
+        traced: tuple[RefundStore, list[str]]) -> None:
+    store, statements = traced
+    reserve(store)
+    statements.clear()
+    store.apply("RF1", lambda _: Decision(status=RefundStatus.FAILED), now=NOW, relaxed=True)
+    assert statements[-1] == CHECKPOINT     # the WAL synced after the unsynced commit
+    assert store.get("RF1").status is RefundStatus.FAILED
+
+
+def test_failed_transaction_leaves_the_connection_synced(
+        traced: tuple[RefundStore, list[str]]) -> None:
+    store, _ = traced
+    reserve(store)
+
+    def boom(_: object) -> Decision:
+        raise RuntimeError("decider broke")
+
+    with pytest.raises(RuntimeError):
+        store.apply("RF1", boom, now=NOW, relaxed=True)
+    assert synchronous(store) == 2
+    assert store.get("RF1").status is RefundStatus.PENDING
+
+
+def test_sync_every_outcome_turns_relaxing_off(sqlite_url: str) -> None:
+    engine, statements = traced_engine(sqlite_url)
+    store = RefundStore(engine, sync_every_outcome=True)
+    reserve(store)
+    store.apply("RF1", lambda _: Decision(status=RefundStatus.PROCESSING), now=NOW,
+                relaxed=True)
+    assert NORMAL not in statements
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("script", "relaxed"), [("ok", True), ("refuse", False)])
+def test_service_relaxes_only_what_the_channel_will_tell_again(
+        sqlite_url: str, script: str, relaxed: bool) -> None:
+    engine, statements = traced_engine(sqlite_url)
+    engine.dispose()
+    channel = FakeChannel()
+    gw = build_gateway(load_settings(database_url=sqlite_url), clock=FakeClock(),
+                       sleep=lambda _: None, configure_logs=False,
+                       adapters={Route.WECHATPAY: channel})
+    event.listen(gw.store.engine, "connect",
+                 lambda conn, _: conn.set_trace_callback(statements.append))
+    gw.store.engine.dispose()
+    channel.submit_script = [script]
+    refund = gw.refund(request())
+    assert refund.status is (RefundStatus.PROCESSING if relaxed else RefundStatus.FAILED)
+    assert (NORMAL in statements) is relaxed
+    gw.close()
+
+
+def test_both_commit_modes_persist(database_url: str) -> None:
+    """On either store, relaxed and synced outcomes are committed and read back alike,
+    from another engine (another process would see the same)."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    store = RefundStore(engine)
+    reserve(store, "a", "RF1")
+    reserve(store, "b", "RF2")
+    store.apply("RF1", lambda _: Decision(status=RefundStatus.SUCCEEDED,
+                                          fields={"succeeded_at": NOW, "next_check_at": None}),
+                now=NOW, relaxed=True)
+    store.apply("RF2", lambda _: Decision(status=RefundStatus.FAILED,
+                                          fields={"failure_code": "NOT_ENOUGH"}),
+                now=NOW, relaxed=True)
+    engine.dispose()
+    other = make_engine(database_url)
+    reader = RefundStore(other)
+    first, second = reader.get("RF1"), reader.get("RF2")
+    assert first.status is RefundStatus.SUCCEEDED and first.succeeded_at == NOW
+    assert second.status is RefundStatus.FAILED and second.failure_code == "NOT_ENOUGH"
+    other.dispose()
