@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 
 from gateway.models import RefundStatus
 from gateway.store.schema import attempts, notifications, payments, refund_events, refunds
@@ -99,13 +100,21 @@ class Prepared:
         """Execute on ``conn``'s driver connection (inside its transaction); returns the
         driver cursor."""
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(self.sql, self._params(values))
+        try:
+            cursor.execute(self.sql, self._params(values))
+        except conn.dialect.loaded_dbapi.Error as exc:
+            cursor.close()
+            raise _as_sqlalchemy_error(conn, self.sql, exc, cursor) from exc
         return cursor
 
     def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(self.sql, [self._params(r) for r in rows])
-        cursor.close()
+        try:
+            cursor.executemany(self.sql, [self._params(r) for r in rows])
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _as_sqlalchemy_error(conn, self.sql, exc, cursor) from exc
+        finally:
+            cursor.close()
 
     def one(self, conn: Connection, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
         cursor = self.run(conn, values)
@@ -114,6 +123,21 @@ class Prepared:
         finally:
             cursor.close()
         return None if row is None else tuple(row)
+
+
+def _as_sqlalchemy_error(conn: Connection, sql: str, exc: Any,
+                         cursor: Any) -> BaseException:
+    """What ``Connection.execute`` would have raised: the driver error wrapped in its
+    SQLAlchemy class (``IntegrityError``, ``OperationalError``...), and a dropped
+    connection invalidated so the pool does not hand it out again."""
+    dialect = conn.dialect
+    lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+    if lost:
+        conn.invalidate(exc)
+    wrapped: BaseException = DBAPIError.instance(
+        sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
+        connection_invalidated=lost, dialect=dialect)
+    return wrapped
 
 
 def prepare(stmt: Any, dialect: Dialect) -> Prepared:

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway import RefundStatus, Route
 from gateway.bootstrap import build_gateway
@@ -154,3 +155,45 @@ def test_both_commit_modes_persist(database_url: str) -> None:
     assert first.status is RefundStatus.SUCCEEDED and first.succeeded_at == NOW
     assert second.status is RefundStatus.FAILED and second.failure_code == "NOT_ENOUGH"
     other.dispose()
+
+
+def test_driver_errors_surface_as_sqlalchemy_errors(database_url: str) -> None:
+    """Statements run on the driver cursor still raise SQLAlchemy's classes (callers catch
+    ``IntegrityError``), without the parameters in the message."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    store = RefundStore(engine)
+    reserve(store, "a", "RF1")
+    with pytest.raises(IntegrityError) as err:   # same refund id under another key
+        reserve(store, "b", "RF1")
+    assert err.value.params is None   # never the values (names, accounts) in a message
+    assert isinstance(err.value.orig, engine.dialect.loaded_dbapi.IntegrityError)
+    assert store.get("RF1").idempotency_key == "a"
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_connection_lost_mid_transaction_is_invalidated(pg_url: str) -> None:
+    """A connection that dies between two statements fails that call and is dropped from
+    the pool: the next call works on a fresh one."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    store = RefundStore(engine)
+    reserve(store)
+    admin = make_engine(pg_url)
+
+    def kill_own_backend(_: object) -> Decision:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> "
+                              "pg_backend_pid() AND state = 'idle in transaction'"))
+            conn.commit()
+        return Decision(status=RefundStatus.PROCESSING)
+
+    with pytest.raises(OperationalError) as err:
+        store.apply("RF1", kill_own_backend, now=NOW)
+    assert err.value.connection_invalidated
+    after = store.apply("RF1", lambda _: Decision(status=RefundStatus.PROCESSING), now=NOW)
+    assert after.status is RefundStatus.PROCESSING
+    admin.dispose()
+    engine.dispose()
