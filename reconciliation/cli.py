@@ -8,6 +8,7 @@ built by ``gateway.bootstrap``. Owns argument handling and the printed summary o
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def reconcile_command(ctx: click.Context, day: datetime, routes: tuple[str, ...]
                 _fail(f"platform CSV not found: {platform_csv}")
             csv_path = platform_csv
 
-            def platform(carried: list[str]) -> list[pl.DataFrame]:
+            def platform(carried: list[str]) -> Iterable[pl.DataFrame]:
                 # Read inside the run (in parallel with the statements) and handed over
                 # in chunks, so the engine can free them as it goes.
                 return from_csv_parts(csv_path, routes=chosen)
@@ -98,7 +99,7 @@ def reconcile_command(ctx: click.Context, day: datetime, routes: tuple[str, ...]
             start, end = beijing_day(run_date)
             store_engine = engine if engine is not None else _engine(ctx)
 
-            def platform(carried: list[str]) -> list[pl.DataFrame]:
+            def platform(carried: list[str]) -> Iterable[pl.DataFrame]:
                 return [from_store(store_engine, start, end, chosen, carried)]
             source_name = "store"
         total = sum((s.size() or 0) for s in sources)

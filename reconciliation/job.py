@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -30,17 +31,19 @@ from reconciliation.matching import (
     PLATFORM_SCHEMA,
     Klass,
     classify,
-    classify_parts,
+    classify_spilled,
     summarise,
 )
 from reconciliation.schema import recon_items, recon_runs
+from reconciliation.spill import RunParts
 from reconciliation.statements import BadLines, Source, empty_batch, read_batches
 from reconciliation.statements.model import BATCH_SCHEMA, LineKind, engine_lines
 
 log = structlog.get_logger(__name__)
-# Above this many rows (both sides) the engine joins in hash buckets of about this size
-# (``matching.classify_parts``): 10M x 10M in ~2 GiB instead of ~6.
+# Above this many rows (both sides) the run goes to hash buckets on disk as it is parsed
+# (``spill.RunParts``) and is classified a bucket at a time.
 PARTITION_ROWS = 2_000_000
+SPILL_BUCKETS = 16
 
 
 @dataclass
@@ -77,18 +80,26 @@ def load_statements(sources: Sequence[Source], bad: BadLines,
 
 
 def statement_parts(sources: Sequence[Source], bad: BadLines,
-                    progress: Callable[[int], None] | None = None) -> list[pl.DataFrame]:
+                    progress: Callable[[int], None] | None = None,
+                    sink: Callable[[pl.DataFrame], None] | None = None) -> list[pl.DataFrame]:
     """Every refund line of every source in ``ENGINE_SCHEMA``, one frame per parsed batch
-    (payments and parser-only columns are dropped as each batch arrives)."""
+    (payments and parser-only columns are dropped as each batch arrives). With ``sink``,
+    each frame is handed to it as it is parsed (from the parsing threads) and the list
+    returned is empty."""
     lock = threading.Lock()
 
     def one(src: Source) -> list[pl.DataFrame]:
         parts = []
         for batch in read_batches(src, bad):
-            parts.append(engine_lines(batch))
+            lines = engine_lines(batch)
+            del batch
+            if sink is not None:
+                sink(lines)
+            else:
+                parts.append(lines)
             if progress:
                 with lock:
-                    progress(batch.height)
+                    progress(lines.height)
         return parts
 
     # One thread per file: decompression, byte scans and polars all release the GIL, so
@@ -108,9 +119,11 @@ def open_items(engine: Engine, routes: Iterable[Route]) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def carried_lines(items: list[dict[str, Any]], statement: pl.DataFrame) -> pl.DataFrame:
-    """Stored statement sides of open unknown-to-platform items not on today's statement."""
-    if not any(i["refund_id"] is None for i in items):
+def carried_lines(items: list[dict[str, Any]], statement: pl.DataFrame | None
+                  ) -> pl.DataFrame:
+    """Stored statement sides of open unknown-to-platform items not on today's statement
+    (``statement``: at least today's lines with those items' numbers)."""
+    if statement is None or not any(i["refund_id"] is None for i in items):
         return engine_lines(empty_batch())
     today = set(statement.select(pl.concat_str(pl.col("route").cast(pl.String), pl.lit("|"),
                                                "channel_refund_no")
@@ -195,34 +208,40 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
               platform: Callable[[list[str]], pl.DataFrame | Iterable[pl.DataFrame]],
               platform_source: str,
               engine: Engine | None, max_bad_lines: int = 100,
-              progress: Callable[[int], None] | None = None) -> RunResult:
-    """Run and (with ``engine``) persist. ``platform(carried_keys)`` loads the refunds."""
+              progress: Callable[[int], None] | None = None,
+              spill_dir: Path | None = None) -> RunResult:
+    """Run and (with ``engine``) persist. ``platform(carried_keys)`` loads the refunds.
+    A run of more than ``PARTITION_ROWS`` rows spills to a temporary directory under
+    ``spill_dir`` (default: the system's), removed at the end."""
     started = utcnow()
     bad = BadLines(limit=max_bad_lines)
     items = open_items(engine, routes) if engine is not None else []
     carried = [i["item_key"] for i in items if i["refund_id"] is not None]
-    # The platform side loads while the statements parse (both release the GIL).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        loading = pool.submit(platform, carried)
-        st = statement_parts(statements, bad, progress)
-        loaded = loading.result()
-    plat = [loaded] if isinstance(loaded, pl.DataFrame) else list(loaded)
-    del loaded
-    st.append(carried_lines(items, pl.concat(st) if items and st
-                            else engine_lines(empty_batch())))
-    wanted = [r.value for r in routes]
-    plat = [_only(p, wanted) for p in plat]
-    st = [_only(p, wanted) for p in st]
-    size = sum(p.height for p in plat) + sum(p.height for p in st)
-    if size <= PARTITION_ROWS:
-        frames = {"platform": pl.concat([pl.DataFrame(schema=PLATFORM_SCHEMA), *plat],
-                                        how="vertical"),
-                  "statement": pl.concat([engine_lines(empty_batch()), *st], how="vertical")}
-        del plat, st
-        # Handed over without other references, so ``classify`` can free them once joined.
-        rows = classify(frames.pop("platform"), frames.pop("statement"), run_date)
-    else:
-        rows = classify_parts(plat, st, run_date, partitions=-(-size // PARTITION_ROWS))
+    parts = RunParts(PLATFORM_SCHEMA, spill_rows=PARTITION_ROWS, buckets=SPILL_BUCKETS,
+                     routes=[r.value for r in routes], directory=spill_dir)
+    try:
+        # The platform side loads while the statements parse (both release the GIL);
+        # both hand each part over as it is read.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            loading = pool.submit(_load_platform, platform, carried, parts)
+            statement_parts(statements, bad, progress,
+                            sink=lambda df: parts.add("statement", df))
+            loading.result()
+        unknown_keys = [i["item_key"] for i in items if i["refund_id"] is None]
+        parts.add("statement", carried_lines(
+            items, parts.statement_keys(unknown_keys) if unknown_keys else None))
+        if parts.spilled:
+            rows = classify_spilled(parts, run_date)
+        else:
+            frames = {"platform": pl.concat([pl.DataFrame(schema=PLATFORM_SCHEMA),
+                                             *parts.in_memory("platform")], how="vertical"),
+                      "statement": pl.concat([engine_lines(empty_batch()),
+                                              *parts.in_memory("statement")],
+                                             how="vertical")}
+            # Handed over without other references, so ``classify`` frees them once joined.
+            rows = classify(frames.pop("platform"), frames.pop("statement"), run_date)
+    finally:
+        parts.close()
     result = RunResult(None, run_date, list(routes), rows, summarise(rows), bad.errors)
     if engine is not None:
         persist(engine, result, platform_source=platform_source,
@@ -232,10 +251,11 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
     return result
 
 
-def _only(df: pl.DataFrame, routes: list[str]) -> pl.DataFrame:
-    """Rows of ``routes`` (no copy when every row already is)."""
-    keep = df.select(pl.col("route").cast(pl.String).is_in(routes)).to_series()
-    return df if keep.all() else df.filter(keep)
+def _load_platform(platform: Callable[[list[str]], pl.DataFrame | Iterable[pl.DataFrame]],
+                   carried: list[str], parts: RunParts) -> None:
+    loaded = platform(carried)
+    for frame in [loaded] if isinstance(loaded, pl.DataFrame) else loaded:
+        parts.add("platform", frame)
 
 
 def list_items(engine: Engine, *, state: str | None = "open") -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 from enum import StrEnum
+from pathlib import Path
 from typing import Final
 
 import polars as pl
@@ -20,7 +21,7 @@ from gateway.calendar import expected_arrival
 from gateway.clock import BEIJING
 from gateway.errors import GatewayError
 from gateway.models import ChannelStatus, RefundStatus, Route
-from reconciliation.statements.model import ENGINE_SCHEMA
+from reconciliation.spill import RunParts
 
 
 class Klass(StrEnum):
@@ -221,70 +222,59 @@ class DuplicateRefundNumber(GatewayError):
 
 
 def classify_parts(platform: list[pl.DataFrame], statement: list[pl.DataFrame],
-                   as_of: date, partitions: int) -> pl.DataFrame:
-    """``classify`` for inputs too big to join at once (10M x 10M in 2 GiB): both sides
-    are split by a hash of the refund number into ``partitions`` buckets (a part at a
-    time, each part freed once split), each bucket is classified and freed, and the
-    results are sorted a column at a time. Consumes both lists. Every key lands in one
-    bucket, so this is ``classify`` on the whole, in another row order before the sort.
-    """
-    platform_buckets = _buckets(platform, partitions)
-    statement = _number_by_id(statement, platform_buckets)
-    statement_buckets = _buckets(statement, partitions)
-    out: list[pl.DataFrame] = []
-    for k in range(partitions):
-        p_parts, s_parts = platform_buckets[k], statement_buckets[k]
-        platform_buckets[k], statement_buckets[k] = [], []
-        out.append(classify(_concat(p_parts, PLATFORM_SCHEMA),
-                            _concat(s_parts, ENGINE_SCHEMA), as_of, sort=False))
-        del p_parts, s_parts
-    rows = [pl.concat(out, how="vertical")]
-    out.clear()
-    return sort_rows(rows)
+                   as_of: date, partitions: int, directory: Path | None = None
+                   ) -> pl.DataFrame:
+    """``classify`` through ``partitions`` hash buckets on disk (``spill.RunParts``),
+    as ``job.reconcile`` does for big runs. Consumes both lists."""
+    parts = RunParts(PLATFORM_SCHEMA, spill_rows=0, buckets=partitions, directory=directory)
+    try:
+        while platform:
+            parts.add("platform", platform.pop(0))
+        while statement:
+            parts.add("statement", statement.pop(0))
+        return classify_spilled(parts, as_of)
+    finally:
+        parts.close()
 
 
-def _concat(parts: list[pl.DataFrame], schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    frame = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=schema)
-    parts.clear()
-    return frame
+def classify_spilled(parts: RunParts, as_of: date) -> pl.DataFrame:
+    """Classify a run whose parts went to buckets on disk: a bucket at a time (each read,
+    classified, written back and freed); then the report order is computed from three
+    columns of all results, and the rows are assembled in that order a column at a time,
+    so memory holds the finished rows and one column in flight, never two copies."""
+    _number_unnumbered(parts)
+    files = [parts.keep(classify(parts.take("platform", k), parts.take("statement", k),
+                                 as_of, sort=False))
+             for k in range(parts.buckets)]
+    order = report_order(pl.scan_ipc(files).select("class", "route", "channel_refund_no")
+                         .collect())
+    columns = []
+    for name in RESULT_COLUMNS:
+        column = pl.scan_ipc(files).select(name).collect().to_series()
+        columns.append(column.gather(order))
+        del column
+    return pl.DataFrame(columns)
 
 
-def _buckets(parts: list[pl.DataFrame], n: int) -> list[list[pl.DataFrame]]:
-    buckets: list[list[pl.DataFrame]] = [[] for _ in range(n)]
-    while parts:
-        part = parts.pop(0)
-        if not part.height:
-            continue
-        split = part.with_columns(
-            (pl.col("channel_refund_no").hash(seed=7) % n).cast(pl.Int32).alias("_bucket")
-        ).partition_by("_bucket", as_dict=True, include_key=False)
-        del part
-        for (k, *_), piece in split.items():
-            buckets[int(str(k))].append(piece)
-    return buckets
-
-
-def _number_by_id(statement: list[pl.DataFrame],
-                  platform_buckets: list[list[pl.DataFrame]]) -> list[pl.DataFrame]:
+def _number_unnumbered(parts: RunParts) -> None:
     """Give lines without a refund number (id only) the number of the platform refund
-    with that id before bucketing by number (``_statement_side`` does this per bucket,
-    where the platform refund could be in another bucket)."""
-    if not any(p.get_column("channel_refund_no").null_count() for p in statement):
-        return statement
-    ids = pl.concat([p.filter(pl.col("channel_refund_no").is_null())
-                     .select("route", "channel_refund_id") for p in statement])
-    found = pl.concat([p.join(ids, on=["route", "channel_refund_id"], how="semi")
-                       .select("route", "channel_refund_id",
-                               pl.col("channel_refund_no").alias("_no_by_id"))
-                       for bucket in platform_buckets for p in bucket]
-                      + [pl.DataFrame(schema={"route": pl.Categorical(),
-                                              "channel_refund_id": pl.String(),
-                                              "_no_by_id": pl.String()})])
-    return [p.join(found, on=["route", "channel_refund_id"], how="left").with_columns(
-        pl.coalesce("channel_refund_no", "_no_by_id", pl.lit("id:") +
-                    pl.col("channel_refund_id")).alias("channel_refund_no")
-    ).drop("_no_by_id") if p.get_column("channel_refund_no").null_count() else p
-        for p in statement]
+    with that id, then bucket them (``_statement_side`` does this within one bucket,
+    where the platform refund could be in another). Reads three columns of the platform
+    side, for those ids only."""
+    if not parts.unnumbered:
+        return
+    lines = pl.concat(parts.unnumbered, how="vertical")
+    parts.unnumbered = []
+    ids = lines.select("route", "channel_refund_id").unique()
+    found = (parts.scan("platform")
+             .select("route", "channel_refund_id",
+                     pl.col("channel_refund_no").alias("_no_by_id"))
+             .join(ids.lazy(), on=["route", "channel_refund_id"], how="semi")
+             .collect())
+    parts.add("statement", lines.join(found, on=["route", "channel_refund_id"], how="left")
+              .with_columns(pl.coalesce("channel_refund_no", "_no_by_id", pl.lit("id:")
+                                        + pl.col("channel_refund_id"))
+                            .alias("channel_refund_no")).drop("_no_by_id"))
 
 
 def sort_rows(holder: list[pl.DataFrame]) -> pl.DataFrame:
@@ -294,14 +284,7 @@ def sort_rows(holder: list[pl.DataFrame]) -> pl.DataFrame:
     Takes the frame out of ``holder`` and moves it a column at a time, so the sort never
     holds two copies of the rows."""
     rows = holder.pop()
-    classes = {c.value: i for i, c in enumerate(CLASS_ORDER)}
-    routes = {r: i for i, r in enumerate(sorted(r.value for r in Route))}
-    group = (pl.col("class").replace_strict(classes, return_dtype=pl.Int16) * 16
-             + pl.col("route").replace_strict(routes, default=15, return_dtype=pl.Int16))
-    by_no = rows.select(pl.arg_sort_by("channel_refund_no", nulls_last=True)).to_series()
-    groups = rows.select(group.gather(by_no).alias("g"))
-    order = by_no.gather(groups.select(pl.arg_sort_by("g", maintain_order=True)).to_series())
-    del by_no, groups
+    order = report_order(rows)
     columns = []
     for name in rows.columns:
         column = rows.get_column(name)
@@ -309,6 +292,18 @@ def sort_rows(holder: list[pl.DataFrame]) -> pl.DataFrame:
         columns.append(column.gather(order))
         del column
     return pl.DataFrame(columns)
+
+
+def report_order(rows: pl.DataFrame) -> pl.Series:
+    """The row indices of ``rows`` (columns class, route, channel_refund_no at least) in
+    report order (``sort_rows``)."""
+    classes = {c.value: i for i, c in enumerate(CLASS_ORDER)}
+    routes = {r: i for i, r in enumerate(sorted(r.value for r in Route))}
+    group = (pl.col("class").replace_strict(classes, return_dtype=pl.Int16) * 16
+             + pl.col("route").replace_strict(routes, default=15, return_dtype=pl.Int16))
+    by_no = rows.select(pl.arg_sort_by("channel_refund_no", nulls_last=True)).to_series()
+    groups = rows.select(group.gather(by_no).alias("g"))
+    return by_no.gather(groups.select(pl.arg_sort_by("g", maintain_order=True)).to_series())
 
 
 def summarise(result: pl.DataFrame) -> pl.DataFrame:

@@ -10,7 +10,7 @@ A bad row is a ``PlatformInputError`` naming file and line (the CLI exits 2).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -66,12 +66,12 @@ def from_csv(path: Path, *, routes: Iterable[Route] | None = None,
 
 
 def from_csv_parts(path: Path, *, routes: Iterable[Route] | None = None,
-                   chunk_bytes: int = CHUNK_BYTES) -> list[pl.DataFrame]:
+                   chunk_bytes: int = CHUNK_BYTES) -> Iterator[pl.DataFrame]:
     """The refund service's export, streamed in chunks cut at line ends (a 10M-row export
-    is never in memory as text): each chunk is parsed, checked and reduced to
-    ``PLATFORM_SCHEMA`` before the next is read; one frame per chunk (repeated refund
-    numbers are caught by ``from_csv`` or the engine). The export has one row per line (no
-    quoted line breaks: the refund service writes none)."""
+    is never in memory, as text or as a frame): each chunk is parsed, checked and reduced
+    to ``PLATFORM_SCHEMA`` and yielded before the next is read (repeated refund numbers
+    are caught by ``from_csv`` or the engine). The export has one row per line (no quoted
+    line breaks: the refund service writes none). Errors arise while iterating."""
     name = path.name
     wanted_routes = None if routes is None else [r.value for r in routes]
     try:
@@ -81,14 +81,13 @@ def from_csv_parts(path: Path, *, routes: Iterable[Route] | None = None,
             if missing:
                 raise PlatformInputError(f"missing columns {', '.join(missing)}", file=name,
                                          line=1)
-            parts = [pl.DataFrame(schema=PLATFORM_SCHEMA)]
+            yield pl.DataFrame(schema=PLATFORM_SCHEMA)
             line = 2
             for chunk in iter_chunks(fh, chunk_bytes):
-                parts.append(_chunk(chunk, header, line, name, wanted_routes))
+                yield _chunk(chunk, header, line, name, wanted_routes)
                 line += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
     except OSError as exc:
         raise PlatformInputError(f"unreadable CSV ({exc.strerror})", file=name) from exc
-    return parts
 
 
 def _chunk(data: bytes, header: list[str], first_line: int, name: str,
