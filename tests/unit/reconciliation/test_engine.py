@@ -5,6 +5,7 @@ bucketed engine (same rows as the whole, numbers borrowed by id across buckets).
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -97,22 +98,35 @@ PLANTED = ["statements/alipay_trade_20240611.zip", "statements/wechat_refund_202
            "reconciliation/unionpay_duplicate_20240611.txt"]
 
 
-def _planted(monkeypatch: pytest.MonkeyPatch, partition_rows: int) -> pl.DataFrame:
+def _planted(monkeypatch: pytest.MonkeyPatch, partition_rows: int,
+             spill_dir: Path | None = None) -> pl.DataFrame:
     monkeypatch.setattr(job, "PARTITION_ROWS", partition_rows)
     result = job.reconcile(
         run_date=date(2024, 6, 11), routes=list(Route),
         statements=[Source.of(GOLDEN / s) for s in PLANTED],
         platform=lambda _c: from_csv_parts(GOLDEN / "reconciliation/platform.csv",
                                            chunk_bytes=300),
-        platform_source="csv", engine=None)
+        platform_source="csv", engine=None, spill_dir=spill_dir)
     return result.rows
 
 
-def test_bucketed_engine_gives_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = _planted(monkeypatch, 10_000)
-    bucketed = _planted(monkeypatch, 3)        # 8+ buckets for ~25 rows
+def test_bucketed_engine_gives_the_same_rows(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    whole = _planted(monkeypatch, 10_000, tmp_path)
+    assert list(tmp_path.iterdir()) == []      # small: never spilled
+    made: list[Path] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def spy(**kwargs: object) -> str:
+        made.append(Path(real_mkdtemp(**kwargs)))  # type: ignore[arg-type]
+        return str(made[-1])
+
+    monkeypatch.setattr(tempfile, "mkdtemp", spy)
+    bucketed = _planted(monkeypatch, 3, tmp_path)   # spilled to 16 buckets on disk
     assert bucketed.equals(whole)
     assert whole.height == 12
+    assert len(made) == 1 and made[0].parent == tmp_path
+    assert not made[0].exists()                # the spill is removed after the run
 
 
 def test_bucketed_engine_borrows_numbers_across_buckets() -> None:
