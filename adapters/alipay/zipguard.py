@@ -10,49 +10,26 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Final
 
+from gateway.archives import ArchiveLimits, check_entries
 from gateway.errors import StatementError
 
 _CHUNK: Final = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class ZipLimits:
-    max_entries: int = 16
-    # A 10M-line Alipay detail file is ~2.1 GB uncompressed; keep room, refuse bombs.
-    max_total_bytes: int = 8 * 1024**3
-    max_ratio: int = 200          # real bills deflate ~5-15x; bombs 1000x and more
-    # (the ratio is taken over max(compressed, 1 KiB), so tiny entries never trip it)
-
-
-def entry_name(info: zipfile.ZipInfo) -> str:
-    """The name as Alipay wrote it: GBK bytes that zipfile decoded as cp437 (no flag)."""
-    if info.flag_bits & 0x800:
-        return info.filename
-    try:
-        return info.filename.encode("cp437").decode("gbk")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return info.filename
-
-
-def _unsafe(name: str) -> bool:
-    posix = name.replace("\\", "/")
-    path = PurePosixPath(posix)
-    return (not name or posix.startswith("/") or ".." in path.parts
-            or (len(name) > 1 and name[1] == ":") or "\x00" in name)
+# The shared limits (gateway.archives); the old name stays for callers.
+ZipLimits = ArchiveLimits
 
 
 def check_zip(data: bytes, name: str = "alipay-bill.zip",
-              limits: ZipLimits | None = None) -> None:
+              limits: ArchiveLimits | None = None) -> None:
     """Raise ``StatementError`` unless ``data`` is a ZIP within ``limits``.
 
     Declared sizes are checked first (cheap), then every entry is decompressed in chunks
     and counted, because a header can lie; zipfile checks each entry's CRC at its end.
     """
-    limits = limits or ZipLimits()
+    limits = limits or ArchiveLimits()
     if not data.startswith(b"PK"):
         raise StatementError("not a ZIP archive", file=name)
     try:
@@ -63,26 +40,10 @@ def check_zip(data: bytes, name: str = "alipay-bill.zip",
         infos = archive.infolist()
         if not infos:
             raise StatementError("empty ZIP archive", file=name)
-        if len(infos) > limits.max_entries:
-            raise StatementError(f"zip guard: {len(infos)} entries (max "
-                                 f"{limits.max_entries})", file=name)
-        declared = 0
-        for info in infos:
-            entry = entry_name(info)
-            if _unsafe(entry):
-                raise StatementError(f"zip guard: unsafe entry name {entry!r}", file=name)
-            if info.flag_bits & 0x1:
-                raise StatementError(f"zip guard: encrypted entry {entry!r}", file=name)
-            declared += info.file_size
-            if declared > limits.max_total_bytes:
-                raise StatementError("zip guard: uncompressed size above "
-                                     f"{limits.max_total_bytes} bytes", file=name)
-            if info.file_size > limits.max_ratio * max(info.compress_size, 1024):
-                raise StatementError(f"zip guard: compression ratio of {entry!r} above "
-                                     f"{limits.max_ratio}", file=name)
+        entries = check_entries(infos, name, limits, label="zip guard")
+        declared = sum(info.file_size for _, info in entries)
         actual = 0
-        for info in infos:
-            entry = entry_name(info)
+        for entry, info in entries:
             try:
                 with archive.open(info) as stream:
                     while chunk := stream.read(_CHUNK):

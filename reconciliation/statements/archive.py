@@ -1,9 +1,9 @@
 """Safe opening of statement archives (Alipay ZIP, WeChat gzip): the only unpacking code.
 
-Guards against hostile or broken archives before and while streaming: entry count, total
-uncompressed size, compression ratio (declared *and* actually read, because headers can
-lie), path traversal / absolute names. Nothing is extracted to disk; entries are streamed.
-Alipay writes entry names in GBK without the UTF-8 flag (CH §4.6); they are re-decoded.
+Guards against hostile or broken archives before and while streaming: the directory
+checks shared with the Alipay adapter (``gateway.archives``: entry count, names, total
+declared size, ratio), then what actually comes out, because headers can lie. Nothing is
+extracted to disk; entries are streamed.
 """
 
 from __future__ import annotations
@@ -14,24 +14,18 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING, Final, Protocol
 
+from gateway.archives import ArchiveLimits, check_entries, entry_name
 from gateway.errors import StatementError
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
+__all__ = ["GZIP_MAGIC", "ZIP_MAGIC", "ArchiveLimits", "ZipReader", "open_gzip", "open_zip"]
+
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZIP_MAGIC: Final = b"PK\x03\x04"
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveLimits:
-    max_entries: int = 16
-    max_total_bytes: int = 8 * 1024**3     # a 10M-line Alipay detail file is ~2.1 GB
-    max_ratio: int = 200                   # real bills deflate ~5-15x; bombs 1000x+
 
 
 class _Readable(Protocol):
@@ -64,46 +58,13 @@ class _Guarded(io.RawIOBase):
         return n
 
 
-def entry_name(info: zipfile.ZipInfo) -> str:
-    """The entry name as the channel wrote it (GBK names lack the UTF-8 flag bit)."""
-    if info.flag_bits & 0x800:
-        return info.filename
-    try:
-        return info.filename.encode("cp437").decode("gbk")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return info.filename
-
-
-def _check_name(name: str, archive: str) -> None:
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or (len(name) > 1 and name[1] == ":"):
-        raise StatementError(f"archive guard: unsafe entry name {name!r}", file=archive)
-
-
 class ZipReader:
     """A checked ZIP: ``entries`` lists (decoded name, info); ``open`` streams one entry."""
 
     def __init__(self, zf: zipfile.ZipFile, archive: str, limits: ArchiveLimits) -> None:
         self._zf, self.archive, self._limits = zf, archive, limits
-        self.entries: list[tuple[str, zipfile.ZipInfo]] = []
-        infos = zf.infolist()
-        if len(infos) > limits.max_entries:
-            raise StatementError(f"archive guard: {len(infos)} entries (max "
-                                 f"{limits.max_entries})", file=archive)
-        total = 0
-        for info in infos:
-            name = entry_name(info)
-            _check_name(name, archive)
-            if info.is_dir():
-                continue
-            total += info.file_size
-            if total > limits.max_total_bytes:
-                raise StatementError("archive guard: uncompressed size above "
-                                     f"{limits.max_total_bytes} bytes", file=archive)
-            if info.file_size > limits.max_ratio * max(info.compress_size, 1024):
-                raise StatementError(f"archive guard: compression ratio of {name!r} above "
-                                     f"{limits.max_ratio}", file=archive)
-            self.entries.append((name, info))
+        self.entries: list[tuple[str, zipfile.ZipInfo]] = check_entries(
+            zf.infolist(), archive, limits)
 
     def open(self, info: zipfile.ZipInfo) -> IO[bytes]:
         """Stream one entry; reading past its declared size (a lying header) fails."""
