@@ -112,3 +112,38 @@ def test_timestamps_are_aware_utc(store: RefundStore) -> None:
     refund, _ = reserve(store, "a", 100, "RF1")
     assert refund.created_at.tzinfo is not None
     assert refund.created_at.utcoffset() == timedelta(0)
+
+
+def test_fast_path_reads_and_writes_agree_with_sqlalchemy_core(store: RefundStore) -> None:
+    """The refund path runs prebuilt statements on the driver cursor with its own type
+    conversions (gateway/store/statements.py); what it writes must read back through
+    SQLAlchemy Core's column types unchanged, and the other way round."""
+    from datetime import date, timezone
+
+    from gateway.models import ArrivalWindow
+
+    odd = datetime(2026, 11, 20, 23, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=8)))
+    first, _ = store.reserve(request("k", 100), refund_id="RF1", channel_refund_no="RF1",
+                             now=odd, next_check_at=odd + timedelta(seconds=1),
+                             arrival=ArrivalWindow(date(2026, 11, 20), date(2026, 11, 25)),
+                             max_refunds=None)
+    after = store.apply("RF1", lambda _: Decision(
+        status=RefundStatus.SUCCEEDED,
+        fields={"succeeded_at": odd, "next_check_at": None, "channel_refund_id": "503",
+                "bank_ack": {"bank": "ICBC"}, "arrival_earliest": date(2026, 11, 21),
+                "arrival_latest": date(2026, 11, 26)}), now=odd, relaxed=True)
+    fast = store.get("RF1")                                    # driver cursor
+    (core,) = store.list_refunds()                             # SQLAlchemy Core types
+    assert fast == core == after
+    assert fast.created_at == odd and fast.created_at.tzinfo is not None
+    assert fast.succeeded_at == odd and fast.next_check_at is None
+    assert fast.expected_arrival == ArrivalWindow(date(2026, 11, 21), date(2026, 11, 26))
+    assert first.created_at == odd
+    # A row written through Core (a reroute) reads back the same on the fast path.
+    store.apply("RF1", lambda _: None, now=odd)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE refunds SET status = 'abnormal' WHERE id = 'RF1'"))
+    _, linked = store.reroute("RF1", new_id="RF2", route=Route.BALANCE, now=odd,
+                              arrival=None, note="")
+    assert store.get("RF2") == linked
+    assert [e.seq for e in store.events("RF1")] == list(range(1, len(store.events("RF1")) + 1))
