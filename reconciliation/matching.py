@@ -120,13 +120,17 @@ def _statement_side(statement: pl.DataFrame, platform: pl.DataFrame) -> pl.DataF
 def _repeated_keys(st: pl.DataFrame) -> pl.DataFrame:
     """Keys listed more than once. The same movement listed in two different files of a
     route (trade bill and fund-flow bill) is one line; listed twice in one file it is two."""
+    # The line reported for a repeated key is its first by (file name, line number), not
+    # by arrival: big runs receive parts from parallel parsers in any order.
+    first: list[pl.Expr] = [pl.col("source").cast(pl.String), pl.col("line")]
     grouped = st.group_by("route", "channel_refund_no").agg(
         pl.len().alias("_n"), pl.col("source").n_unique().alias("_files"),
-        pl.col("channel_refund_id").first(), pl.col("merchant_order_no").first(),
-        pl.col("amount_minor").first().alias("statement_amount_minor"),
-        pl.col("status").first().alias("statement_status"),
-        pl.col("time").first().alias("statement_time"),
-        pl.col("source").first(), pl.col("line").first())
+        pl.col("channel_refund_id").sort_by(first).first(),
+        pl.col("merchant_order_no").sort_by(first).first(),
+        pl.col("amount_minor").sort_by(first).first().alias("statement_amount_minor"),
+        pl.col("status").sort_by(first).first().alias("statement_status"),
+        pl.col("time").sort_by(first).first().alias("statement_time"),
+        pl.col("source").sort_by(first).first(), pl.col("line").sort_by(first).first())
     multi = grouped.filter((pl.col("_n") > 1) & (pl.col("_files") > 1))
     if multi.height:
         keys = multi.select("route", "channel_refund_no")

@@ -158,6 +158,34 @@ def test_bucketed_engine_borrows_numbers_across_buckets() -> None:
     assert set(classes.values()) == {"matched"} and len(classes) == 40
 
 
+def test_reported_line_of_a_repeated_key_does_not_depend_on_arrival_order() -> None:
+    """Big runs receive parts from parallel parsers in any order; the line reported for
+    a key listed twice is the first by (file, line) either way."""
+    at = datetime(2024, 6, 11, 1, 0, tzinfo=UTC)
+    plat = pl.DataFrame([{"refund_id": "rf1", "route": "bankcard",
+                          "merchant_order_no": "O1", "channel_trade_no": None,
+                          "channel_refund_no": "RN1", "channel_refund_id": None,
+                          "amount_minor": 100, "currency": "CNY", "status": "succeeded",
+                          "created_at": at, "succeeded_at": at}], schema=PLATFORM_SCHEMA)
+
+    def line(source: str, n: int, amount: int) -> pl.DataFrame:
+        return engine_lines(pl.DataFrame([{
+            "route": "bankcard", "kind": "refund", "channel_refund_no": "RN1",
+            "channel_refund_id": None, "merchant_order_no": None, "channel_trade_no": None,
+            "amount_minor": amount, "currency": "CNY", "status": "succeeded", "time": at,
+            "source": source, "line": n}], schema=BATCH_SCHEMA))
+
+    parts = [line("b.txt", 3, 100), line("a.txt", 9, 100), line("a.txt", 7, 100)]
+    rows = {classify(plat, pl.concat(order), date(2024, 6, 11)).select(
+                "class", "source", "line", "statement_lines").row(0)
+            for order in (parts, parts[::-1])}
+    rows.add(classify_parts([plat.clone()], parts[::-1], date(2024, 6, 11), partitions=3)
+             .select("class", "source", "line", "statement_lines").row(0))
+    assert len(rows) == 1
+    klass, source, first_line, _ = rows.pop()
+    assert (klass, source, first_line) == ("duplicate", "a.txt", 7)
+
+
 def test_repeated_platform_number_stops_the_bucketed_run() -> None:
     at = datetime(2024, 6, 11, 1, 0, tzinfo=UTC)
     row = {"refund_id": "rf1", "route": "alipay", "merchant_order_no": "O1",
