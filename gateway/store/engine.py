@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +74,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 
 _LOCK_FD = "refund_gateway.writer_lock_fd"
+_turns = threading.local()
 
 
 def _sqlite_writer_lock_files(engine: Engine, database: Path) -> None:
@@ -102,13 +104,17 @@ def sqlite_writer_turn(conn: Connection) -> Iterator[None]:
     still meet SQLite's own lock and busy timeout, so correctness never depends on it.
     """
     fd = conn.connection.info.get(_LOCK_FD)
-    if fd is None:
+    if fd is None or getattr(_turns, "held", False):
+        # Nested in a write transaction of this same thread (a programming error): the
+        # kernel lock would wait forever on itself; SQLite's busy timeout reports it.
         yield
         return
     fcntl.flock(fd, fcntl.LOCK_EX)
+    _turns.held = True
     try:
         yield
     finally:
+        _turns.held = False
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
