@@ -10,6 +10,7 @@ inserted, never updated (the database refuses edits as well).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -132,10 +133,19 @@ class RefundStore:
                 if relax and not self._pg:
                     driver.execute("PRAGMA synchronous=FULL")
             if relax and not self._pg and conn.info[_SYNC_WANTED]:
-                # Committed unsynced but turned out to need it: a checkpoint syncs the WAL.
-                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+                # Committed unsynced but turned out to need it: sync the WAL file itself
+                # (every frame in it, this commit's included), as a FULL commit would.
+                self._sync_wal()
         finally:
             conn.close()
+
+    def _sync_wal(self) -> None:
+        wal = f"{self.engine.url.database}-wal"
+        fd = os.open(wal, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _want_sync(conn: Connection) -> None:

@@ -9,6 +9,7 @@ PostgreSQL the same calls are checked for their effect.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,6 @@ from tests.helpers import FakeClock, request
 
 NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 NORMAL = "PRAGMA synchronous=NORMAL"
-CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 
 
 def traced_engine(url: str) -> tuple[Engine, list[str]]:
@@ -76,18 +76,28 @@ def test_relearnable_outcome_commits_unsynced_then_restores_full(
                         relaxed=True)
     assert after.status is RefundStatus.PROCESSING
     assert statements[0] == NORMAL and statements[1] == "BEGIN IMMEDIATE"
-    assert statements[-1] == "PRAGMA synchronous=FULL" and CHECKPOINT not in statements
+    assert statements[-1] == "PRAGMA synchronous=FULL"
     assert store.get("RF1").status is RefundStatus.PROCESSING
     assert synchronous(store) == 2
 
 
 def test_refusal_is_synced_even_when_the_caller_expected_otherwise(
-        traced: tuple[RefundStore, list[str]]) -> None:
-    store, statements = traced
+        traced: tuple[RefundStore, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    store, _ = traced
     reserve(store)
-    statements.clear()
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store.apply("RF1", lambda _: Decision(status=RefundStatus.PROCESSING), now=NOW,
+                relaxed=True)
+    assert synced == []                     # relearnable: not synced
     store.apply("RF1", lambda _: Decision(status=RefundStatus.FAILED), now=NOW, relaxed=True)
-    assert statements[-1] == CHECKPOINT     # the WAL synced after the unsynced commit
+    assert synced == [f"{store.engine.url.database}-wal"]   # the WAL, after the commit
     assert store.get("RF1").status is RefundStatus.FAILED
 
 
