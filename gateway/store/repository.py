@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -111,7 +111,15 @@ class RefundStore:
 
     # -- plumbing ---------------------------------------------------------------------
     @contextmanager
-    def _tx(self, *, readonly: bool = False, relaxed: bool = False) -> Iterator[Connection]:
+    def _tx(self, *, readonly: bool = False, relaxed: bool = False,
+            pipelined: bool = False) -> Iterator[Connection]:
+        """One transaction. ``relaxed``: see the class docstring. ``pipelined``: on
+        PostgreSQL, psycopg's pipeline mode, so statements whose results are not read
+        (BEGIN, SET LOCAL, the inserts and the update after the lookup, COMMIT) share
+        round trips; only for blocks that run ``Prepared`` statements alone (Core's
+        ``Connection.execute`` reads results at once, which a pipeline defers), and
+        whose callers do not tell errors apart: a statement's error may surface at a
+        later statement or at the commit, possibly as ``PipelineAborted``."""
         conn = self.engine.connect()
         relax = relaxed and not readonly and not self.sync_every_outcome
         try:
@@ -121,7 +129,10 @@ class RefundStore:
             if relax and not self._pg:   # SQLite takes this only outside a transaction
                 driver.execute("PRAGMA synchronous=NORMAL")
             conn.info[_SYNC_WANTED] = False
-            turn = nullcontext() if readonly or self._pg else sqlite_writer_turn(conn)
+            # SQLite: queue for the write lock. PostgreSQL: pipeline mode if asked.
+            turn: AbstractContextManager[Any] = (
+                (driver.pipeline() if pipelined else nullcontext()) if self._pg
+                else nullcontext() if readonly else sqlite_writer_turn(conn))
             try:
                 with turn, conn.begin():
                     if relax and self._pg:
@@ -334,6 +345,8 @@ class RefundStore:
         Returns ``(refund, created)``. Raises ``IdempotencyConflict`` or ``OverRefund``.
         """
         try:
+            # Not pipelined: the same-key race below is told apart by its IntegrityError,
+            # and in a pipeline a failed insert can surface as PipelineAborted instead.
             with self._tx() as conn:
                 existing = self._existing(conn, request)
                 if existing is not None:
@@ -399,7 +412,7 @@ class RefundStore:
         ``relaxed``: the caller records something the channel will tell again (see the
         class docstring); a decision that releases the amount is synced regardless.
         """
-        with self._tx(relaxed=relaxed) as conn:
+        with self._tx(relaxed=relaxed, pipelined=True) as conn:
             current = self._load(conn, refund_id, lock=True)
             events: list[tuple[EventKind, Mapping[str, Any], RefundStatus | None,
                                RefundStatus | None]] = []
@@ -466,7 +479,7 @@ class RefundStore:
         ``accept`` gave, or ``applied``. Only ``applied`` changes the refund.
         ``relaxed`` as for ``apply``.
         """
-        with self._tx(relaxed=relaxed) as conn:
+        with self._tx(relaxed=relaxed, pipelined=True) as conn:
             if replay_key and self._s.insert_notification.one(conn, {
                     "route": route.value, "dedupe_kind": "nonce",
                     "dedupe_key": replay_key[:128], "refund_id": None, "received_at": now,
@@ -483,10 +496,10 @@ class RefundStore:
             if problem is not None:
                 return problem, current
             if event_id:
-                self._s.insert_notification.one(conn, {
+                self._s.insert_notification.run(conn, {   # result not read: pipelined
                     "route": route.value, "dedupe_kind": "event",
                     "dedupe_key": event_id[:128], "refund_id": current.id,
-                    "received_at": now, "outcome": "applied"})
+                    "received_at": now, "outcome": "applied"}).close()
             return "applied", self._decide_locked(conn, current, decide, now, [])
 
     def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[Refund]:

@@ -119,7 +119,10 @@ class Prepared:
     def one(self, conn: Connection, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
         cursor = self.run(conn, values)
         try:
+            # In a PostgreSQL pipeline the statement's error arrives with its result.
             row = cursor.fetchone()
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _as_sqlalchemy_error(conn, self.sql, exc, cursor) from exc
         finally:
             cursor.close()
         return None if row is None else tuple(row)

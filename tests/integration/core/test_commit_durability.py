@@ -186,17 +186,18 @@ def test_driver_errors_surface_as_sqlalchemy_errors(database_url: str) -> None:
 def test_connection_lost_mid_transaction_is_invalidated(pg_url: str) -> None:
     """A connection that dies between two statements fails that call and is dropped from
     the pool: the next call works on a fresh one."""
-    engine = make_engine(pg_url)
+    engine = make_engine(pg_url, pool_size=1)
     upgrade(engine)
     store = RefundStore(engine)
     reserve(store)
+    with engine.connect() as conn:   # the pooled connection the next call will use
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
     admin = make_engine(pg_url)
 
     def kill_own_backend(_: object) -> Decision:
         with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = current_database() AND pid <> "
-                              "pg_backend_pid() AND state = 'idle in transaction'"))
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"),
+                                {"pid": pid}).scalar()
             conn.commit()
         return Decision(status=RefundStatus.PROCESSING)
 
