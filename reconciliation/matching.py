@@ -89,16 +89,22 @@ def arrival_latest(platform: pl.DataFrame) -> pl.Series:
     return joined.get_column("arrival_latest")
 
 
+def number_by_id(lines: pl.DataFrame, by_id: pl.DataFrame) -> pl.DataFrame:
+    """Lines without a refund number take ``_no_by_id`` of the platform refund with their
+    (route, id) from ``by_id``, else ``id:<id>`` (unknown to the platform)."""
+    return lines.join(by_id, on=["route", "channel_refund_id"], how="left").with_columns(
+        pl.coalesce("channel_refund_no", "_no_by_id", pl.lit("id:") +
+                    pl.col("channel_refund_id")).alias("channel_refund_no")
+    ).drop("_no_by_id")
+
+
 def _statement_side(statement: pl.DataFrame, platform: pl.DataFrame) -> pl.DataFrame:
     st = statement
     # Number missing, id present: borrow the number of the platform refund with that id.
     by_id = platform.filter(pl.col("channel_refund_id").is_not_null()).select(
         "route", "channel_refund_id", pl.col("channel_refund_no").alias("_no_by_id"))
     if st.select(pl.col("channel_refund_no").is_null().any()).item():
-        st = st.join(by_id, on=["route", "channel_refund_id"], how="left").with_columns(
-            pl.coalesce("channel_refund_no", "_no_by_id", pl.lit("id:") +
-                        pl.col("channel_refund_id")).alias("channel_refund_no")
-        ).drop("_no_by_id")
+        st = number_by_id(st, by_id)
     # Almost every key has one line: those pass through as they are (no copy); only
     # repeated keys go through the grouping below.
     # (A number repeated across routes also takes the grouping path, which keys on both.)
@@ -121,16 +127,16 @@ def _repeated_keys(st: pl.DataFrame) -> pl.DataFrame:
     """Keys listed more than once. The same movement listed in two different files of a
     route (trade bill and fund-flow bill) is one line; listed twice in one file it is two."""
     # The line reported for a repeated key is its first by (file name, line number), not
-    # by arrival: big runs receive parts from parallel parsers in any order.
-    first: list[pl.Expr] = [pl.col("source").cast(pl.String), pl.col("line")]
+    # by arrival: big runs receive parts from parallel parsers in any order. One sort of
+    # these (few) rows; ``first`` within a group follows row order.
+    st = st.sort(pl.col("source").cast(pl.String), "line")
     grouped = st.group_by("route", "channel_refund_no").agg(
         pl.len().alias("_n"), pl.col("source").n_unique().alias("_files"),
-        pl.col("channel_refund_id").sort_by(first).first(),
-        pl.col("merchant_order_no").sort_by(first).first(),
-        pl.col("amount_minor").sort_by(first).first().alias("statement_amount_minor"),
-        pl.col("status").sort_by(first).first().alias("statement_status"),
-        pl.col("time").sort_by(first).first().alias("statement_time"),
-        pl.col("source").sort_by(first).first(), pl.col("line").sort_by(first).first())
+        pl.col("channel_refund_id").first(), pl.col("merchant_order_no").first(),
+        pl.col("amount_minor").first().alias("statement_amount_minor"),
+        pl.col("status").first().alias("statement_status"),
+        pl.col("time").first().alias("statement_time"),
+        pl.col("source").first(), pl.col("line").first())
     multi = grouped.filter((pl.col("_n") > 1) & (pl.col("_files") > 1))
     if multi.height:
         keys = multi.select("route", "channel_refund_no")
@@ -275,10 +281,7 @@ def _number_unnumbered(parts: RunParts) -> None:
                      pl.col("channel_refund_no").alias("_no_by_id"))
              .join(ids.lazy(), on=["route", "channel_refund_id"], how="semi")
              .collect())
-    parts.add("statement", lines.join(found, on=["route", "channel_refund_id"], how="left")
-              .with_columns(pl.coalesce("channel_refund_no", "_no_by_id", pl.lit("id:")
-                                        + pl.col("channel_refund_id"))
-                            .alias("channel_refund_no")).drop("_no_by_id"))
+    parts.add("statement", number_by_id(lines, found))
 
 
 def sort_rows(holder: list[pl.DataFrame]) -> pl.DataFrame:
