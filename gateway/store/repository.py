@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, and_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from gateway.errors import IdempotencyConflict, InvalidRequest, OverRefund, RefundNotFound
@@ -37,7 +36,7 @@ from gateway.models import (
 from gateway.money import Money
 from gateway.states import check
 from gateway.store.engine import sqlite_writer_turn
-from gateway.store.schema import attempts, notifications, payments, refund_events, refunds
+from gateway.store.schema import attempts, payments, refund_events, refunds
 from gateway.store.statements import (
     Prepared,
     read_date_pg,
@@ -122,11 +121,12 @@ class RefundStore:
         later statement or at the commit, possibly as ``PipelineAborted``."""
         conn = self.engine.connect()
         relax = relaxed and not readonly and not self.sync_every_outcome
+        pg_relax, sqlite_relax = relax and self._pg, relax and not self._pg
         try:
             if readonly and not self._pg:
                 conn = conn.execution_options(sqlite_begin="DEFERRED")
             driver: Any = conn.connection.driver_connection
-            if relax and not self._pg:   # SQLite takes this only outside a transaction
+            if sqlite_relax:   # SQLite takes this only outside a transaction
                 driver.execute("PRAGMA synchronous=NORMAL")
             conn.info[_SYNC_WANTED] = False
             # SQLite: queue for the write lock. PostgreSQL: pipeline mode if asked.
@@ -135,15 +135,15 @@ class RefundStore:
                 else nullcontext() if readonly else sqlite_writer_turn(conn))
             try:
                 with turn, conn.begin():
-                    if relax and self._pg:
+                    if pg_relax:
                         driver.execute("SET LOCAL synchronous_commit = off")
                     yield conn
-                    if relax and self._pg and conn.info[_SYNC_WANTED]:
+                    if pg_relax and conn.info[_SYNC_WANTED]:
                         driver.execute("SET LOCAL synchronous_commit = on")
             finally:
-                if relax and not self._pg:
+                if sqlite_relax:
                     driver.execute("PRAGMA synchronous=FULL")
-            if relax and not self._pg and conn.info[_SYNC_WANTED]:
+            if sqlite_relax and conn.info[_SYNC_WANTED]:
                 # Committed unsynced but turned out to need it: sync the WAL file itself
                 # (every frame in it, this commit's included), as a FULL commit would.
                 self._sync_wal()
@@ -162,9 +162,6 @@ class RefundStore:
     def _want_sync(conn: Connection) -> None:
         """This transaction must be durable whatever its caller expected."""
         conn.info[_SYNC_WANTED] = True
-
-    def _insert(self, table: Any) -> Any:
-        return (postgresql.insert(table) if self._pg else sqlite.insert(table))
 
     # -- reads ------------------------------------------------------------------------
     def _select_refund(self) -> Any:
@@ -480,10 +477,8 @@ class RefundStore:
         ``relaxed`` as for ``apply``.
         """
         with self._tx(relaxed=relaxed, pipelined=True) as conn:
-            if replay_key and self._s.insert_notification.one(conn, {
-                    "route": route.value, "dedupe_kind": "nonce",
-                    "dedupe_key": replay_key[:128], "refund_id": None, "received_at": now,
-                    "outcome": "received"}) is None:
+            if replay_key and not self._remember(conn, route, "nonce", replay_key, now=now,
+                                                 refund_id=None, outcome="received"):
                 return "replayed", None
             if not channel_refund_no:
                 return "unknown_refund", None
@@ -496,10 +491,8 @@ class RefundStore:
             if problem is not None:
                 return problem, current
             if event_id:
-                self._s.insert_notification.run(conn, {   # result not read: pipelined
-                    "route": route.value, "dedupe_kind": "event",
-                    "dedupe_key": event_id[:128], "refund_id": current.id,
-                    "received_at": now, "outcome": "applied"}).close()
+                self._remember(conn, route, "event", event_id, now=now, refund_id=current.id,
+                               outcome="applied", read=False)
             return "applied", self._decide_locked(conn, current, decide, now, [])
 
     def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[Refund]:
@@ -567,12 +560,20 @@ class RefundStore:
                               refund_id: str | None, outcome: str) -> bool:
         """Record a notification key; False when it was seen before (replay/duplicate)."""
         with self._tx() as conn:
-            result = conn.execute(self._insert(notifications).values(
-                route=route.value, dedupe_kind=kind, dedupe_key=key[:128], refund_id=refund_id,
-                received_at=now, outcome=outcome,
-            ).on_conflict_do_nothing(index_elements=["route", "dedupe_kind", "dedupe_key"])
-                .returning(notifications.c.id))
-            return result.first() is not None
+            return self._remember(conn, route, kind, key, now=now, refund_id=refund_id,
+                                  outcome=outcome)
+
+    def _remember(self, conn: Connection, route: Route, kind: str, key: str, *,
+                  now: datetime, refund_id: str | None, outcome: str,
+                  read: bool = True) -> bool:
+        """Insert a notification key unless seen; True when it was new. ``read=False``
+        does not wait for the answer (pipelined) and returns True."""
+        values = {"route": route.value, "dedupe_kind": kind, "dedupe_key": key[:128],
+                  "refund_id": refund_id, "received_at": now, "outcome": outcome}
+        if not read:
+            self._s.insert_notification.run(conn, values).close()
+            return True
+        return self._s.insert_notification.one(conn, values) is not None
 
     def sum_counting(self, route: Route, merchant_order_no: str) -> Money | None:
         """Σ of a payment's refunds that still count against it (for checks and tests)."""
