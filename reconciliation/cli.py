@@ -120,11 +120,13 @@ def reconcile_command(ctx: click.Context, day: datetime, routes: tuple[str, ...]
     except GatewayError as exc:
         _fail(str(exc))
         return
-    paths = write_reports(result, out, fmts)
-    _print_summary(result.counts(), result.bad_lines)
-    for p in paths:
-        click.echo(f"wrote {p}")
-    raise SystemExit(EXIT_DISCREPANCIES if result.has_discrepancies else EXIT_OK)
+    with result:
+        paths = write_reports(result, out, fmts)
+        _print_summary(result.counts(), result.bad_lines)
+        for p in paths:
+            click.echo(f"wrote {p}")
+        code = EXIT_DISCREPANCIES if result.has_discrepancies else EXIT_OK
+    raise SystemExit(code)
 
 
 def _download(ctx: click.Context, routes: list[Route], day: date) -> list[Source]:

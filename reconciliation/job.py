@@ -34,6 +34,7 @@ from reconciliation.matching import (
     classify_spilled,
     summarise,
 )
+from reconciliation.rows import RunRows
 from reconciliation.schema import recon_items, recon_runs
 from reconciliation.spill import RunParts
 from reconciliation.statements import BadLines, Source, empty_batch, read_batches
@@ -48,23 +49,51 @@ SPILL_BUCKETS = 16
 
 @dataclass
 class RunResult:
+    """One run's outcome. ``stored`` holds the classified rows in report order (on disk
+    for a big run: read them with ``scan()``; ``rows`` loads them all). ``close()``
+    removes a big run's files; a ``with`` block does it too."""
+
     run_id: int | None
     run_date: date
     routes: list[Route]
-    rows: pl.DataFrame
+    stored: RunRows
     summary: pl.DataFrame
     bad_lines: list[StatementError] = field(default_factory=list)
     states: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def rows(self) -> pl.DataFrame:
+        """Every row in memory (a 10M-row run's rows take ~1.3 GB; prefer ``scan``)."""
+        return self.stored.frame()
+
+    def scan(self) -> pl.LazyFrame:
+        """The rows, lazily, in report order."""
+        return self.stored.scan()
+
     def counts(self) -> dict[str, int]:
-        got = self.rows.group_by("class").len()
-        have = dict(got.iter_rows())
-        return {k.value: int(have.get(k.value, 0)) for k in Klass}
+        have: dict[str, int] = {}
+        for klass, count in self.summary.select("class", "count").iter_rows():
+            have[klass] = have.get(klass, 0) + int(count)
+        return {k.value: have.get(k.value, 0) for k in Klass}
+
+    @property
+    def total(self) -> int:
+        """How many rows (refunds and unknown channel refunds) the run classified."""
+        return sum(self.counts().values())
 
     @property
     def has_discrepancies(self) -> bool:
         c = self.counts()
         return bool(self.bad_lines) or any(c[k.value] for k in Klass if k.is_discrepancy)
+
+    def close(self) -> None:
+        self.stored.close()
+
+    def __enter__(self) -> RunResult:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def beijing_day(day: date) -> tuple[datetime, datetime]:
@@ -169,9 +198,10 @@ def persist(engine: Engine, result: RunResult, *, platform_source: str,
         # Matched rows are written only when they close an open item: a 1M-refund day
         # is ~1% discrepancies, and only those (and closures) cost a Python loop.
         open_numbers = [k[1] for k, v in existing.items() if v["state"] == "open"]
-        touched = result.rows.filter((pl.col("class") != Klass.MATCHED.value)
-                                     | pl.col("channel_refund_no").is_in(open_numbers))
-        for row in touched.select(cols).iter_rows(named=True):
+        touched = result.scan().filter((pl.col("class") != Klass.MATCHED.value)
+                                       | pl.col("channel_refund_no").is_in(open_numbers)
+                                       ).select(cols).collect()
+        for row in touched.iter_rows(named=True):
             key = (row["route"], row["channel_refund_no"])
             old = existing.get(key)
             values = {"refund_id": row["refund_id"], "class": row["class"],
@@ -212,7 +242,8 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
               spill_dir: Path | None = None) -> RunResult:
     """Run and (with ``engine``) persist. ``platform(carried_keys)`` loads the refunds.
     A run of more than ``PARTITION_ROWS`` rows spills to a temporary directory under
-    ``spill_dir`` (default: the system's), removed at the end."""
+    ``spill_dir`` (default: the system's), removed at the end, and keeps its classified
+    rows in files in another one there, removed by ``RunResult.close``."""
     started = utcnow()
     bad = BadLines(limit=max_bad_lines)
     items = open_items(engine, routes) if engine is not None else []
@@ -231,7 +262,7 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
         parts.add("statement", carried_lines(
             items, parts.statement_keys(unknown_keys) if unknown_keys else None))
         if parts.spilled:
-            rows = classify_spilled(parts, run_date)
+            stored, summary = classify_spilled(parts, run_date, spill_dir)
         else:
             frames = {"platform": pl.concat([pl.DataFrame(schema=PLATFORM_SCHEMA),
                                              *parts.in_memory("platform")], how="vertical"),
@@ -240,12 +271,18 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
                                              how="vertical")}
             # Handed over without other references, so ``classify`` frees them once joined.
             rows = classify(frames.pop("platform"), frames.pop("statement"), run_date)
+            stored, summary = RunRows(rows), summarise(rows)
+            del rows
     finally:
         parts.close()
-    result = RunResult(None, run_date, list(routes), rows, summarise(rows), bad.errors)
+    result = RunResult(None, run_date, list(routes), stored, summary, bad.errors)
     if engine is not None:
-        persist(engine, result, platform_source=platform_source,
-                statements=[s.name for s in statements], started_at=started)
+        try:
+            persist(engine, result, platform_source=platform_source,
+                    statements=[s.name for s in statements], started_at=started)
+        except BaseException:
+            result.close()
+            raise
     log.info("reconciliation_run", run_id=result.run_id, run_date=run_date.isoformat(),
              counts=result.counts(), bad_lines=len(bad.errors))
     return result

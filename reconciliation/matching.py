@@ -10,6 +10,8 @@ uses the route's expected arrival in working days (``gateway.calendar``). Pure: 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from datetime import date, datetime, time
 from enum import StrEnum
 from pathlib import Path
@@ -21,7 +23,10 @@ from gateway.calendar import expected_arrival
 from gateway.clock import BEIJING
 from gateway.errors import GatewayError
 from gateway.models import ChannelStatus, RefundStatus, Route
+from reconciliation.rows import RunRows
 from reconciliation.spill import RunParts
+from reconciliation.statements import empty_batch
+from reconciliation.statements.model import engine_lines
 
 
 class Klass(StrEnum):
@@ -242,28 +247,76 @@ def classify_parts(platform: list[pl.DataFrame], statement: list[pl.DataFrame],
             parts.add("platform", platform.pop(0))
         while statement:
             parts.add("statement", statement.pop(0))
-        return classify_spilled(parts, as_of)
+        rows, _ = classify_spilled(parts, as_of, directory)
+        try:
+            return rows.frame()
+        finally:
+            rows.close()
     finally:
         parts.close()
 
 
-def classify_spilled(parts: RunParts, as_of: date) -> pl.DataFrame:
-    """Classify a run whose parts went to buckets on disk: a bucket at a time (each read,
-    classified, written back and freed); then the report order is computed from three
-    columns of all results, and the rows are assembled in that order a column at a time,
-    so memory holds the finished rows and one column in flight, never two copies."""
+def classify_spilled(parts: RunParts, as_of: date, directory: Path | None = None
+                     ) -> tuple[RunRows, pl.DataFrame]:
+    """Classify a run whose parts went to buckets on disk; returns the rows (in report
+    order, kept in files under a new directory in ``directory``) and their summary.
+
+    Memory holds one bucket, then one key range, never the whole result: each bucket is
+    read, classified and cut into ``parts.buckets`` ranges of the report order, each
+    piece written to disk; then each range is read, sorted (``sort_rows``) and written
+    as one result file. The files in range order are the rows in report order. The range
+    bounds are quantiles of the first bucket's sort keys: buckets are cut by a hash of
+    the refund number, so any bucket is a fair sample of the whole run."""
     _number_unnumbered(parts)
-    files = [parts.keep(classify(parts.take("platform", k), parts.take("statement", k),
-                                 as_of, sort=False))
-             for k in range(parts.buckets)]
-    order = report_order(pl.scan_ipc(files).select("class", "route", "channel_refund_no")
-                         .collect())
-    columns = []
-    for name in RESULT_COLUMNS:
-        column = pl.scan_ipc(files).select(name).collect().to_series()
-        columns.append(column.gather(order))
-        del column
-    return pl.DataFrame(columns)
+    ranges = parts.buckets
+    bounds: pl.Series | None = None
+    pieces: dict[int, list[Path]] = {}
+    tallies = []
+    for k in range(parts.buckets):
+        rows = classify(parts.take("platform", k), parts.take("statement", k), as_of,
+                        sort=False)
+        tallies.append(tally(rows))
+        keys = rows.select(_sort_key().alias("_key")).to_series()
+        if bounds is None:
+            ordered = keys.sort()
+            bounds = ordered.gather([len(ordered) * i // ranges for i in range(1, ranges)]
+                                    if len(ordered) else [])
+        which = bounds.search_sorted(keys, side="right").alias("_range")
+        del keys
+        split = rows.with_columns(which).partition_by("_range", as_dict=True,
+                                                      include_key=False)
+        del rows
+        for (r, *_), piece in split.items():
+            pieces.setdefault(int(str(r)), []).append(parts.keep(piece))
+        del split
+    result_dir = Path(tempfile.mkdtemp(prefix="recon-rows-", dir=directory))
+    files = []
+    schema: pl.Schema | None = None
+    try:
+        for r in range(ranges):
+            if r not in pieces:
+                continue
+            frame = pl.concat([pl.read_ipc(f) for f in pieces.pop(r)], how="vertical")
+            schema = frame.schema
+            path = result_dir / f"rows-{r:04d}.arrow"
+            sort_rows([frame]).write_ipc(path, compression="lz4")
+            del frame
+            files.append(path)
+    except BaseException:
+        shutil.rmtree(result_dir, ignore_errors=True)
+        raise
+    if schema is None:   # nothing to classify at all
+        schema = classify(pl.DataFrame(schema=PLATFORM_SCHEMA),
+                          engine_lines(empty_batch()), as_of, sort=False).schema
+    return (RunRows(files=files, directory=result_dir, schema=schema),
+            summary_grid(pl.concat(tallies, how="vertical")))
+
+
+def _sort_key() -> pl.Expr:
+    """One string that sorts as the report order does (``report_order``: class, route,
+    then the refund number with nulls last), for cutting the rows into ranges."""
+    number = pl.col("channel_refund_no").fill_null("\U0010ffff")
+    return _group().cast(pl.String).str.zfill(4) + number
 
 
 def _number_unnumbered(parts: RunParts) -> None:
@@ -301,24 +354,36 @@ def sort_rows(holder: list[pl.DataFrame]) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
+def _group() -> pl.Expr:
+    """Class (table order) and route as one small integer: the first sort key."""
+    classes = {c.value: i for i, c in enumerate(CLASS_ORDER)}
+    routes = {r: i for i, r in enumerate(sorted(r.value for r in Route))}
+    return (pl.col("class").replace_strict(classes, return_dtype=pl.Int16) * 16
+            + pl.col("route").cast(pl.String).replace_strict(routes, default=15,
+                                                             return_dtype=pl.Int16))
+
+
 def report_order(rows: pl.DataFrame) -> pl.Series:
     """The row indices of ``rows`` (columns class, route, channel_refund_no at least) in
     report order (``sort_rows``)."""
-    classes = {c.value: i for i, c in enumerate(CLASS_ORDER)}
-    routes = {r: i for i, r in enumerate(sorted(r.value for r in Route))}
-    group = (pl.col("class").replace_strict(classes, return_dtype=pl.Int16) * 16
-             + pl.col("route").replace_strict(routes, default=15, return_dtype=pl.Int16))
     by_no = rows.select(pl.arg_sort_by("channel_refund_no", nulls_last=True)).to_series()
-    groups = rows.select(group.gather(by_no).alias("g"))
+    groups = rows.select(_group().gather(by_no).alias("g"))
     return by_no.gather(groups.select(pl.arg_sort_by("g", maintain_order=True)).to_series())
 
 
-def summarise(result: pl.DataFrame) -> pl.DataFrame:
-    """Counts and amounts by class and route (fixed order, every class present)."""
+def tally(result: pl.DataFrame) -> pl.DataFrame:
+    """Count and amount of ``result``'s rows by class and route (rows present only)."""
     amount = pl.coalesce("platform_amount_minor", "statement_amount_minor")
-    got = result.group_by("class", "route").agg(pl.len().alias("count"),
-                                                amount.sum().alias("amount_minor")
-                                                ).with_columns(pl.col("route").cast(pl.String))
+    return result.group_by("class", "route").agg(
+        pl.len().cast(pl.Int64).alias("count"), amount.sum().alias("amount_minor")
+    ).with_columns(pl.col("route").cast(pl.String))
+
+
+def summary_grid(tallies: pl.DataFrame) -> pl.DataFrame:
+    """``tally`` rows (possibly several per class and route, from parts of a run) ->
+    counts and amounts by class and route, in fixed order, every class present."""
+    got = tallies.group_by("class", "route").agg(pl.col("count").sum(),
+                                                 pl.col("amount_minor").sum())
     routes = sorted(got.get_column("route").unique().to_list())
     grid = pl.DataFrame({"class": [c.value for c in CLASS_ORDER for _ in routes],
                          "route": [r for _ in CLASS_ORDER for r in routes]},
@@ -328,3 +393,8 @@ def summarise(result: pl.DataFrame) -> pl.DataFrame:
             .with_columns(pl.col("count").fill_null(0).cast(pl.Int64),
                           pl.col("amount_minor").fill_null(0).cast(pl.Int64))
             .sort(pl.col("class").replace_strict(order, return_dtype=pl.Int8), "route"))
+
+
+def summarise(result: pl.DataFrame) -> pl.DataFrame:
+    """Counts and amounts by class and route (fixed order, every class present)."""
+    return summary_grid(tally(result))

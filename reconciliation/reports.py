@@ -57,13 +57,13 @@ def _cell(value: Any) -> Any:
 
 def records(result: RunResult, *, classes: Sequence[str] | None = None,
             limit: int | None = None) -> list[dict[str, Any]]:
-    df = result.rows
+    lazy = result.scan()
     if classes is not None:
-        df = df.filter(pl.col("class").is_in(list(classes)))
+        lazy = lazy.filter(pl.col("class").is_in(list(classes)))
     if limit is not None:
-        df = df.head(limit)
+        lazy = lazy.head(limit)
     out = []
-    for row in df.iter_rows(named=True):
+    for row in lazy.collect().iter_rows(named=True):
         rec = {c: _cell(row.get(c)) for c in COLUMNS}
         for name, src in (("platform_amount", "platform_amount_minor"),
                           ("statement_amount", "statement_amount_minor")):
@@ -84,25 +84,27 @@ def summary_records(result: RunResult) -> list[dict[str, Any]]:
 
 def write_csv(result: RunResult, path: Path) -> Path:
     """Every row, columnar (polars writes it; no Python object per row): the same cells
-    ``records`` gives, amounts as yuan text, times ISO 8601, text neutralised."""
-    rows = result.rows
+    ``records`` gives, amounts as yuan text, times ISO 8601, text neutralised. Streamed
+    from the run's rows (a big run's rows are never all in memory)."""
+    rows = result.scan()
     states = pl.DataFrame(
         [(k[0], k[1], v.get("state"), v.get("item_id")) for k, v in result.states.items()],
         schema={"route": pl.String(), "channel_refund_no": pl.String(),
                 "state": pl.String(), "item_id": pl.Int64()}, orient="row")
     df = rows.with_columns(pl.col("route").cast(pl.String)).join(
-        states, on=["route", "channel_refund_no"], how="left", maintain_order="left")
+        states.lazy(), on=["route", "channel_refund_no"], how="left",
+        maintain_order="left")
+    schema = df.collect_schema()
     text = [c for c in COLUMNS if c not in _AMOUNT_COLS | {"statement_lines", "line",
                                                            "item_id"}]
     df = df.select(
         *[_yuan(f"{c}_minor").alias(c) if c in _AMOUNT_COLS else
           pl.coalesce("state", pl.when(pl.col("class") != Klass.MATCHED.value)
                       .then(pl.lit("unsaved"))).alias(c)   # null: written as nothing
-          if c == "state" else _text(df, c) if c in text else pl.col(c)
+          if c == "state" else _text(schema, c) if c in text else pl.col(c)
           for c in COLUMNS])
-    with path.open("wb") as fh:
-        df.write_csv(fh, include_bom=True, line_terminator="\r\n", null_value="",
-                     quote_style="necessary")
+    df.sink_csv(path, include_bom=True, line_terminator="\r\n", null_value="",
+                quote_style="necessary")
     return path
 
 
@@ -114,9 +116,9 @@ def _yuan(col: str) -> pl.Expr:
     return pl.when(v < 0).then("-" + body).otherwise(body)
 
 
-def _text(df: pl.DataFrame, col: str) -> pl.Expr:
+def _text(schema: pl.Schema, col: str) -> pl.Expr:
     """A cell as ``records`` renders it (ISO dates/times), neutralised for spreadsheets."""
-    dtype = df.schema[col]
+    dtype = schema[col]
     e = pl.col(col)
     if isinstance(dtype, pl.Datetime):
         e = pl.when(e.dt.microsecond() == 0).then(e.dt.to_string("%Y-%m-%dT%H:%M:%S%:z")
@@ -199,7 +201,8 @@ def _bars(title: str, items: list[tuple[str, int]], unit: str, cls: str) -> dict
 def ageing(result: RunResult) -> list[tuple[str, int]]:
     buckets = ["0-1 d", "2-3 d", "4-5 d", "6+ d"]
     counts = dict.fromkeys(buckets, 0)
-    rows = result.rows.filter(pl.col("class") == Klass.IN_TRANSIT.value)
+    rows = result.scan().filter(pl.col("class") == Klass.IN_TRANSIT.value).select(
+        "succeeded_at").collect()
     for ts in rows.get_column("succeeded_at").to_list():
         days = 0 if ts is None else (result.run_date - ts.date()).days
         key = buckets[0] if days <= 1 else buckets[1] if days <= 3 else \
@@ -277,7 +280,7 @@ def write_html(result: RunResult, path: Path) -> Path:
                          "capped": counts[k.value] > DETAIL_CAP})
     html = env.from_string(_HTML).render(
         run_date=result.run_date.isoformat(), run_id=result.run_id,
-        routes=", ".join(r.value for r in result.routes), total=result.rows.height,
+        routes=", ".join(r.value for r in result.routes), total=result.total,
         discrepancies=sum(counts[k.value] for k in Klass if k.is_discrepancy),
         bad_lines=sorted(mask_account(str(e)) for e in result.bad_lines), classes=classes,
         charts=charts(result), sections=sections, columns=COLUMNS)

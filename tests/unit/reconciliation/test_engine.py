@@ -21,8 +21,11 @@ from reconciliation.matching import (
     DuplicateRefundNumber,
     classify,
     classify_parts,
+    classify_spilled,
+    summarise,
 )
 from reconciliation.platform import PlatformInputError, from_csv, from_csv_parts
+from reconciliation.spill import RunParts
 from reconciliation.statements import Source
 from reconciliation.statements.base import BadLines
 from reconciliation.statements.model import BATCH_SCHEMA, engine_lines
@@ -99,7 +102,7 @@ PLANTED = ["statements/alipay_trade_20240611.zip", "statements/wechat_refund_202
 
 
 def _planted(monkeypatch: pytest.MonkeyPatch, partition_rows: int,
-             spill_dir: Path | None = None) -> pl.DataFrame:
+             spill_dir: Path | None = None) -> job.RunResult:
     monkeypatch.setattr(job, "PARTITION_ROWS", partition_rows)
     result = job.reconcile(
         run_date=date(2024, 6, 11), routes=list(Route),
@@ -107,13 +110,14 @@ def _planted(monkeypatch: pytest.MonkeyPatch, partition_rows: int,
         platform=lambda _c: from_csv_parts(GOLDEN / "reconciliation/platform.csv",
                                            chunk_bytes=300),
         platform_source="csv", engine=None, spill_dir=spill_dir)
-    return result.rows
+    return result
 
 
 def test_bucketed_engine_gives_the_same_rows(monkeypatch: pytest.MonkeyPatch,
                                              tmp_path: Path) -> None:
     whole = _planted(monkeypatch, 10_000, tmp_path)
     assert list(tmp_path.iterdir()) == []      # small: never spilled
+    assert not whole.stored.on_disk
     made: list[Path] = []
     real_mkdtemp = tempfile.mkdtemp
 
@@ -123,10 +127,55 @@ def test_bucketed_engine_gives_the_same_rows(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(tempfile, "mkdtemp", spy)
     bucketed = _planted(monkeypatch, 3, tmp_path)   # spilled to 16 buckets on disk
-    assert bucketed.equals(whole)
-    assert whole.height == 12
-    assert len(made) == 1 and made[0].parent == tmp_path
-    assert not made[0].exists()                # the spill is removed after the run
+    assert bucketed.stored.on_disk
+    assert bucketed.rows.equals(whole.rows)
+    assert bucketed.summary.equals(whole.summary)
+    assert bucketed.counts() == whole.counts() and bucketed.total == whole.rows.height == 12
+    spill, kept = made
+    assert spill.parent == tmp_path and kept.parent == tmp_path
+    assert not spill.exists()                  # the spill is removed after the run
+    assert kept.exists() and bucketed.stored.files
+    with bucketed:                             # the rows' files live until closed
+        assert bucketed.scan().select(pl.len()).collect().item() == 12
+    assert not kept.exists()
+    with pytest.raises(ValueError, match="closed"):
+        bucketed.scan()
+
+
+def test_rows_on_disk_are_in_report_order_across_ranges(tmp_path: Path) -> None:
+    """Many rows over several key ranges: the files, read in order, are exactly the
+    in-memory engine's rows (report order: class, route, number)."""
+    at = datetime(2024, 6, 11, 1, 0, tzinfo=UTC)
+    n = 3000
+    route = ("wechatpay", "alipay")
+    plat = pl.DataFrame([{"refund_id": f"rf{i}", "route": route[i % 2],
+                          "merchant_order_no": f"O{i}", "channel_trade_no": None,
+                          "channel_refund_no": f"N{(i * 7919) % n:05d}",
+                          "channel_refund_id": None, "amount_minor": 100 + i,
+                          "currency": "CNY",
+                          "status": ("succeeded", "processing", "failed")[i % 3],
+                          "created_at": at, "succeeded_at": at} for i in range(n)],
+                        schema=PLATFORM_SCHEMA)
+    lines = [{"route": route[i % 2], "kind": "refund",
+              "channel_refund_no": f"N{(i * 7919) % n:05d}" if i < n else f"X{i}",
+              "channel_refund_id": None, "merchant_order_no": None, "channel_trade_no": None,
+              "amount_minor": 100 + i + (1 if i % 13 == 0 else 0), "currency": "CNY",
+              "status": "succeeded" if i % 11 else "processing", "time": at,
+              "source": "s.csv", "line": i + 2}
+             for i in range(n + 200) if i % 7]   # every 7th missing; 200 unknown
+    st = engine_lines(pl.DataFrame(lines, schema=BATCH_SCHEMA))
+    whole = classify(plat, st, date(2024, 6, 11))
+    parts = RunParts(PLATFORM_SCHEMA, spill_rows=0, buckets=8, directory=tmp_path)
+    try:
+        parts.add("platform", plat)
+        parts.add("statement", st)
+        stored, summary = classify_spilled(parts, date(2024, 6, 11), tmp_path)
+    finally:
+        parts.close()
+    with stored:
+        assert len(stored.files) > 1
+        assert stored.frame().equals(whole)
+        assert summary.equals(summarise(whole))
 
 
 def test_bucketed_engine_borrows_numbers_across_buckets() -> None:
