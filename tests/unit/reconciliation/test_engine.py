@@ -14,7 +14,7 @@ import pytest
 
 from gateway.clock import BEIJING
 from gateway.models import Route
-from reconciliation import job
+from reconciliation import job, matching
 from reconciliation.job import load_statements
 from reconciliation.matching import (
     PLATFORM_SCHEMA,
@@ -176,6 +176,39 @@ def test_rows_on_disk_are_in_report_order_across_ranges(tmp_path: Path) -> None:
         assert len(stored.files) > 1
         assert stored.frame().equals(whole)
         assert summary.equals(summarise(whole))
+
+
+def test_a_hash_collision_falls_back_to_the_string_join(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """The join on the number's hash checks every pair it made: with a key that collides
+    across the sides (last character), the rows are exactly the real hash's rows."""
+    at = datetime(2024, 6, 11, 1, 0, tzinfo=UTC)
+    plat = pl.DataFrame([{"refund_id": f"rf{i}", "route": "wechatpay",
+                          "merchant_order_no": f"O{i}", "channel_trade_no": None,
+                          "channel_refund_no": f"N{i}", "channel_refund_id": None,
+                          "amount_minor": 100 + i, "currency": "CNY", "status": "succeeded",
+                          "created_at": at, "succeeded_at": at} for i in range(1, 10)],
+                        schema=PLATFORM_SCHEMA)
+    lines = [{"route": "wechatpay", "kind": "refund", "channel_refund_no": no,
+              "channel_refund_id": None, "merchant_order_no": None, "channel_trade_no": None,
+              "amount_minor": amount, "currency": "CNY", "status": "succeeded", "time": at,
+              "source": "s.csv", "line": 2 + k}
+             for k, (no, amount) in enumerate([("N1", 101), ("N2", 102), ("N3", 999),
+                                               ("X6", 106), ("X7", 107)])]
+    st = engine_lines(pl.DataFrame(lines, schema=BATCH_SCHEMA))
+    real = classify(plat.clone(), st.clone(), date(2024, 6, 11))
+
+    def last_char() -> pl.Expr:   # unique within each side, N6 ~ X6 across them
+        return pl.col("channel_refund_no").str.slice(-1).cast(pl.UInt64)
+
+    monkeypatch.setattr(matching, "number_hash", last_char)
+    side, unique = matching._statement_side(st.clone(), plat)
+    assert unique and matching._join_by_number_hash(plat, side) is None
+    colliding = classify(plat, st, date(2024, 6, 11))
+    assert colliding.equals(real)
+    classes = dict(zip(real["channel_refund_no"], real["class"], strict=True))
+    assert classes["X6"] == classes["X7"] == "unknown_to_platform"
+    assert classes["N3"] == "amount_mismatch" and classes["N1"] == "matched"
 
 
 def test_bucketed_engine_borrows_numbers_across_buckets() -> None:
