@@ -203,7 +203,7 @@ def test_a_hash_collision_falls_back_to_the_string_join(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(matching, "number_hash", last_char)
     side, unique = matching._statement_side(st.clone(), plat)
-    assert unique and matching._join_by_number_hash(plat, side) is None
+    assert unique and matching._pairs_by_number_hash(plat, side) is None
     colliding = classify(plat, st, date(2024, 6, 11))
     assert colliding.equals(real)
     classes = dict(zip(real["channel_refund_no"], real["class"], strict=True))
