@@ -313,11 +313,14 @@ class RefundStore:
                 f"{', '.join(differs)}", field="payment")
         return int(payment_id)
 
-    def _refunded_minor(self, conn: Connection, payment_id: int) -> tuple[int, int]:
-        row = self._s.counting_total.one(conn, {"pid": payment_id})
+    def _refunded_minor(self, conn: Connection, payment_id: int, key: str | None = None
+                        ) -> tuple[int, int, str | None]:
+        """Σ and count of the payment's refunds that count against it, and the id of its
+        refund stored under ``key`` if there is one (one statement, one round trip)."""
+        row = self._s.counting_total.one(conn, {"pid": payment_id, "key": key})
         assert row is not None  # noqa: S101 - an aggregate always returns a row
-        total, count = row
-        return int(total), int(count)
+        total, count, with_key = row
+        return int(total), int(count), with_key
 
     def _existing(self, conn: Connection, request: RefundRequest) -> Refund | None:
         row = self._fetch_refund(conn, self._s.refund_by_key,
@@ -349,11 +352,15 @@ class RefundStore:
                 if existing is not None:
                     return existing, False
                 payment_id = self._lock_payment(conn, request.payment, now)
-                if self._pg:   # a racer may have won the payment lock meanwhile
+                refunded, count, racer = self._refunded_minor(conn, payment_id,
+                                                              request.idempotency_key)
+                if racer is not None:
+                    # PostgreSQL: a request with this key won the payment lock meanwhile
+                    # (SQLite's BEGIN IMMEDIATE rules that out). A racer with this key on
+                    # another payment fails our insert instead (handled below).
                     existing = self._existing(conn, request)
                     if existing is not None:
                         return existing, False
-                refunded, count = self._refunded_minor(conn, payment_id)
                 paid = request.payment.amount
                 if refunded + request.amount.minor > paid.minor:
                     raise OverRefund(
@@ -583,6 +590,6 @@ class RefundStore:
                 payments.c.merchant_order_no == merchant_order_no))).first()
             if row is None:
                 return None
-            total, _ = self._refunded_minor(conn, int(row.id))
+            total, _, _ = self._refunded_minor(conn, int(row.id))
             return Money(total, row.currency)
 

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, literal_column, select, update
+from sqlalchemy import Connection, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -164,7 +164,8 @@ class Statements:
     refund_by_key: Prepared           # key; adds fp, req (fingerprint, request_json)
     refund_by_channel_no_locked: Prepared  # no
     upsert_payment: Prepared          # payment columns; returns the stored row
-    counting_total: Prepared          # pid -> (sum of amount_minor, count)
+    counting_total: Prepared          # pid, key -> (Σ amount_minor, count) of the refunds
+    #                                   counting against the payment; id of the one with key
     insert_refund: Prepared           # every refunds column
     insert_events: Prepared           # every refund_events column but id
     append_event: Prepared            # the same but seq: the refund's last seq + 1
@@ -222,6 +223,8 @@ def build(dialect: Dialect) -> Statements:
         set_={"route": upsert.excluded.route},
     ).returning(payments.c.id, payments.c.channel_trade_no, payments.c.amount_minor,
                 payments.c.currency)
+    # constants, inlined: an IN list would be an "expanding" parameter
+    counting = refunds.c.status.not_in([literal_column(f"'{v}'") for v in RELEASED])
     notice = insert(notifications).values(
         route=bindparam("route"), dedupe_kind=bindparam("dedupe_kind"),
         dedupe_key=bindparam("dedupe_key"), refund_id=bindparam("refund_id"),
@@ -238,11 +241,10 @@ def build(dialect: Dialect) -> Statements:
         refund_by_channel_no_locked=p(by_no.with_for_update(of=refunds) if pg else by_no),
         upsert_payment=p(upsert_returning),
         counting_total=p(select(
-            func.coalesce(func.sum(refunds.c.amount_minor), 0), func.count()
-        ).where(and_(refunds.c.payment_id == bindparam("pid"),
-                     # constants, inlined: an IN list would be an "expanding" parameter
-                     refunds.c.status.not_in([literal_column(f"'{v}'") for v in RELEASED])
-                     ))),
+            func.coalesce(func.sum(refunds.c.amount_minor).filter(counting), 0),
+            func.count().filter(counting),
+            func.max(refunds.c.id).filter(refunds.c.idempotency_key == bindparam("key")),
+        ).where(refunds.c.payment_id == bindparam("pid"))),
         insert_refund=p(_insert_all(refunds)),
         insert_events=p(_insert_all(refund_events, skip=("id",))),
         append_event=p(_append_event()),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,3 +204,66 @@ def test_three_resolvers_query_each_due_refund_once(pg_url: str, tmp_path: Path)
     queried = calls.read_text().split()
     assert sorted(queried) == sorted(ids)      # each due refund queried exactly once
     assert sum(claimed) == 60
+
+
+@pytest.mark.postgres
+def test_same_key_racer_that_wins_the_payment_lock_is_returned(pg_url: str,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """PostgreSQL, made deterministic: B passes its key check before A commits, then
+    waits on the payment lock A holds; once A commits, B's count of the payment's
+    refunds names A's refund under the key, and B returns it (no OverRefund for the
+    full amount, no second refund, no duplicate-key error)."""
+    from gateway.store.repository import RefundStore
+
+    _prepare(pg_url)
+    gw = build_gateway(load_settings(database_url=pg_url), configure_logs=False,
+                       adapters={Route.WECHATPAY: FakeChannel()}, sleep=lambda _: None)
+    a_locked, b_waiting = threading.Event(), threading.Event()
+    seen: dict[str, tuple[int, int, str | None]] = {}
+    real_lock, real_count = RefundStore._lock_payment, RefundStore._refunded_minor
+
+    def lock(self: RefundStore, conn: Any, payment: Any, now: Any) -> int:
+        if threading.current_thread().name == "B":
+            b_waiting.set()
+            return real_lock(self, conn, payment, now)   # blocks until A commits
+        got = real_lock(self, conn, payment, now)
+        a_locked.set()
+        assert b_waiting.wait(10)
+        time.sleep(0.3)                # B is now blocked on the payment row A holds
+        return got
+
+    def count(self: RefundStore, conn: Any, payment_id: int, key: str | None = None
+              ) -> tuple[int, int, str | None]:
+        out = real_count(self, conn, payment_id, key)
+        seen[threading.current_thread().name] = out
+        return out
+
+    monkeypatch.setattr(RefundStore, "_lock_payment", lock)
+    monkeypatch.setattr(RefundStore, "_refunded_minor", count)
+    full = request("raced", amount=10_000, paid=10_000)
+    results: dict[str, tuple[Refund, bool]] = {}
+
+    def reserve() -> None:
+        name = threading.current_thread().name
+        now = gw._clock()
+        results[name] = gw.store.reserve(full, refund_id=f"rf-{name}",
+                                         channel_refund_no=f"rf-{name}", now=now,
+                                         next_check_at=now, arrival=None, max_refunds=None)
+
+    a = threading.Thread(target=reserve, name="A")
+    b = threading.Thread(target=reserve, name="B")
+    try:
+        a.start()
+        assert a_locked.wait(10)       # B's key check runs before A has committed
+        b.start()
+        a.join(20)
+        b.join(20)
+        assert set(results) == {"A", "B"}, "a reservation raised (see the thread's error)"
+        (ra, created_a), (rb, created_b) = results["A"], results["B"]
+        assert created_a and not created_b and rb.id == ra.id == "rf-A"
+        assert seen["B"] == (10_000, 1, "rf-A")    # the racer was found by the count
+        assert [r.id for r in gw.store.refunds_of_payment(Route.WECHATPAY, "ORD1")] == [
+            "rf-A"]
+    finally:
+        gw.close()
