@@ -116,9 +116,10 @@ class RefundStore:
         PostgreSQL, psycopg's pipeline mode, so statements whose results are not read
         (BEGIN, SET LOCAL, the inserts and the update after the lookup, COMMIT) share
         round trips; only for blocks that run ``Prepared`` statements alone (Core's
-        ``Connection.execute`` reads results at once, which a pipeline defers), and
-        whose callers do not tell errors apart: a statement's error may surface at a
-        later statement or at the commit, possibly as ``PipelineAborted``."""
+        ``Connection.execute`` reads results at once, which a pipeline defers). The
+        error of a statement whose result is not read surfaces at a later read or at
+        the commit, possibly as ``PipelineAborted``: a block that tells errors apart
+        reads the result of each statement whose error it handles (``reserve``)."""
         conn = self.engine.connect()
         relax = relaxed and not readonly and not self.sync_every_outcome
         pg_relax, sqlite_relax = relax and self._pg, relax and not self._pg
@@ -345,9 +346,11 @@ class RefundStore:
         Returns ``(refund, created)``. Raises ``IdempotencyConflict`` or ``OverRefund``.
         """
         try:
-            # Not pipelined: the same-key race below is told apart by its IntegrityError,
-            # and in a pipeline a failed insert can surface as PipelineAborted instead.
-            with self._tx() as conn:
+            # Pipelined on PostgreSQL (BEGIN rides with the first read, the events with
+            # the COMMIT). Every statement whose failure matters is read at once: the
+            # refund insert returns its id, so a same-key race fails right there with
+            # its IntegrityError (told apart below), never later as PipelineAborted.
+            with self._tx(pipelined=True) as conn:
                 existing = self._existing(conn, request)
                 if existing is not None:
                     return existing, False
@@ -372,7 +375,7 @@ class RefundStore:
                     raise InvalidRequest(
                         f"{request.payment.route.value} allows at most {max_refunds} "
                         f"refunds per payment", field="payment")
-                self._s.insert_refund.run(conn, {
+                self._s.insert_refund.one(conn, {
                     "id": refund_id, "idempotency_key": request.idempotency_key,
                     "fingerprint": request.fingerprint(),
                     "request_json": _dumps(request.canonical()), "payment_id": payment_id,
@@ -386,7 +389,7 @@ class RefundStore:
                     "channel_refund_id": None, "succeeded_at": None, "failure_code": None,
                     "failure_message": None, "received_account": None,
                     "rerouted_from": None, "rerouted_to": None,
-                    "created_at": now, "updated_at": now, "version": 0}).close()
+                    "created_at": now, "updated_at": now, "version": 0})
                 self._append_events(conn, refund_id, now, [(EventKind.REQUESTED, {
                     "idempotency_key": request.idempotency_key,
                     "amount_minor": request.amount.minor, "currency": request.amount.currency,

@@ -166,7 +166,7 @@ class Statements:
     upsert_payment: Prepared          # payment columns; returns the stored row
     counting_total: Prepared          # pid, key -> (Σ amount_minor, count) of the refunds
     #                                   counting against the payment; id of the one with key
-    insert_refund: Prepared           # every refunds column
+    insert_refund: Prepared           # every refunds column; returns the id
     insert_events: Prepared           # every refund_events column but id
     append_event: Prepared            # the same but seq: the refund's last seq + 1
     insert_attempt: Prepared          # every attempts column but id
@@ -245,7 +245,7 @@ def build(dialect: Dialect) -> Statements:
             func.count().filter(counting),
             func.max(refunds.c.id).filter(refunds.c.idempotency_key == bindparam("key")),
         ).where(refunds.c.payment_id == bindparam("pid"))),
-        insert_refund=p(_insert_all(refunds)),
+        insert_refund=p(_insert_all(refunds).returning(refunds.c.id)),
         insert_events=p(_insert_all(refund_events, skip=("id",))),
         append_event=p(_append_event()),
         insert_attempt=p(_insert_all(attempts, skip=("id",))),

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway import OverRefund, RefundStatus, Route
+from gateway import IdempotencyConflict, OverRefund, RefundStatus, Route
 from gateway.bootstrap import build_gateway
 from gateway.models import ChannelResult, ChannelStatus, Refund
 from gateway.settings import load_settings
@@ -265,5 +265,63 @@ def test_same_key_racer_that_wins_the_payment_lock_is_returned(pg_url: str,
         assert seen["B"] == (10_000, 1, "rf-A")    # the racer was found by the count
         assert [r.id for r in gw.store.refunds_of_payment(Route.WECHATPAY, "ORD1")] == [
             "rf-A"]
+    finally:
+        gw.close()
+
+
+@pytest.mark.postgres
+def test_same_key_on_another_payment_racing_in_the_pipeline_is_a_conflict(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL, pipelined reservation: B (same key, another payment) inserts while
+    A's insert of that key is uncommitted, so B's insert waits on the unique index and
+    fails once A commits. That failure must reach ``reserve`` as the IntegrityError it
+    tells apart (not as PipelineAborted), and B gets IdempotencyConflict."""
+    from gateway.store.repository import RefundStore
+
+    _prepare(pg_url)
+    gw = build_gateway(load_settings(database_url=pg_url), configure_logs=False,
+                       adapters={Route.WECHATPAY: FakeChannel()}, sleep=lambda _: None)
+    a_inserted, b_counted = threading.Event(), threading.Event()
+    real_events, real_count = RefundStore._append_events, RefundStore._refunded_minor
+
+    def events(self: RefundStore, *args: Any, **kwargs: Any) -> None:
+        if threading.current_thread().name == "A":
+            a_inserted.set()
+            assert b_counted.wait(10)
+            time.sleep(0.3)            # B's insert is now waiting on A's key
+        real_events(self, *args, **kwargs)
+
+    def count(self: RefundStore, *args: Any) -> tuple[int, int, str | None]:
+        out = real_count(self, *args)
+        if threading.current_thread().name == "B":
+            b_counted.set()
+        return out
+
+    monkeypatch.setattr(RefundStore, "_append_events", events)
+    monkeypatch.setattr(RefundStore, "_refunded_minor", count)
+    outcomes: dict[str, object] = {}
+
+    def reserve(order: str) -> None:
+        name = threading.current_thread().name
+        now = gw._clock()
+        try:
+            outcomes[name] = gw.store.reserve(
+                request("one-key", order=order), refund_id=f"rf-{name}",
+                channel_refund_no=f"rf-{name}", now=now, next_check_at=now, arrival=None,
+                max_refunds=None)
+        except Exception as exc:   # kept: the assertion names what was raised
+            outcomes[name] = exc
+
+    a = threading.Thread(target=reserve, args=("ORD-A",), name="A")
+    b = threading.Thread(target=reserve, args=("ORD-B",), name="B")
+    try:
+        a.start()
+        assert a_inserted.wait(10)
+        b.start()
+        a.join(20)
+        b.join(20)
+        assert isinstance(outcomes["A"], tuple) and outcomes["A"][1] is True
+        assert isinstance(outcomes["B"], IdempotencyConflict), repr(outcomes["B"])
+        assert gw.store.refunds_of_payment(Route.WECHATPAY, "ORD-B") == []
     finally:
         gw.close()
