@@ -486,17 +486,27 @@ class RefundStore:
         ``accept`` gave, or ``applied``. Only ``applied`` changes the refund.
         ``relaxed`` as for ``apply``.
         """
+        s = self._s
         with self._tx(relaxed=relaxed, pipelined=True) as conn:
-            if replay_key and not self._remember(conn, route, "nonce", replay_key, now=now,
-                                                 refund_id=None, outcome="received"):
-                return "replayed", None
-            if not channel_refund_no:
+            # The replay guard and the refund's lookup are sent together and read after
+            # (one round trip in a PostgreSQL pipeline). A replay returns before the
+            # refund is used; its row lock ends with the transaction.
+            nonce = None if not replay_key else s.insert_notification.run(
+                conn, self._notice(route, "nonce", replay_key, now=now, refund_id=None,
+                                   outcome="received"))
+            lookup = None if not channel_refund_no else s.refund_by_channel_no_locked.run(
+                conn, {"no": channel_refund_no})
+            try:
+                if nonce is not None and s.insert_notification.fetch(conn, nonce) is None:
+                    return "replayed", None
+                found = (None if lookup is None
+                         else s.refund_by_channel_no_locked.fetch(conn, lookup))
+            finally:
+                if lookup is not None:
+                    lookup.close()
+            if found is None:
                 return "unknown_refund", None
-            row = self._fetch_refund(conn, self._s.refund_by_channel_no_locked,
-                                     {"no": channel_refund_no})
-            if row is None:
-                return "unknown_refund", None
-            current = self._to_refund(row)
+            current = self._to_refund(self._driver_row(s.refund_by_channel_no_locked, found))
             problem = accept(current)
             if problem is not None:
                 return problem, current
@@ -578,12 +588,18 @@ class RefundStore:
                   read: bool = True) -> bool:
         """Insert a notification key unless seen; True when it was new. ``read=False``
         does not wait for the answer (pipelined) and returns True."""
-        values = {"route": route.value, "dedupe_kind": kind, "dedupe_key": key[:128],
-                  "refund_id": refund_id, "received_at": now, "outcome": outcome}
+        values = self._notice(route, kind, key, now=now, refund_id=refund_id, outcome=outcome)
         if not read:
             self._s.insert_notification.run(conn, values).close()
             return True
         return self._s.insert_notification.one(conn, values) is not None
+
+    @staticmethod
+    def _notice(route: Route, kind: str, key: str, *, now: datetime, refund_id: str | None,
+                outcome: str) -> dict[str, Any]:
+        """The ``notifications`` row of one key (kept to 128 characters)."""
+        return {"route": route.value, "dedupe_kind": kind, "dedupe_key": key[:128],
+                "refund_id": refund_id, "received_at": now, "outcome": outcome}
 
     def sum_counting(self, route: Route, merchant_order_no: str) -> Money | None:
         """Σ of a payment's refunds that still count against it (for checks and tests)."""

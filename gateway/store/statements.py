@@ -117,7 +117,12 @@ class Prepared:
             cursor.close()
 
     def one(self, conn: Connection, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        cursor = self.run(conn, values)
+        return self.fetch(conn, self.run(conn, values))
+
+    def fetch(self, conn: Connection, cursor: Any) -> tuple[Any, ...] | None:
+        """The first row of this statement, sent earlier with ``run`` (in a PostgreSQL
+        pipeline, statements sent one after the other are answered in one round trip
+        when their results are read afterwards); closes the cursor."""
         try:
             # In a PostgreSQL pipeline the statement's error arrives with its result.
             row = cursor.fetchone()

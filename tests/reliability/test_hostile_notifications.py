@@ -26,10 +26,12 @@ from tests.helpers import FakeClock
 
 
 @pytest.fixture
-def setup(refund_sandbox: SandboxServer, tmp_path: Path
+def setup(refund_sandbox: SandboxServer, tmp_path: Path, database_url: str
           ) -> Iterator[tuple[RefundGateway, FakeClock, SandboxServer]]:
+    """On both stores: the replay guard and the refund's lookup share a round trip in
+    PostgreSQL's pipeline, and a replay must still change nothing there."""
     env = refund_sandbox.write_env_file(tmp_path / "sandbox.env")
-    settings = load_settings(env, database_url=f"sqlite:///{tmp_path / 'h.db'}")
+    settings = load_settings(env, database_url=database_url)
     clock = FakeClock(utcnow())
     gw = build_gateway(settings, clock=clock, configure_logs=False,
                        adapters=build_adapters(settings, clock))
