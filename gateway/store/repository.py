@@ -296,12 +296,9 @@ class RefundStore:
                       status_to: RefundStatus | None = None) -> None:
         self._append_events(conn, refund_id, at, [(kind, data, status_from, status_to)])
 
-    def _lock_payment(self, conn: Connection, payment: Payment, now: datetime) -> int:
-        row = self._s.upsert_payment.one(conn, {
-            "route": payment.route.value, "merchant_order_no": payment.merchant_order_no,
-            "channel_trade_no": payment.channel_trade_no,
-            "amount_minor": payment.amount.minor, "currency": payment.amount.currency,
-            "user_id": payment.user_id, "created_at": now})
+    @staticmethod
+    def _payment_id(row: tuple[Any, ...] | None, payment: Payment) -> int:
+        """The stored payment's id, once it is known to be the payment given."""
         assert row is not None  # noqa: S101 - an upsert with RETURNING returns the row
         payment_id, trade_no, amount_minor, currency = row
         differs = [name for name, stored, given in (
@@ -314,20 +311,34 @@ class RefundStore:
                 f"{', '.join(differs)}", field="payment")
         return int(payment_id)
 
-    def _refunded_minor(self, conn: Connection, payment_id: int, key: str | None = None
-                        ) -> tuple[int, int, str | None]:
+    def _refunded_minor(self, conn: Connection, route: Route, merchant_order_no: str,
+                        key: str | None = None) -> tuple[int, int, str | None]:
         """Σ and count of the payment's refunds that count against it, and the id of its
-        refund stored under ``key`` if there is one (one statement, one round trip)."""
-        row = self._s.counting_total.one(conn, {"pid": payment_id, "key": key})
+        refund stored under ``key`` if there is one (one statement)."""
+        return self._counted(self._s.counting_total.one(conn, self._count_args(
+            route, merchant_order_no, key)))
+
+    @staticmethod
+    def _count_args(route: Route, merchant_order_no: str, key: str | None
+                    ) -> dict[str, Any]:
+        return {"route": route.value, "order": merchant_order_no, "key": key}
+
+    @staticmethod
+    def _counted(row: tuple[Any, ...] | None) -> tuple[int, int, str | None]:
         assert row is not None  # noqa: S101 - an aggregate always returns a row
         total, count, with_key = row
         return int(total), int(count), with_key
 
     def _existing(self, conn: Connection, request: RefundRequest) -> Refund | None:
-        row = self._fetch_refund(conn, self._s.refund_by_key,
-                                 {"key": request.idempotency_key})
-        if row is None:
+        return self._stored_under_key(
+            self._s.refund_by_key.one(conn, {"key": request.idempotency_key}), request)
+
+    def _stored_under_key(self, found: tuple[Any, ...] | None, request: RefundRequest
+                          ) -> Refund | None:
+        """The refund a ``refund_by_key`` row holds, if it is this same request."""
+        if found is None:
             return None
+        row = self._driver_row(self._s.refund_by_key, found)
         if row["fp"] != request.fingerprint():
             stored = json.loads(row["req"])
             given = request.canonical()
@@ -337,6 +348,36 @@ class RefundStore:
                 f"request (differs in: {', '.join(fields)})",
                 key=request.idempotency_key, fields=fields)
         return self._to_refund(row)
+
+    def _reservation_state(self, conn: Connection, request: RefundRequest, now: datetime
+                           ) -> tuple[Refund | None, int, tuple[int, int, str | None]]:
+        """Under the payment's lock: the refund already stored under the request's key
+        (if any), the payment's id, and ``_refunded_minor`` of the payment.
+
+        The three statements (key lookup, payment upsert that locks its row, the count)
+        are sent together and read in that order: one round trip in a PostgreSQL
+        pipeline. The server runs them in order, so the count is taken holding the lock.
+        The key is read first, so a retry is answered (or a reused key refused) before
+        the payment's details are compared."""
+        s, payment = self._s, request.payment
+        sent = [
+            s.refund_by_key.run(conn, {"key": request.idempotency_key}),
+            s.upsert_payment.run(conn, {
+                "route": payment.route.value, "merchant_order_no": payment.merchant_order_no,
+                "channel_trade_no": payment.channel_trade_no,
+                "amount_minor": payment.amount.minor, "currency": payment.amount.currency,
+                "user_id": payment.user_id, "created_at": now}),
+            s.counting_total.run(conn, self._count_args(
+                payment.route, payment.merchant_order_no, request.idempotency_key))]
+        try:
+            existing = self._stored_under_key(s.refund_by_key.fetch(conn, sent[0]), request)
+            if existing is not None:
+                return existing, 0, (0, 0, None)
+            payment_id = self._payment_id(s.upsert_payment.fetch(conn, sent[1]), payment)
+            return None, payment_id, self._counted(s.counting_total.fetch(conn, sent[2]))
+        finally:
+            for cursor in sent:
+                cursor.close()
 
     def reserve(self, request: RefundRequest, *, refund_id: str, channel_refund_no: str,
                 now: datetime, next_check_at: datetime, arrival: ArrivalWindow | None,
@@ -351,12 +392,10 @@ class RefundStore:
             # refund insert returns its id, so a same-key race fails right there with
             # its IntegrityError (told apart below), never later as PipelineAborted.
             with self._tx(pipelined=True) as conn:
-                existing = self._existing(conn, request)
+                existing, payment_id, (refunded, count, racer) = self._reservation_state(
+                    conn, request, now)
                 if existing is not None:
                     return existing, False
-                payment_id = self._lock_payment(conn, request.payment, now)
-                refunded, count, racer = self._refunded_minor(conn, payment_id,
-                                                              request.idempotency_key)
                 if racer is not None:
                     # PostgreSQL: a request with this key won the payment lock meanwhile
                     # (SQLite's BEGIN IMMEDIATE rules that out). A racer with this key on
@@ -609,6 +648,6 @@ class RefundStore:
                 payments.c.merchant_order_no == merchant_order_no))).first()
             if row is None:
                 return None
-            total, _, _ = self._refunded_minor(conn, int(row.id))
+            total, _, _ = self._refunded_minor(conn, route, merchant_order_no)
             return Money(total, row.currency)
 

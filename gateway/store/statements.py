@@ -169,8 +169,8 @@ class Statements:
     refund_by_key: Prepared           # key; adds fp, req (fingerprint, request_json)
     refund_by_channel_no_locked: Prepared  # no
     upsert_payment: Prepared          # payment columns; returns the stored row
-    counting_total: Prepared          # pid, key -> (Σ amount_minor, count) of the refunds
-    #                                   counting against the payment; id of the one with key
+    counting_total: Prepared          # route, order, key -> (Σ amount_minor, count) of the
+    #                                   payment's refunds that count; id of the one with key
     insert_refund: Prepared           # every refunds column; returns the id
     insert_events: Prepared           # every refund_events column but id
     append_event: Prepared            # the same but seq: the refund's last seq + 1
@@ -249,7 +249,9 @@ def build(dialect: Dialect) -> Statements:
             func.coalesce(func.sum(refunds.c.amount_minor).filter(counting), 0),
             func.count().filter(counting),
             func.max(refunds.c.id).filter(refunds.c.idempotency_key == bindparam("key")),
-        ).where(refunds.c.payment_id == bindparam("pid"))),
+        ).where(refunds.c.payment_id == select(payments.c.id).where(
+            payments.c.route == bindparam("route"),
+            payments.c.merchant_order_no == bindparam("order")).scalar_subquery())),
         insert_refund=p(_insert_all(refunds).returning(refunds.c.id)),
         insert_events=p(_insert_all(refund_events, skip=("id",))),
         append_event=p(_append_event()),

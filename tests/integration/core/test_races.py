@@ -221,26 +221,22 @@ def test_same_key_racer_that_wins_the_payment_lock_is_returned(pg_url: str,
                        adapters={Route.WECHATPAY: FakeChannel()}, sleep=lambda _: None)
     a_locked, b_waiting = threading.Event(), threading.Event()
     seen: dict[str, tuple[int, int, str | None]] = {}
-    real_lock, real_count = RefundStore._lock_payment, RefundStore._refunded_minor
+    real_state = RefundStore._reservation_state
 
-    def lock(self: RefundStore, conn: Any, payment: Any, now: Any) -> int:
-        if threading.current_thread().name == "B":
-            b_waiting.set()
-            return real_lock(self, conn, payment, now)   # blocks until A commits
-        got = real_lock(self, conn, payment, now)
-        a_locked.set()
-        assert b_waiting.wait(10)
-        time.sleep(0.3)                # B is now blocked on the payment row A holds
+    def state(self: RefundStore, conn: Any, request: Any, now: Any) -> Any:
+        name = threading.current_thread().name
+        if name == "B":
+            b_waiting.set()            # B's key lookup runs before A commits; then B
+            got = real_state(self, conn, request, now)   # waits for the payment's lock
+        else:
+            got = real_state(self, conn, request, now)
+            a_locked.set()
+            assert b_waiting.wait(10)
+            time.sleep(0.3)            # B is now blocked on the payment row A holds
+        seen[name] = got[2]
         return got
 
-    def count(self: RefundStore, conn: Any, payment_id: int, key: str | None = None
-              ) -> tuple[int, int, str | None]:
-        out = real_count(self, conn, payment_id, key)
-        seen[threading.current_thread().name] = out
-        return out
-
-    monkeypatch.setattr(RefundStore, "_lock_payment", lock)
-    monkeypatch.setattr(RefundStore, "_refunded_minor", count)
+    monkeypatch.setattr(RefundStore, "_reservation_state", state)
     full = request("raced", amount=10_000, paid=10_000)
     results: dict[str, tuple[Refund, bool]] = {}
 
@@ -282,7 +278,7 @@ def test_same_key_on_another_payment_racing_in_the_pipeline_is_a_conflict(
     gw = build_gateway(load_settings(database_url=pg_url), configure_logs=False,
                        adapters={Route.WECHATPAY: FakeChannel()}, sleep=lambda _: None)
     a_inserted, b_counted = threading.Event(), threading.Event()
-    real_events, real_count = RefundStore._append_events, RefundStore._refunded_minor
+    real_events, real_state = RefundStore._append_events, RefundStore._reservation_state
 
     def events(self: RefundStore, *args: Any, **kwargs: Any) -> None:
         if threading.current_thread().name == "A":
@@ -291,14 +287,14 @@ def test_same_key_on_another_payment_racing_in_the_pipeline_is_a_conflict(
             time.sleep(0.3)            # B's insert is now waiting on A's key
         real_events(self, *args, **kwargs)
 
-    def count(self: RefundStore, *args: Any) -> tuple[int, int, str | None]:
-        out = real_count(self, *args)
+    def state(self: RefundStore, *args: Any) -> Any:
+        out = real_state(self, *args)
         if threading.current_thread().name == "B":
             b_counted.set()
         return out
 
     monkeypatch.setattr(RefundStore, "_append_events", events)
-    monkeypatch.setattr(RefundStore, "_refunded_minor", count)
+    monkeypatch.setattr(RefundStore, "_reservation_state", state)
     outcomes: dict[str, object] = {}
 
     def reserve(order: str) -> None:
