@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -61,6 +61,18 @@ class RunRows:
         if self._frame is not None:
             return self._frame
         return self.scan().collect()
+
+    def pieces(self) -> Iterator[pl.DataFrame]:
+        """The rows in report order, one file's worth at a time (an in-memory run: its
+        frame). Always at least one frame, possibly empty, with the rows' schema."""
+        if self._frame is not None:
+            yield self._frame
+            return
+        self.scan()   # refuses closed rows
+        if not self._files:
+            yield pl.DataFrame(schema=self._schema)
+        for path in self._files:
+            yield pl.read_ipc(path)
 
     def count(self) -> int:
         if self._frame is not None:

@@ -25,6 +25,8 @@ from reconciliation.matching import (
     summarise,
 )
 from reconciliation.platform import PlatformInputError, from_csv, from_csv_parts
+from reconciliation.reports import write_csv
+from reconciliation.rows import RunRows
 from reconciliation.spill import RunParts
 from reconciliation.statements import Source
 from reconciliation.statements.base import BadLines
@@ -135,6 +137,8 @@ def test_bucketed_engine_gives_the_same_rows(monkeypatch: pytest.MonkeyPatch,
     assert spill.parent == tmp_path and kept.parent == tmp_path
     assert not spill.exists()                  # the spill is removed after the run
     assert kept.exists() and bucketed.stored.files
+    on_disk = write_csv(bucketed, tmp_path / "disk.csv").read_bytes()
+    assert on_disk == write_csv(whole, tmp_path / "memory.csv").read_bytes()
     with bucketed:                             # the rows' files live until closed
         assert bucketed.scan().select(pl.len()).collect().item() == 12
     assert not kept.exists()
@@ -176,6 +180,16 @@ def test_rows_on_disk_are_in_report_order_across_ranges(tmp_path: Path) -> None:
         assert len(stored.files) > 1
         assert stored.frame().equals(whole)
         assert summary.equals(summarise(whole))
+        # The CSV report, written a file at a time: byte for byte the in-memory run's
+        # (one BOM, one header).
+        day, routes = date(2024, 6, 11), [Route.ALIPAY, Route.WECHATPAY]
+        on_disk = write_csv(job.RunResult(None, day, routes, stored, summary),
+                            tmp_path / "disk.csv").read_bytes()
+        in_memory = write_csv(job.RunResult(None, day, routes, RunRows(whole), summary),
+                              tmp_path / "memory.csv").read_bytes()
+        assert on_disk == in_memory
+        assert on_disk.count("\ufeff".encode()) == 1 and on_disk.count(b"\r\nclass,") == 0
+        assert on_disk.count(b"\r\n") == whole.height + 1
 
 
 def test_a_hash_collision_falls_back_to_the_string_join(monkeypatch: pytest.MonkeyPatch
