@@ -207,10 +207,12 @@ def _pairs_by_number_hash(platform: pl.DataFrame, st: pl.DataFrame) -> pl.DataFr
     pairs = p.join(s, on="_h", how="full", coalesce=True).drop("_h")
     del p, s
     both = pairs.drop_nulls()
+    # eq_missing: a null number paired with a value is a mismatch, not "unknown".
     same = (platform.get_column("channel_refund_no").gather(both.get_column("_pi"))
-            == st.get_column("channel_refund_no").gather(both.get_column("_si"))).all()
+            .eq_missing(st.get_column("channel_refund_no").gather(both.get_column("_si")))
+            ).all()
     same_route = (platform.get_column("route").gather(both.get_column("_pi"))
-                  == st.get_column("route").gather(both.get_column("_si"))).all()
+                  .eq_missing(st.get_column("route").gather(both.get_column("_si")))).all()
     return pairs if same and same_route else None
 
 

@@ -225,6 +225,33 @@ def test_a_hash_collision_falls_back_to_the_string_join(monkeypatch: pytest.Monk
     assert classes["N3"] == "amount_mismatch" and classes["N1"] == "matched"
 
 
+def test_a_null_number_paired_by_the_hash_is_a_mismatch(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """A refund without a number never matches a statement line, even when the join key
+    pairs them (here a key that maps null and "X1" alike)."""
+    at = datetime(2024, 6, 11, 1, 0, tzinfo=UTC)
+    plat = pl.DataFrame([{"refund_id": "rf1", "route": "wechatpay", "merchant_order_no": "O1",
+                          "channel_trade_no": None, "channel_refund_no": None,
+                          "channel_refund_id": None, "amount_minor": 100, "currency": "CNY",
+                          "status": "succeeded", "created_at": at, "succeeded_at": at}],
+                        schema=PLATFORM_SCHEMA)
+    st = engine_lines(pl.DataFrame([{
+        "route": "wechatpay", "kind": "refund", "channel_refund_no": "X1",
+        "channel_refund_id": None, "merchant_order_no": None, "channel_trade_no": None,
+        "amount_minor": 100, "currency": "CNY", "status": "succeeded", "time": at,
+        "source": "s.csv", "line": 2}], schema=BATCH_SCHEMA))
+
+    def null_like_x1() -> pl.Expr:
+        return pl.col("channel_refund_no").fill_null("X1").hash(seed=11)
+
+    monkeypatch.setattr(matching, "number_hash", null_like_x1)
+    side, _ = matching._statement_side(st.clone(), plat)
+    assert matching._pairs_by_number_hash(plat, side) is None
+    rows = classify(plat, st, date(2024, 6, 11))
+    assert set(rows.select("refund_id", "class").rows()) == {
+        (None, "unknown_to_platform"), ("rf1", "in_transit")}
+
+
 def test_bucketed_engine_borrows_numbers_across_buckets() -> None:
     at = datetime(2024, 6, 11, 1, 0, tzinfo=UTC)
     plat = pl.DataFrame([{"refund_id": f"rf{i}", "route": "wechatpay",
