@@ -74,11 +74,6 @@ class RunRows:
         for path in self._files:
             yield pl.read_ipc(path)
 
-    def count(self) -> int:
-        if self._frame is not None:
-            return self._frame.height
-        return int(self.scan().select(pl.len()).collect().item())
-
     def close(self) -> None:
         """Remove the files (an in-memory frame is left as it is)."""
         if self._cleanup is not None:
