@@ -225,7 +225,7 @@ def classify(platform: pl.DataFrame, statement: pl.DataFrame, as_of: date, *,
              sort: bool = True) -> pl.DataFrame:
     """Classify. ``platform`` has ``PLATFORM_SCHEMA``; ``statement`` ``ENGINE_SCHEMA``.
     ``as_of`` is the statement day: a refund is late once ``as_of`` > its latest arrival.
-    ``sort=False`` leaves report order to the caller (``classify_parts``)."""
+    ``sort=False`` leaves report order to the caller (``classify_spilled``)."""
     # The trade number and the creation time are not in the result (the latter only
     # decides the arrival date): dropped before the join, which copies every column.
     platform = platform.with_columns(arrival_latest(platform).alias("arrival_latest")).drop(

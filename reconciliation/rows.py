@@ -33,7 +33,6 @@ class RunRows:
         self._frame = frame
         self._files = list(files)
         self._schema = frame.schema if frame is not None else schema
-        self.directory = directory
         self._cleanup = (weakref.finalize(self, shutil.rmtree, str(directory), True)
                          if directory is not None else None)
 
@@ -50,8 +49,7 @@ class RunRows:
         down to the files)."""
         if self._frame is not None:
             return self._frame.lazy()
-        if self._cleanup is not None and not self._cleanup.alive:
-            raise ValueError("the rows of this run were closed")
+        self._check_open()
         if not self._files:
             return pl.DataFrame(schema=self._schema).lazy()
         return pl.scan_ipc(self._files)
@@ -68,11 +66,15 @@ class RunRows:
         if self._frame is not None:
             yield self._frame
             return
-        self.scan()   # refuses closed rows
+        self._check_open()
         if not self._files:
             yield pl.DataFrame(schema=self._schema)
         for path in self._files:
             yield pl.read_ipc(path)
+
+    def _check_open(self) -> None:
+        if self._cleanup is not None and not self._cleanup.alive:
+            raise ValueError("the rows of this run were closed")
 
     def close(self) -> None:
         """Remove the files (an in-memory frame is left as it is)."""
