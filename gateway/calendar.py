@@ -61,16 +61,6 @@ def add_working_days(day: date, n: int) -> date:
     return current
 
 
-def working_days_between(start: date, end: date) -> int:
-    """Working days in (start, end]; 0 when end <= start."""
-    count, current = 0, start
-    while current < end:
-        current += timedelta(days=1)
-        if is_working_day(current):
-            count += 1
-    return count
-
-
 def arrival_window(days: tuple[int, int], moment: datetime) -> ArrivalWindow:
     """Dates (Beijing) between which money sent at ``moment`` should arrive."""
     start = to_beijing(moment).date()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 from tenacity import (
     Retrying,
@@ -22,8 +21,6 @@ from tenacity import (
 
 from gateway.errors import GatewayError
 from gateway.settings import RetrySettings
-
-T = TypeVar("T")
 
 
 def is_safe_to_resend(exc: BaseException) -> bool:
@@ -41,7 +38,3 @@ def resend_policy(settings: RetrySettings, sleep: Callable[[float], None] = time
         sleep=sleep,
         reraise=True,
     )
-
-
-def call_with_policy(policy: Retrying, fn: Callable[[], T]) -> T:
-    return policy(fn)
