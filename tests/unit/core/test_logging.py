@@ -6,17 +6,30 @@ from pydantic import SecretStr
 
 from gateway.logging import (
     configure_logging,
-    mask_account,
     mask_stored_account,
     redact_mapping,
 )
+from gateway.masking import mask_account
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----"
 
 
-def test_mask_account_keeps_last_four() -> None:
-    assert mask_account("card 6222021000001234 ok") == "card ****1234 ok"
-    assert mask_account("20261122204500") == "20261122204500"   # timestamps survive
+def test_logged_text_masks_card_numbers_only() -> None:
+    out = redact_mapping({"note": "card 6222021000001234 ok at 20261122204500",
+                          "success_time": "2020-12-01T16:18:12+08:00",
+                          "refund_id": "50000000382019052709732678859"})
+    assert out == {"note": "card ****1234 ok at 20261122204500",   # the time survives
+                   "success_time": "2020-12-01T16:18:12+08:00",
+                   "refund_id": "50000000382019052709732678859"}
+
+
+def test_account_fields_are_masked_by_the_one_rule() -> None:
+    """A 12-digit account is too short to look like a card in text, but under an account
+    field it is masked as everywhere else (gateway.masking)."""
+    raw = {"accNo": "622202100012", "user_received_account": "工商银行借记卡6222021000001234",
+           "buyer_logon_id": "zhangsan@163.com", "funds_account": "AVAILABLE"}
+    assert redact_mapping(raw) == {key: mask_account(value) for key, value in raw.items()}
+    assert redact_mapping(raw)["accNo"] == "****0012"
 
 
 def test_redact_mapping_drops_secrets_and_masks() -> None:
