@@ -1,9 +1,9 @@
 """The WeChat route end to end against the project sandbox (issue 3) through its control API
 (DESIGN.md "Sandbox contract"): payments, faults, the truth list of refunds.
 
-Skipped until the sandbox's WeChat channel (``sandbox.wechatpay``) exists; it did not when
-this was written, so the shapes follow DESIGN.md and ``sandbox/server.py`` as it stood.
-``test_wechat_http.py`` runs the same scenarios against a CH §5 fake today.
+The sandbox's WeChat channel (``sandbox.wechatpay``) and its pytest plugin are part of the
+project, so nothing here is skipped: a missing channel or notification is a failure.
+``test_wechat_http.py`` runs the same scenarios against a CH §5 fake.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
-pytest.importorskip("sandbox.wechatpay", reason="sandbox WeChat channel not landed yet")
-pytest.importorskip("sandbox.pytest_plugin", reason="sandbox plugin not landed yet")
 
 from adapters.wechatpay.adapter import BillKind, WechatPayAdapter
 from gateway import Money, Payment, RefundGateway, RefundRequest, RefundStatus, Route
@@ -143,14 +140,14 @@ def test_abnormal_then_channel_reroute(gw: RefundGateway, control: Control,
 def test_sandbox_notification_drives_status_and_replay_changes_nothing(
         gw: RefundGateway, control: Control, refund_sandbox: Any) -> None:
     rf = gw.refund(ask(control.payment(10_000), 2_500))
+    assert rf.status is S.PROCESSING   # WeChat answers PROCESSING; the notification settles
     notes = []
-    for _ in range(50):
+    deadline = time.monotonic() + 5
+    while not notes and time.monotonic() < deadline:
         notes = refund_sandbox.pending_notifications("wechatpay")
-        if notes:
-            break
-        time.sleep(0.1)
-    if not notes:
-        pytest.skip("the sandbox sent no WeChat notification for an immediate settle")
+        time.sleep(0.05)
+    assert notes, "the sandbox sent no WeChat notification for an immediately settled refund"
+    assert gw.get(rf.id).status is S.PROCESSING   # nothing but the notification moves it
     for note in notes:
         gw.handle_notification(Route.WECHATPAY, note.headers, note.body)
     assert gw.get(rf.id).status is S.SUCCEEDED
