@@ -6,14 +6,14 @@ Deterministic: fixed columns, rows already sorted by the engine, no timestamps o
 writing itself, so golden files can pin them. Text cells that a spreadsheet would run as
 a formula (starting with = + - @ tab CR) are neutralised; amounts stay numeric (yuan, two
 decimals, from integer fen). Reports carry no account or card numbers (none are loaded);
-``mask_account`` is applied to bad-line messages, which quote cells (ids
-are left whole: they are what finance searches by). No matching, no store access.
+bad-line messages, which quote cells, have card numbers masked by ``gateway.masking``
+(``mask_text``: the ``****``+last 4 a receipt shows; times and ids are left whole: they
+are what finance searches by). No matching, no store access.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -23,6 +23,7 @@ from typing import Any, Final
 import polars as pl
 from jinja2 import Environment, select_autoescape
 
+from gateway.masking import mask_text
 from gateway.money import Money
 from reconciliation.job import RunResult
 from reconciliation.matching import CLASS_ORDER, Klass
@@ -34,17 +35,11 @@ COLUMNS: Final = ["class", "route", "refund_id", "channel_refund_no", "channel_r
                   "arrival_latest", "statement_lines", "source", "line", "state", "item_id"]
 _AMOUNT_COLS: Final = {"platform_amount", "statement_amount"}
 _DANGEROUS: Final = ("=", "+", "-", "@", "\t", "\r")
-_CARD = re.compile(r"\b(\d{4})\d{4,11}(\d{4})\b")
 DETAIL_CAP: Final = 100_000   # rows per class sheet / HTML table (CSV has every row)
 
 
 def neutralise(text: str) -> str:
     return "'" + text if text.startswith(_DANGEROUS) else text
-
-
-def mask_account(text: str) -> str:
-    """Card/account-like digit runs (12-19 digits) -> first 4 + last 4."""
-    return _CARD.sub(lambda m: f"{m.group(1)}****{m.group(2)}", text)
 
 
 def _cell(value: Any) -> Any:
@@ -148,7 +143,7 @@ def write_json(result: RunResult, path: Path) -> Path:
         "run_id": result.run_id, "run_date": result.run_date.isoformat(),
         "routes": [r.value for r in result.routes], "counts": result.counts(),
         "summary": summary_records(result),
-        "bad_lines": sorted(mask_account(str(e)) for e in result.bad_lines),
+        "bad_lines": sorted(mask_text(str(e)) for e in result.bad_lines),
         "rows": records(result, classes=[k.value for k in Klass if k != Klass.MATCHED]),
     }
     path.write_text(json.dumps(doc, ensure_ascii=False, indent=1, sort_keys=False) + "\n",
@@ -179,7 +174,7 @@ def write_xlsx(result: RunResult, path: Path) -> Path:
         bl = wb.create_sheet("bad_lines")
         bl.append(["bad line"])
         for e in sorted(str(e) for e in result.bad_lines):
-            bl.append([neutralise(mask_account(e))])
+            bl.append([neutralise(mask_text(e))])
     for klass in CLASS_ORDER:
         sheet = wb.create_sheet(klass.value[:31])
         sheet.append(COLUMNS)
@@ -293,7 +288,7 @@ def write_html(result: RunResult, path: Path) -> Path:
         run_date=result.run_date.isoformat(), run_id=result.run_id,
         routes=", ".join(r.value for r in result.routes), total=result.total,
         discrepancies=sum(counts[k.value] for k in Klass if k.is_discrepancy),
-        bad_lines=sorted(mask_account(str(e)) for e in result.bad_lines), classes=classes,
+        bad_lines=sorted(mask_text(str(e)) for e in result.bad_lines), classes=classes,
         charts=charts(result), sections=sections, columns=COLUMNS)
     path.write_text(html, encoding="utf-8")
     return path

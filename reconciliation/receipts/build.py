@@ -2,7 +2,8 @@
 a signed ``Receipt``. Reads through ``RefundStore``; never calls a channel, never writes.
 
 Times are shown in Beijing time, ISO-8601 with ``+08:00`` (what channels and users use).
-Account values are masked here, once, so no renderer can leak them.
+Account values are masked here, once, by field with ``gateway.masking`` (the rule logs,
+reports and adapters use), so no renderer can leak them; times and ids are never masked.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Final, Protocol
 from gateway.calendar import ARRIVAL_WORKING_DAYS
 from gateway.clock import to_beijing, utcnow
 from gateway.errors import RefundNotFound
+from gateway.masking import ACCOUNT_FIELDS, mask_account, mask_text
 from gateway.models import Refund, RefundEvent, RefundStatus
 from gateway.settings import GatewaySettings, load_settings
 from gateway.store import RefundStore
 from reconciliation.receipts import canonical
 from reconciliation.receipts.guidance import Facts, guidance, route_names
-from reconciliation.receipts.masking import mask_account
 from reconciliation.receipts.model import (
     AckItem,
     EventLine,
@@ -34,7 +35,9 @@ IN_TRANSIT_CLASS: Final = "in_transit"
 
 # Labels of the acknowledgement fields channels give (CH §4.2 deposit_back_info,
 # CH §6 queryId); order is the order on the receipt. Values of references are quoted
-# verbatim (the bank needs them); anything unknown is masked like an account.
+# verbatim (the bank needs them). Only account fields are masked as accounts: masking
+# every value masked WeChat's refund_id and success_time (issue 18); any other value
+# still has card-shaped numbers hidden (``mask_text``), which no time or id is.
 _ACK_LABELS: Final[dict[str, tuple[str, str]]] = {
     "dback_status": ("银行卡退回状态", "Bank leg status"),
     "dback_amount": ("银行卡退回金额", "Bank leg amount"),
@@ -92,12 +95,12 @@ def _account(refund: Refund) -> tuple[str | None, str | None, tuple[str, str] | 
     if raw is None:
         return None, None, None
     if raw.startswith(_ALIPAY_BALANCE):
-        logon = mask_account(raw.partition(":")[2]) or ""
+        logon = mask_account(raw.partition(":")[2])
         value = f"支付宝账户余额 Alipay balance {logon}".strip()
         suffix = f"（{logon}）" if logon else ""
         return value, "deposit_back_info.dback_status=F", (
             f"支付宝账户余额{suffix}", f"the Alipay balance {logon}".strip())
-    masked = mask_account(raw) or ""
+    masked = mask_account(raw)
     return masked, _ACCOUNT_SOURCE.get(refund.route.value), (masked, masked)
 
 
@@ -109,8 +112,10 @@ def _acks(refund: Refund) -> tuple[AckItem, ...]:
         value = str(refund.bank_ack[key])
         if key == "dback_status":
             value = _DBACK.get(value, value)
+        elif key in ACCOUNT_FIELDS:
+            value = mask_account(value)
         elif key not in _REFERENCE_KEYS:
-            value = mask_account(value) or ""
+            value = mask_text(value)
         zh, en = _ACK_LABELS.get(key, (key, key))
         items.append(AckItem(key, zh, en, value))
     return tuple(items)

@@ -2,7 +2,8 @@
 
 A ``Receipt`` is plain strings and integers (money as minor units plus its text, times as
 Beijing ISO-8601), so its canonical JSON is stable and signable. Everything a person reads
-is already masked here (``masking``); renderers only lay it out. No I/O, no secrets.
+is already masked (``gateway.masking``, applied by ``build``); renderers only lay it out.
+No I/O, no secrets.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Masking rules (last 4; the channel's own masking kept only within BIN + last 4),
-canonical JSON, the HMAC key setting, and the receipt group's argument routing."""
+"""Canonical JSON, the HMAC key setting, and the receipt group's argument routing. (The
+masking rule receipts use is gateway.masking's: tests/unit/core/test_masking.py.)"""
 
 from __future__ import annotations
 
@@ -18,28 +18,8 @@ from reconciliation.receipts.canonical import (
     verify_digest,
 )
 from reconciliation.receipts.cli import ReceiptGroup
-from reconciliation.receipts.masking import mask_account
 
 KEY = "unit-test-key-0123456789"
-
-
-@pytest.mark.parametrize(("raw", "shown"), [
-    ("6222021234567890123", "****0123"),              # full card number
-    ("6222 0212 3456 7890 123", "****0123"),          # printed with spaces
-    ("6222-0212-3456-7890", "****7890"),
-    ("招商银行信用卡6222021234567890", "招商银行信用卡****7890"),
-    ("招商银行信用卡0403", "招商银行信用卡0403"),        # WeChat user_received_account
-    ("159****5620", "159****5620"),                    # Alipay's masking, kept
-    ("622202******0123", "622202******0123"),          # BIN + last 4: the most allowed
-    ("6222021******0123", "****0123"),                 # more than a BIN: cut to last 4
-    ("15912345620", "****5620"),                       # a bare phone logon id
-    ("zhangsan@163.com", "z***@163.com"),
-    ("zha***@163.com", "zha***@163.com"),
-    ("支付用户零钱", "支付用户零钱"),
-    (None, None),
-])
-def test_mask_account(raw: str | None, shown: str | None) -> None:
-    assert mask_account(raw) == shown
 
 
 def test_canonical_json_is_sorted_compact_utf8() -> None:
