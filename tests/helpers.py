@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from gateway.models import Payment, RefundRequest, Route
 from gateway.money import Money
+from reconciliation.matching import Klass
 
 
 class FakeClock:
@@ -32,3 +34,26 @@ def request(key: str = "k1", amount: int = 2_500, order: str = "ORD1", paid: int
             ) -> RefundRequest:
     return RefundRequest(idempotency_key=key, payment=payment(order, paid, route),
                          amount=Money(amount), reason=reason)
+
+
+_SUMMARY_HEADER = re.compile(r"^class\s{2,}count$")
+_SUMMARY_ROW = re.compile(r"^(?P<label>\S.*?)\s{2,}(?P<count>\d+)$")
+
+
+def printed_summaries(output: str) -> list[dict[str, int]]:
+    """The class-count tables ``refund-gateway reconcile`` printed, in order, each as
+    {class value: count} (the JSON report's ``counts`` keys)."""
+    by_label = {k.label: k.value for k in Klass}
+    tables: list[dict[str, int]] = []
+    rows: dict[str, int] | None = None
+    for line in output.splitlines():
+        if _SUMMARY_HEADER.match(line):
+            rows = {}
+            tables.append(rows)
+            continue
+        row = _SUMMARY_ROW.match(line) if rows is not None else None
+        if rows is None or row is None or row["label"] not in by_label:
+            rows = None
+            continue
+        rows[by_label[row["label"]]] = int(row["count"])
+    return tables

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -17,33 +15,28 @@ from gateway.errors import StatementError
 from reconciliation.statements import BadLines, TooManyBadLines, detect, read_lines
 from reconciliation.statements.archive import ArchiveLimits, open_zip
 from reconciliation.statements.base import Source
+from tests.golden_files import (
+    REGENERATE,
+    expected_for,
+    parsed_statement,
+    read_expected,
+    statement_inputs,
+)
 
-GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "statements"
-INPUTS = sorted(p for p in GOLDEN.iterdir() if not p.name.endswith(".expected.json"))
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
-
-
-def _parsed(path: Path, chunk_bytes: int = 1 << 20) -> dict[str, object]:
-    bad = BadLines()
-    lines = [ln.to_json() for ln in read_lines(path, bad, chunk_bytes=chunk_bytes)]
-    return {"format": detect(Source.of(path)).name, "lines": lines,
-            "bad_lines": [str(e) for e in bad.errors]}
+INPUTS = statement_inputs()
 
 
 @pytest.mark.parametrize("path", INPUTS, ids=lambda p: p.name)
 def test_golden(path: Path) -> None:
-    expected_path = path.with_name(path.name + ".expected.json")
-    got = _parsed(path)
-    if UPDATE or not expected_path.exists():
-        expected_path.write_text(json.dumps(got, ensure_ascii=False, indent=1) + "\n",
-                                 encoding="utf-8")
-    assert got == json.loads(expected_path.read_text(encoding="utf-8"))
+    got = parsed_statement(path)
+    assert got == read_expected(expected_for(path)), (
+        f"differs from the reviewed golden file; if intended: {REGENERATE}, review the diff")
     assert got["bad_lines"] == []
 
 
 @pytest.mark.parametrize("path", INPUTS, ids=lambda p: p.name)
 def test_tiny_chunks_same_answer(path: Path) -> None:
-    assert _parsed(path, chunk_bytes=64) == _parsed(path)
+    assert parsed_statement(path, chunk_bytes=64) == parsed_statement(path)
 
 
 def _wechat(rows: list[str], summary: str = "`2,`0.00,`3.00,`0.00,`0.00,`3.00,`3.00") -> bytes:
