@@ -9,10 +9,14 @@ import os
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
+
+from reconciliation.matching import Klass
+from tests.helpers import printed_summaries
 
 CLI = [sys.executable, "-c", "from gateway.cli import main; main()"]
 # A card-length digit run standing alone (identifiers like ORD2026... are not cards).
@@ -30,23 +34,85 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     return cwd / "demo-output", done.stdout, done.stderr
 
 
+# The demo's plan (reconciliation/demo.py ``run_demo``): every refund it makes, as
+# (route, amount), and its one statement fault.
+PLAN = [
+    ("alipay", "100.00"),      # full refund (its idempotent repeat makes no second one)
+    ("wechatpay", "50.00"),    # three partials of one 300.00 payment ...
+    ("wechatpay", "70.00"),    # ... the second rate-limited, then resolved
+    ("wechatpay", "30.00"),
+    ("wechatpay", "80.00"),    # the channel commits, the answer times out
+    ("bankcard", "120.00"),    # partial
+    ("bankcard", "200.00"),    # abnormal (card cancelled): the card statement lists it failed
+    ("balance", "50.00"),
+    ("balance", "200.00"),     # the cancelled card's refund, rerouted to the balance
+]
+# "missing_from_statement" drops the first WeChat line of the day's bill: the 50.00
+# partial. Inside its arrival window it is in transit; five working days on (a WeChat
+# statement of that later day only), refunded but not received.
+MISSING = ("wechatpay", "50.00")
+
+
+Expected = tuple[dict[str, int], dict[tuple[str, str], tuple[int, str]]]
+
+
+def _expected(lines: list[tuple[str, str, str]], routes: list[str]) -> Expected:
+    """A report's (counts by class, (class, route) -> (count, amount)) when it holds
+    exactly ``lines`` as (class, route, amount) over ``routes``."""
+    counts = {k.value: 0 for k in Klass}
+    summary = {(k.value, r): (0, "0.00") for k in Klass for r in routes}
+    for klass, route, amount in lines:
+        counts[klass] += 1
+        n, total = summary[(klass, route)]
+        summary[(klass, route)] = (n + 1, f"{Decimal(total) + Decimal(amount):.2f}")
+    return counts, summary
+
+
+def _plan_today() -> Expected:
+    return _expected([("matched", *x) for x in PLAN if x != MISSING] + [("in_transit", *MISSING)],
+                     sorted({route for route, _ in PLAN}))
+
+
+def _plan_later() -> Expected:
+    return _expected([("refunded_not_received", *MISSING)], [MISSING[0]])
+
+
 def test_story_and_files(demo: tuple[Path, str, str]) -> None:
     out, stdout, _ = demo
-    assert "0 executed twice" in stdout
-    assert "refunded, not received" in stdout
-    for pattern in ("reports/*/*.html", "reports/*/*.xlsx", "reports/*/*.csv",
-                    "reports/*/*.json", "receipts/*"):
-        assert list(out.glob(pattern)), f"no {pattern}"
+    # the two reconciliations' printed class tables, count for count
+    assert printed_summaries(stdout) == [_plan_today()[0], _plan_later()[0]], stdout
+    truth = re.search(r"sandbox truth: (\d+) refunds executed, (\d+) executed twice", stdout)
+    assert truth is not None, stdout
+    assert (int(truth[1]), int(truth[2])) == (len(PLAN), 0)
+    exits = re.findall(r"reconciliation of (\d{4}-\d{2}-\d{2})[^:]*: exit (\d+)", stdout)
+    assert [code for _, code in exits] == ["0", "1"], stdout   # a discrepancy exits 1
+    for day, _ in exits:
+        names = sorted(p.name for p in (out / "reports" / day).iterdir())
+        assert names == [f"reconciliation-{day}.{ext}" for ext in ("csv", "html", "json",
+                                                                   "xlsx")]
+    assert list(out.glob("receipts/*")), "no receipt"
 
 
 def test_reports_classify_the_planted_faults(demo: tuple[Path, str, str]) -> None:
     out, _, _ = demo
     reports = sorted(out.glob("reports/*/*.json"))
-    later = json.loads(reports[-1].read_text(encoding="utf-8"))
-    text = json.dumps(later)
-    assert "refunded_not_received" in text
-    first = json.loads(reports[0].read_text(encoding="utf-8"))
-    assert "in_transit" in json.dumps(first) and "matched" in json.dumps(first)
+    assert len(reports) == 2
+    first, later = (json.loads(p.read_text(encoding="utf-8")) for p in reports)
+    for doc, (counts, summary) in ((first, _plan_today()), (later, _plan_later())):
+        assert doc["counts"] == counts
+        assert {(s["class"], s["route"]): (s["count"], s["amount"])
+                for s in doc["summary"]} == summary
+        assert doc["bad_lines"] == []
+    # the same refund, carried over from in transit to refunded-not-received
+    (transit,), (missing,) = first["rows"], later["rows"]
+    for row, klass in ((transit, "in_transit"), (missing, "refunded_not_received")):
+        assert (row["class"], row["route"], row["platform_amount"], row["statement_lines"],
+                row["state"]) == (klass, *MISSING, 0, "open")
+    assert (missing["refund_id"], missing["item_id"]) == (transit["refund_id"],
+                                                          transit["item_id"])
+    # the customer-service receipt is for that refund, in every format
+    assert sorted(p.name for p in out.glob("receipts/*")) == [
+        f"{transit['refund_id']}.{ext}" for ext in ("html", "json", "pdf")]
 
 
 def test_receipt_verifies(demo: tuple[Path, str, str]) -> None:
