@@ -7,16 +7,28 @@ attributes; it never matches on class names or messages.
 
     GatewayError
     ├── ConfigurationError        bad settings or keys
-    ├── InvalidRequest            caught before any I/O (amount <= 0, currency, route mismatch)
+    ├── InvalidRequest            caught before any write or I/O: amount, currency, the
+    │   │                         route's rules (the adapter's ``validate``); nothing stored
+    │   └── RerouteRefused        the original route does not confirm the refund as
+    │                             abnormal or failed: it may still pay; nothing changed
+    ├── StoreUnavailable          the database failed before the channel was called:
+    │                             nothing was sent; retry the same request
     ├── OverRefund                would exceed what is left to refund
     ├── IdempotencyConflict       same key, different request (names the fields that differ)
     ├── RefundNotFound            no refund with that id
     ├── ChannelError              raised by adapters only; channel, operation, http status, code
     │   ├── ChannelUnavailable    provably not processed (connect refused/timeout): retry
-    │   ├── OutcomeUnknown        sent, answer not established (read timeout, 5xx, 429): query
+    │   ├── OutcomeUnknown        sent, answer not established (read timeout, 5xx, 429), or
+    │   │                         the database failed after the call: carries ``refund_id``;
+    │   │                         never refund again, the resolver finds out
     │   ├── ChannelAuthError      our credentials or signature rejected: never retried
     │   └── SignatureInvalid      a response or notification failed verification
-    └── StatementError            a statement file is unreadable; file, line number, reason
+    ├── StatementError            a statement file is unreadable; file, line number, reason
+    └── CalendarRangeError        a date outside the working-day data
+
+No database driver's or SQLAlchemy's exception leaves the public API: the store raises
+``StoreUnavailable``, and the service turns one that happens after a channel call into
+``OutcomeUnknown`` (the CLI exits 3 for it, never 1).
 
 Messages never carry secrets: adapters pass channel codes and request ids, not payloads.
 """
@@ -53,6 +65,30 @@ class InvalidRequest(GatewayError, ValueError):
         self.field = field
 
 
+class RerouteRefused(InvalidRequest):
+    """``reroute()`` asked the original route first and it does not confirm the refund as
+    abnormal or finally unsuccessful: money may still arrive there, so nothing changed.
+    ``channel_status`` is what the channel said (None if it could not say)."""
+
+    def __init__(self, message: str, *, refund_id: str, channel_status: str | None) -> None:
+        super().__init__(message, field="refund_id")
+        self.refund_id = refund_id
+        self.channel_status = channel_status
+
+
+class StoreUnavailable(GatewayError):
+    """The database failed (down, full, locked past the wait, read-only) before any
+    channel call: nothing was sent, so the same request can simply be retried."""
+
+    retryable = True
+    resubmit_safe = True
+
+    def __init__(self, message: str, *, operation: str, refund_id: str | None = None) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.refund_id = refund_id
+
+
 class OverRefund(GatewayError):
     """The refund would take the payment's refunds past what was paid."""
 
@@ -87,13 +123,14 @@ class ChannelError(GatewayError):
 
     def __init__(self, message: str, *, channel: str, operation: str,
                  http_status: int | None = None, code: str | None = None,
-                 request_id: str | None = None) -> None:
+                 request_id: str | None = None, refund_id: str | None = None) -> None:
         super().__init__(message)
         self.channel = channel
         self.operation = operation
         self.http_status = http_status
         self.code = code
         self.request_id = request_id
+        self.refund_id = refund_id   # set by the service once the refund is stored
 
     def describe(self) -> dict[str, object]:
         """Fields safe for logs and stored attempts (no payloads, no secrets)."""
@@ -116,7 +153,9 @@ class ChannelUnavailable(ChannelError):
 
 
 class OutcomeUnknown(ChannelError):
-    """Sent, but the answer was not established (read timeout, 5xx, 429, unparseable).
+    """Sent, but the answer was not established (read timeout, 5xx, 429, unparseable),
+    or the channel answered and the database failed to record it (``channel`` is then
+    ``store``). ``refund_id`` names the stored refund to ask about.
 
     Invariant 4 of DESIGN.md: this is never a failure. Query first; resend only with the
     same channel refund number.

@@ -29,7 +29,7 @@ class Route(StrEnum):
 
 
 class RefundStatus(StrEnum):
-    """Refund states (DESIGN.md "States"); the transitions live in ``gateway.states``."""
+    """Refund states (DESIGN.md "States"); the transitions live in ``gateway.lifecycle``."""
 
     PENDING = "pending"        # stored, not yet confirmed sent
     PROCESSING = "processing"  # sent; accepted, or outcome unknown with next_check_at
@@ -67,15 +67,20 @@ class ChannelStatus(StrEnum):
 
 
 class EventKind(StrEnum):
+    """The kinds of step in a refund's evidence trail (``RefundEvent.kind``)."""
+
     REQUESTED = "requested"
     ATTEMPT = "attempt"
     STATUS_CHANGED = "status_changed"
     NOTIFICATION = "notification"
+    DUPLICATE_NOTIFICATION = "duplicate_notification"   # event id applied before
     REROUTED = "rerouted"
     REROUTE_OF = "reroute_of"
-    RESOLVER = "resolver"
     IGNORED = "ignored"
     CONFLICT = "conflict"
+    # Money moved after the refund's amount was released (failed, closed, rerouted):
+    # the amount counts against the payment again and finance must recover it.
+    PAID_AFTER_RELEASE = "paid_after_release"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +92,23 @@ class Payment:
     channel_trade_no: str
     amount: Money
     user_id: str | None = None   # the platform user; used by the balance route
+    # When the payment was made (aware); lets a route's refund window be checked before
+    # anything is sent (WeChat: 1 year, UnionPay: 11 months). Optional.
+    paid_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # A route's string value is accepted wherever a Route is (``Route("alipay")``).
+        if not isinstance(self.route, Route) and isinstance(self.route, str) \
+                and self.route in Route._value2member_map_:
+            object.__setattr__(self, "route", Route(self.route))
 
     def validate(self) -> None:
         if not isinstance(self.route, Route):
             raise InvalidRequest(f"unknown route {self.route!r}", field="payment.route")
+        if self.paid_at is not None and (not isinstance(self.paid_at, datetime)
+                                         or self.paid_at.tzinfo is None):
+            raise InvalidRequest("payment.paid_at must be an aware datetime",
+                                 field="payment.paid_at")
         if not isinstance(self.amount, Money):
             raise InvalidRequest("payment.amount must be Money", field="payment.amount")
         if self.amount.minor <= 0:
@@ -145,6 +163,9 @@ class RefundRequest:
             "amount_minor": str(self.amount.minor),
             "reason": self.reason,
             "user_id": p.user_id or "",
+            # only when given, so requests stored before paid_at existed keep their
+            # fingerprint (a replay of them must not become an IdempotencyConflict)
+            **({"paid_at": p.paid_at.isoformat()} if p.paid_at is not None else {}),
         }
 
     def fingerprint(self) -> str:
@@ -186,8 +207,18 @@ class Refund:
     bank_ack: Mapping[str, str] = field(default_factory=dict)
     expected_arrival: ArrivalWindow | None = None
     rerouted_from: str | None = None
-    rerouted_to: str | None = None
+    rerouted_to: str | None = None      # the live (latest) linked refund
+    linked_refunds: tuple[str, ...] = ()   # every linked refund, oldest first
+    abnormal_applied_at: datetime | None = None   # WeChat abnormal-refund API (CH §5.6)
+    paid_after_release_at: datetime | None = None   # see EventKind.PAID_AFTER_RELEASE
     version: int = 0
+
+    @property
+    def counts_against_payment(self) -> bool:
+        """Whether this refund's amount counts toward the payment's refunded total: a
+        released amount counts again once the channel says the money moved after all."""
+        return (self.status.counts_against_payment
+                or self.paid_after_release_at is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +270,7 @@ class ChannelResult:
     raw: Mapping[str, Any] = field(default_factory=dict)
     event_id: str | None = None
     replay_key: str | None = None
-    merchant_id: str | None = None
+    occurred_at: datetime | None = None   # when the channel says the notified event happened
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,14 @@ NotImplementedError at run time.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Final, Literal
 
-from gateway.models import ChannelResult, NotificationAck, Refund, Route
+from gateway.models import ChannelResult, NotificationAck, Refund, RefundRequest, Route
 
 # DESIGN.md "States": first query <= 60 s after an unknown outcome, then 5, 10, 20, 30 min,
 # then hourly (a day of them) and then daily. Never a reason to give up.
@@ -28,22 +29,38 @@ DEFAULT_QUERY_SCHEDULE: tuple[timedelta, ...] = (
 )
 
 
+# The gateway's refund ids (service.new_refund_id) are 26 of [A-Z0-9]: valid everywhere.
+DEFAULT_REFUND_NO: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a route can do; the service and the docs read it, tests check it."""
+    """What a route can do and the rules it enforces, declared once on its adapter.
+
+    The service reads the behaviour fields; ``gateway.rules.check`` (the adapter's
+    ``validate``) reads the rule fields before anything is written, so a request the
+    route would refuse is refused with ``InvalidRequest`` and nothing stored."""
 
     idempotent_submit: bool          # same channel refund number => refunded at most once
     refund_query: bool
     notifications: bool
     statements: bool
     partial_refunds: bool
-    max_refunds: int | None          # per payment (WeChat: 50)
+    max_refunds: int | None          # per payment (WeChat: 50); checked under the lock
     refund_window: timedelta | None  # how long after payment a refund is accepted
     arrival_working_days: tuple[int, int]  # (earliest, latest) working days to the user
     abnormal_refund_api: bool = False      # channel resolves ABNORMAL itself (WeChat §5.6)
-    refund_no_max_length: int = 64
-    refund_no_allows_separators: bool = True   # '-' and '_' (UnionPay: alphanumerics only)
     query_schedule: tuple[timedelta, ...] = DEFAULT_QUERY_SCHEDULE
+    # -- rules read by gateway.rules.check ---------------------------------------------
+    currencies: frozenset[str] = frozenset({"CNY"})   # what the route carries
+    refund_no: re.Pattern[str] = DEFAULT_REFUND_NO    # the channel refund number
+    reason_max: int = 256
+    reason_unit: Literal["chars", "utf8_bytes"] = "chars"   # how the channel counts it
+    order_no: re.Pattern[str] | None = None   # merchant order number, when it is sent
+    trade_no: re.Pattern[str] | None = None   # the channel's trade number
+    user_id: re.Pattern[str] | None = None    # required, of this form, when set
+    # Whether a refund of another route's payment can be sent here (a reroute target).
+    takes_reroutes: bool = False
 
 
 class AbnormalTarget(StrEnum):
@@ -89,6 +106,16 @@ class ChannelAdapter(abc.ABC):
     def download_statement(self, day: date) -> bytes:
         """The channel's statement for ``day`` in its own format (what the parsers read)."""
 
+    def validate(self, request: RefundRequest, *, channel_refund_no: str, now: datetime,
+                 rerouted_from: Route | None = None) -> None:
+        """Refuse, before anything is written, what this route would refuse: the rules
+        declared in ``capabilities`` (``gateway.rules.check``). Pure: no I/O. An adapter
+        with a rule that cannot be declared extends this and calls ``super()``."""
+        from gateway.rules import check  # noqa: PLC0415 - rules reads Capabilities
+
+        check(self.route, self.capabilities, request, channel_refund_no=channel_refund_no,
+              now=now, rerouted_from=rerouted_from)
+
     def notification_ack(self, accepted: bool) -> NotificationAck:
         """The HTTP answer the channel expects; channels differ (Alipay wants ``success``)."""
         if accepted:
@@ -102,6 +129,11 @@ class ChannelAdapter(abc.ABC):
 
 class AbnormalRefundPort(abc.ABC):
     """Implemented by adapters whose channel resolves ABNORMAL refunds itself."""
+
+    @abc.abstractmethod
+    def validate_instruction(self, refund: Refund,
+                             instruction: AbnormalRefundInstruction) -> None:
+        """Refuse a bad instruction (``InvalidRequest``) before any state changes. Pure."""
 
     @abc.abstractmethod
     def apply_abnormal_refund(self, refund: Refund,

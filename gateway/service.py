@@ -1,42 +1,44 @@
 """``RefundGateway``: the one object the refund service talks to.
 
-The flow for every refund (DESIGN.md invariants 1-5): validate (no I/O) -> reserve and
-commit (idempotency key, over-refund guard under a lock) -> call the route's adapter
-outside any transaction, resending inline only what provably was not sent -> record the
-outcome in a new transaction. Anything uncertain leaves the refund PROCESSING with a
-``next_check_at``; ``resolve_due`` queries those and resends only under the same channel
-refund number. Nothing is closed because of its age.
+Every public method reads the same way (DESIGN.md invariants 1-5): validate (pure: the
+request, then the route's own rules through its adapter's ``validate``) -> a unit of work
+(reserve, or lock the refund and apply a ``gateway.lifecycle`` change) -> the channel
+call, outside any transaction -> a unit of work recording what the channel said. What a
+piece of evidence does to a refund is decided only in ``gateway.lifecycle``; only the
+store turns a decision into columns. Anything uncertain leaves the refund PROCESSING
+with a ``next_check_at``; ``resolve_due`` queries those and resends only under the same
+channel refund number. Nothing is closed because of its age.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
-from gateway import failpoints
-from gateway.calendar import expected_arrival
+from gateway import failpoints, lifecycle
 from gateway.clock import Clock, to_beijing, utcnow
 from gateway.errors import (
-    CalendarRangeError,
     ChannelAuthError,
     ChannelError,
     ChannelUnavailable,
     ConfigurationError,
     InvalidRequest,
+    OutcomeUnknown,
+    RerouteRefused,
+    StoreUnavailable,
 )
-from gateway.logging import mask_stored_account
+from gateway.lifecycle import Change, Failure, Source
 from gateway.models import (
-    ArrivalWindow,
     Attempt,
     ChannelResult,
     ChannelStatus,
-    EventKind,
     NotificationAck,
     Refund,
     RefundEvent,
@@ -47,15 +49,12 @@ from gateway.models import (
 from gateway.ports import AbnormalRefundInstruction, AbnormalRefundPort, ChannelAdapter
 from gateway.retry import resend_policy
 from gateway.settings import GatewaySettings, ResolverSettings, RetrySettings
-from gateway.states import target_for
-from gateway.store import Decision, RefundStore
+from gateway.store import RefundStore, UnitOfWork
 
 log = structlog.get_logger("gateway.service")
 security_log = structlog.get_logger("gateway.security")
-
-# A PENDING refund whose submit is still in flight must not be picked up by a resolver.
-SUBMIT_GRACE = timedelta(seconds=60)
-AUTH_RECHECK = timedelta(hours=1)
+# What operations must act on at once (paid after release: a customer paid twice).
+operations_log = structlog.get_logger("gateway.operations")
 
 
 def new_refund_id(now: datetime) -> str:
@@ -71,6 +70,14 @@ class ResolveReport:
     resent: int
     errors: int
     final: int
+
+
+def _failure(exc: ChannelError) -> Failure:
+    if isinstance(exc, ChannelUnavailable):
+        return Failure.UNAVAILABLE
+    if isinstance(exc, ChannelAuthError):
+        return Failure.AUTH
+    return Failure.UNKNOWN
 
 
 class RefundGateway:
@@ -105,23 +112,23 @@ class RefundGateway:
 
         Returns the stored refund: SUCCEEDED/FAILED when the channel answered at once,
         PROCESSING when accepted or uncertain (the resolver follows it), PENDING when the
-        channel could not be reached at all. Raises ``InvalidRequest``, ``OverRefund``,
-        ``IdempotencyConflict`` or ``ConfigurationError`` before anything is sent.
+        channel could not be reached at all. Raises, with nothing stored and nothing
+        sent: ``InvalidRequest`` (the request, or a rule of its route), ``OverRefund``,
+        ``IdempotencyConflict``, ``ConfigurationError``, ``StoreUnavailable``. Once the
+        refund is stored, a database failure raises ``OutcomeUnknown`` with its id.
         """
         request.validate()
         adapter = self._adapter(request.payment.route)
-        if adapter.route is Route.BALANCE and not request.payment.user_id:
-            raise InvalidRequest("the balance route credits a user: payment.user_id is "
-                                 "required", field="payment.user_id")
-        caps = adapter.capabilities
-        if not caps.partial_refunds and request.amount != request.payment.amount:
-            raise InvalidRequest(f"{adapter.route.value} refunds only in full", field="amount")
         now = self._clock()
         refund_id = self._new_id(now)
+        adapter.validate(request, channel_refund_no=refund_id, now=now)
+        arrival, warning = lifecycle.initial_arrival(adapter.capabilities, now)
+        if warning:
+            log.warning("calendar.out_of_range", error=warning)
         refund, created = self.store.reserve(
             request, refund_id=refund_id, channel_refund_no=refund_id, now=now,
-            next_check_at=now + SUBMIT_GRACE, arrival=self._arrival(adapter, now),
-            max_refunds=caps.max_refunds)
+            next_check_at=now + lifecycle.SUBMIT_GRACE, arrival=arrival,
+            max_refunds=adapter.capabilities.max_refunds)
         bound = log.bind(refund_id=refund.id, idempotency_key=refund.idempotency_key,
                          route=refund.route.value)
         if not created:
@@ -174,85 +181,117 @@ class RefundGateway:
                      errors=report.errors, final=report.final)
         return report
 
-    def reroute(self, refund_id: str, to: Route | None = None, *,
+    def reroute(self, refund_id: str, to: Route | str | None = None, *,
                 instruction: AbnormalRefundInstruction | None = None,
                 note: str = "") -> Refund:
-        """Resolve an ABNORMAL refund.
+        """Resolve an ABNORMAL refund, after asking its channel.
 
-        With ``instruction``: through the channel's own abnormal-refund API (WeChat,
-        CH §5.6); the same refund goes on, PROCESSING. Otherwise: a linked refund on
-        ``to`` (default the platform balance); the original becomes REROUTED and the
-        linked refund is returned. Calling it again returns the same linked refund.
+        The original route is queried first; only when it confirms the refund as
+        ABNORMAL (or finally failed or closed, with nothing outstanding) does anything
+        change, else ``RerouteRefused`` (the answer is kept as evidence). With
+        ``instruction``: through the channel's own abnormal-refund API (WeChat, CH §5.6);
+        the same refund goes on, PROCESSING. Otherwise: a linked refund on ``to``
+        (default the platform balance); the original becomes REROUTED and the linked
+        refund is returned. Called again, it returns the live linked refund; when that
+        one FAILED or CLOSED, it makes a new one (to ``to``, or the same route), so one
+        linked refund is live at a time and the chain is in ``linked_refunds``.
         """
         refund = self.store.get(refund_id)
+        target = self._route(to) if to is not None else None
         if refund.status is RefundStatus.REROUTED and refund.rerouted_to:
-            return self.store.get(refund.rerouted_to)
-        if refund.status is not RefundStatus.ABNORMAL:
-            raise InvalidRequest(f"only abnormal refunds can be rerouted; {refund_id} is "
-                                 f"{refund.status.value}", field="refund_id")
+            return self._reroute_again(refund, target, instruction, note)
+        refusal = lifecycle.reroute_refusal(refund, ChannelStatus.ABNORMAL)
+        if refusal:   # not ABNORMAL at all: nothing to ask the channel
+            raise InvalidRequest(refusal, field="refund_id")
+        adapter = self._adapter(refund.route)
+        linked_adapter: ChannelAdapter | None = None
         if instruction is not None:
-            return self._abnormal_via_channel(refund, instruction, note)
-        target = to or Route.BALANCE
-        if target is refund.route:
-            raise InvalidRequest("reroute needs another route, or an instruction for the "
-                                 "channel's abnormal-refund API", field="to")
-        adapter = self._adapter(target)
-        if target is Route.BALANCE and not refund.payment.user_id:
-            raise InvalidRequest("rerouting to the balance needs the payment's user_id",
-                                 field="payment.user_id")
+            port = self._abnormal_port(adapter, refund)
+            port.validate_instruction(refund, instruction)
+        else:
+            target = target or Route.BALANCE
+            linked_adapter = self._reroute_target(refund, target)
+        confirmed = self._confirm_for_reroute(refund, adapter)
         now = self._clock()
-        _, linked = self.store.reroute(refund_id, new_id=self._new_id(now), route=target,
-                                       now=now, arrival=self._arrival(adapter, now),
-                                       note=note)
-        log.info("refund.rerouted", refund_id=refund_id, linked=linked.id, route=target.value)
+        linked: Refund | None = None
+        with self._unit(refund, "reroute", now=now, pipelined=False) as tx:
+            tx.apply(lifecycle.on_answer(tx.current, confirmed, source=Source.QUERY,
+                                         now=now, caps=adapter.capabilities))
+            refusal = lifecycle.reroute_refusal(tx.current, confirmed.status)
+            if refusal is None and instruction is not None \
+                    and confirmed.status is not ChannelStatus.ABNORMAL:
+                refusal = (f"the abnormal-refund API takes only refunds WeChat reports as "
+                           f"ABNORMAL; it says {confirmed.status.value}")
+            if refusal is None and instruction is not None:
+                tx.apply(lifecycle.abnormal_application(
+                    tx.current, target=instruction.target.value, note=note, now=now,
+                    confirmed=confirmed.status))
+            elif refusal is None:
+                assert target is not None and linked_adapter is not None  # noqa: S101
+                linked = self._link(tx, target, linked_adapter, note, now,
+                                    confirmed.status)
+        if refusal is not None:
+            raise RerouteRefused(refusal, refund_id=refund.id,
+                                 channel_status=confirmed.status.value)
         failpoints.failpoint(failpoints.IN_REROUTE)
-        if linked.status is RefundStatus.PENDING and linked.check_count == 0:
-            return self._submit(linked, adapter)
-        return linked
+        if instruction is not None:
+            return self._apply_abnormal(refund.id, adapter, instruction)
+        assert linked is not None and linked_adapter is not None  # noqa: S101
+        log.info("refund.rerouted", refund_id=refund.id, linked=linked.id,
+                 route=linked.route.value)
+        return self._submit(linked, linked_adapter)
 
     def handle_notification(self, route: Route | str, headers: Mapping[str, str],
-                            body: bytes) -> NotificationAck:
+                            body: bytes | str) -> NotificationAck:
         """Verify and apply a channel notification; returns what to answer over HTTP.
 
         A forged, stale or replayed notification, or one whose amount or merchant does
         not match the stored refund, changes nothing and is logged on the security log.
+        One whose event id was applied before is acknowledged and changes nothing. When
+        the database cannot record it, the answer is one the channel retries.
         """
         try:
             route = Route(route)
             adapter = self._adapter(route)
         except (ValueError, ConfigurationError):
-            security_log.warning("notification.unknown_route", route=str(route))
+            security_log.warning("notification.unknown_route", route=str(route)[:32])
             return NotificationAck(404, b"unknown route", accepted=False)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise InvalidRequest("a notification body is the raw request body, bytes or "
+                                 "str", field="body")
         now = self._clock()
         try:
-            result = adapter.parse_notification(headers, body)
+            result = adapter.parse_notification(headers, bytes(body))
         except ChannelError as exc:
             security_log.warning("notification.rejected", route=route.value,
                                  **exc.describe())
             return adapter.notification_ack(False)
         failpoints.failpoint(failpoints.IN_NOTIFICATION)
-
-        def accept(refund: Refund) -> str | None:
-            if refund.route is not route:
-                return "unknown_refund"
-            if result.amount is not None and result.amount != refund.amount:
-                return "amount_mismatch"
-            return None
-
-        outcome, refund = self.store.apply_notification(
-            route, channel_refund_no=result.channel_refund_no, replay_key=result.replay_key,
-            event_id=result.event_id, now=now, accept=accept,
-            decide=self._decider(result, now, adapter, kind=EventKind.NOTIFICATION),
-            relaxed=self._relearnable(route, result.status))
-        if outcome != "applied" or refund is None:
+        try:
+            outcome, refund, change = self._apply_notification(route, adapter, result, now)
+        except StoreUnavailable as exc:
+            log.error("notification.not_recorded", route=route.value,
+                      event_id=result.event_id, error=exc.message)
+            refused = adapter.notification_ack(False)
+            # 503: every channel redelivers a notification it was not told "success" for
+            return NotificationAck(503, refused.body, refused.content_type, accepted=False)
+        if outcome == "duplicate" and refund is not None:
+            log.info("notification.duplicate", refund_id=refund.id, route=route.value,
+                     event_id=result.event_id)
+        elif outcome != "applied" or refund is None:
             security_log.warning(f"notification.{outcome}", route=route.value,
                                  event_id=result.event_id,
                                  channel_refund_no=result.channel_refund_no,
                                  refund_id=refund.id if refund else None,
                                  stated_minor=result.amount.minor if result.amount else None)
             return adapter.notification_ack(False)
-        log.info("notification.applied", refund_id=refund.id, route=route.value,
-                 status=refund.status.value, event_id=result.event_id)
+        else:
+            log.info("notification.applied", refund_id=refund.id, route=route.value,
+                     status=refund.status.value, event_id=result.event_id)
+        if change is not None:
+            self._announce(refund, change, "notification")
         ack = adapter.notification_ack(True)
         return NotificationAck(ack.http_status, ack.body, ack.content_type, refund.id, True)
 
@@ -261,7 +300,16 @@ class RefundGateway:
             adapter.close()
         self.store.engine.dispose()
 
-    # -- internals --------------------------------------------------------------------
+    # -- internals: routes ------------------------------------------------------------
+    @staticmethod
+    def _route(route: Route | str) -> Route:
+        try:
+            return Route(route)
+        except ValueError:
+            raise InvalidRequest(f"unknown route {route!r} (one of "
+                                 f"{', '.join(r.value for r in Route)})",
+                                 field="to") from None
+
     def _adapter(self, route: Route) -> ChannelAdapter:
         try:
             return self.adapters[route]
@@ -271,17 +319,95 @@ class RefundGateway:
                 f"{route.value.upper()}__...)", setting=f"REFUND_GATEWAY_{route.value.upper()}"
             ) from None
 
-    def _arrival(self, adapter: ChannelAdapter, moment: datetime) -> ArrivalWindow | None:
+    # -- internals: units of work -----------------------------------------------------
+    @contextmanager
+    def _unit(self, refund: Refund, operation: str, *, now: datetime,
+              relaxed: bool = False, pipelined: bool = True) -> Iterator[UnitOfWork]:
+        """The refund's unit of work after a channel call: a database failure here is
+        ``OutcomeUnknown`` carrying the refund id (the channel may have moved money; the
+        resolver finds out), never a raw driver error and never "failed"."""
         try:
-            return expected_arrival(adapter.route, moment)
-        except CalendarRangeError as exc:
-            log.warning("calendar.out_of_range", error=str(exc))
-            return None
+            with self.store.locked(refund.id, now=now, relaxed=relaxed,
+                                   pipelined=pipelined) as tx:
+                yield tx
+        except StoreUnavailable as exc:
+            log.error("store.outcome_not_recorded", refund_id=refund.id,
+                      operation=operation, error=exc.message)
+            raise OutcomeUnknown(
+                f"the outcome of {refund.id} could not be recorded ({exc.message}); it "
+                f"is stored and will be checked with the channel: do not refund again",
+                channel="store", operation=operation, refund_id=refund.id) from exc
 
+    def _announce(self, refund: Refund, change: Change, operation: str) -> None:
+        """Log what a committed change means for people: status, alarms, warnings."""
+        for warning in change.warnings:
+            log.warning("calendar.out_of_range", refund_id=refund.id, error=warning)
+        if change.alarm is not None:
+            alarm = change.alarm
+            operations_log.error(
+                "refund.paid_after_release", refund_id=alarm.refund_id,
+                released_as=alarm.released_as.value, amount_minor=alarm.amount_minor,
+                currency=alarm.currency, linked_refunds=list(alarm.linked_refunds),
+                operation=operation)
+
+    def _attempt(self, refund: Refund, operation: str, started: datetime, *,
+                 result: ChannelResult | None = None, error: ChannelError | None = None
+                 ) -> Attempt:
+        finished = self._clock()
+        if error is not None:
+            return Attempt(refund_id=refund.id, operation=operation, started_at=started,
+                           finished_at=finished, outcome=type(error).__name__,
+                           http_status=error.http_status, code=error.code,
+                           request_id=error.request_id, raw={"message": error.message})
+        assert result is not None  # noqa: S101 - one of the two is given
+        return Attempt(refund_id=refund.id, operation=operation, started_at=started,
+                       finished_at=finished, outcome=result.status.value,
+                       code=result.failure_code, raw=result.raw)
+
+    def _record(self, refund: Refund, operation: str, result: ChannelResult,
+                started: datetime, adapter: ChannelAdapter) -> Refund:
+        """A verified answer: the attempt and the lifecycle's change, in one unit."""
+        attempt = self._attempt(refund, operation, started, result=result)
+        now = self._clock()
+        caps = adapter.capabilities
+        with self._unit(refund, operation, now=now, relaxed=caps.refund_query) as tx:
+            tx.record(attempt)
+            before = tx.current.status
+            change = lifecycle.on_answer(tx.current, result, source=Source(operation),
+                                         now=now, caps=caps)
+            after = tx.apply(change)
+        self._announce(after, change, operation)
+        if after.status is not before:
+            log.info("refund.status", refund_id=refund.id, route=refund.route.value,
+                     status_from=before.value, status_to=after.status.value,
+                     operation=operation)
+        return after
+
+    def _record_error(self, refund: Refund, operation: str, exc: ChannelError,
+                      started: datetime, adapter: ChannelAdapter, *,
+                      attempt_no: int = 1) -> Refund:
+        """Unknown is never failure: the attempt, and a next check (lifecycle)."""
+        log.warning("channel.error", refund_id=refund.id, route=refund.route.value,
+                    attempt=attempt_no, **exc.describe())
+        if isinstance(exc, ChannelAuthError):
+            log.error("channel.credentials_rejected", refund_id=refund.id,
+                      route=refund.route.value)
+        attempt = self._attempt(refund, operation, started, error=exc)
+        now = self._clock()
+        caps = adapter.capabilities
+        with self._unit(refund, operation, now=now, relaxed=caps.refund_query) as tx:
+            tx.record(attempt)
+            return tx.apply(lifecycle.on_error(
+                tx.current, _failure(exc), now=now, caps=caps,
+                first_check=timedelta(seconds=self._resolver.first_check_seconds)))
+
+    # -- internals: channel calls -----------------------------------------------------
     def _submit(self, refund: Refund, adapter: ChannelAdapter) -> Refund:
-        started = self._clock()
+        """Send under the refund's fixed number, resending inline only what provably
+        was not sent (``ChannelUnavailable``); record what came of it."""
         policy = resend_policy(self._retry, self._sleep)
         attempt_no = 0
+        started = self._clock()
 
         def call() -> ChannelResult:
             nonlocal attempt_no, started
@@ -289,194 +415,164 @@ class RefundGateway:
             started = self._clock()
             try:
                 return adapter.submit(refund)
+            except InvalidRequest as exc:
+                # validate() should have refused this before the reservation: nothing
+                # was sent, so it is kept open (never failed) and logged as a gap.
+                log.error("adapter.validate_gap", refund_id=refund.id, error=exc.message)
+                raise ChannelUnavailable(f"refused before sending: {exc.message}",
+                                         channel=refund.route.value, operation="submit",
+                                         code="LOCAL_VALIDATION") from exc
             except ChannelUnavailable as exc:
-                self._note_error(refund, "submit", exc, started, attempt_no)
+                if attempt_no < self._retry.max_attempts:
+                    self._note_unsent(refund, exc, started, attempt_no)
                 raise
 
         try:
             result = policy(call)
-        except ChannelUnavailable as exc:
-            return self._after_error(refund, exc, adapter, recorded=True)
         except ChannelError as exc:
-            self._note_error(refund, "submit", exc, started, attempt_no)
-            return self._after_error(refund, exc, adapter, recorded=True)
+            return self._record_error(refund, "submit", exc, started, adapter,
+                                      attempt_no=attempt_no)
         failpoints.failpoint(failpoints.AFTER_ANSWER)
         return self._record(refund, "submit", result, started, adapter)
+
+    def _note_unsent(self, refund: Refund, exc: ChannelUnavailable, started: datetime,
+                     attempt_no: int) -> None:
+        """An inline resend is coming: keep the failed try as evidence."""
+        log.warning("channel.error", refund_id=refund.id, route=refund.route.value,
+                    attempt=attempt_no, **exc.describe())
+        attempt = self._attempt(refund, "submit", started, error=exc)
+        with self._unit(refund, "submit", now=self._clock(), relaxed=True) as tx:
+            tx.record(attempt)
 
     def _check(self, refund: Refund) -> Refund:
         """Query the channel; resend under the same number when it has no record."""
         adapter = self._adapter(refund.route)
-        if not adapter.capabilities.refund_query:
-            if adapter.capabilities.idempotent_submit:
+        caps = adapter.capabilities
+        if not caps.refund_query:
+            if caps.idempotent_submit and not refund.status.is_final:
                 return self._submit(refund, adapter)
-            return self._reschedule(refund, adapter, "no query and no idempotent submit")
+            now = self._clock()
+            log.warning("resolver.cannot_check", refund_id=refund.id,
+                        reason="no query and no idempotent submit")
+            with self._unit(refund, "check", now=now) as tx:
+                return tx.apply(lifecycle.cannot_check(tx.current, now=now, caps=caps))
         started = self._clock()
         try:
             result = adapter.query(refund)
         except ChannelError as exc:
-            self._note_error(refund, "query", exc, started, 1)
-            return self._after_error(refund, exc, adapter, recorded=True)
-        if (result.status is ChannelStatus.NOT_FOUND
-                and refund.status in (RefundStatus.PENDING, RefundStatus.PROCESSING)):
-            recorded = self._record(refund, "query", result, started, adapter)
-            if adapter.capabilities.idempotent_submit:
-                self._resends += 1
-                log.info("resolver.resend", refund_id=refund.id,
-                         channel_refund_no=refund.channel_refund_no)
-                return self._submit(recorded, adapter)
-            return recorded
-        return self._record(refund, "query", result, started, adapter)
+            return self._record_error(refund, "query", exc, started, adapter)
+        recorded = self._record(refund, "query", result, started, adapter)
+        if (result.status is ChannelStatus.NOT_FOUND and caps.idempotent_submit
+                and recorded.status in (RefundStatus.PENDING, RefundStatus.PROCESSING)):
+            self._resends += 1
+            log.info("resolver.resend", refund_id=refund.id,
+                     channel_refund_no=refund.channel_refund_no)
+            return self._submit(recorded, adapter)
+        return recorded
 
-    def _note_error(self, refund: Refund, operation: str, exc: ChannelError,
-                    started: datetime, attempt_no: int) -> None:
-        now = self._clock()
-        log.warning("channel.error", refund_id=refund.id, route=refund.route.value,
-                    attempt=attempt_no, **exc.describe())
-        self.store.apply(refund.id, lambda _: None, now=now, attempt=Attempt(
-            refund_id=refund.id, operation=operation, started_at=started, finished_at=now,
-            outcome=type(exc).__name__, http_status=exc.http_status, code=exc.code,
-            request_id=exc.request_id, raw={"message": exc.message}),
-            relaxed=self._relearnable(refund.route, None))
+    def _apply_notification(self, route: Route, adapter: ChannelAdapter,
+                            result: ChannelResult, now: datetime
+                            ) -> tuple[str, Refund | None, Change | None]:
+        """One notification's unit of work: (outcome, refund, change applied)."""
+        caps = adapter.capabilities
+        with self.store.notification(
+                route, channel_refund_no=result.channel_refund_no,
+                replay_key=result.replay_key, event_id=result.event_id, now=now,
+                relaxed=caps.refund_query) as tx:
+            if tx.outcome == "duplicate":
+                return "duplicate", tx.apply(lifecycle.duplicate_notification(result)), None
+            if tx.outcome is not None:
+                return tx.outcome, None, None
+            current = tx.current
+            if current.route is not route:
+                return "unknown_refund", None, None
+            if result.amount is not None and result.amount != current.amount:
+                return "amount_mismatch", current, None
+            change = lifecycle.on_notification(current, result, now=now, caps=caps)
+            return "applied", tx.apply(change), change
 
-    def _after_error(self, refund: Refund, exc: ChannelError, adapter: ChannelAdapter, *,
-                     recorded: bool) -> Refund:
-        """Unknown is never failure: keep the refund open with a next check."""
-        now = self._clock()
-        if isinstance(exc, ChannelUnavailable):
-            # Provably not sent: status unchanged; the resolver resends.
-            delay = adapter.capabilities.query_schedule[0]
-            status = None
-        elif isinstance(exc, ChannelAuthError):
-            log.error("channel.credentials_rejected", refund_id=refund.id,
-                      route=refund.route.value)
-            delay, status = AUTH_RECHECK, None
-        else:
-            delay = timedelta(seconds=self._resolver.first_check_seconds)
-            status = RefundStatus.PROCESSING if refund.status is RefundStatus.PENDING else None
-
-        def decide(current: Refund) -> Decision | None:
-            if current.status.is_final or current.status is RefundStatus.ABNORMAL:
-                return None
-            step = delay if current.check_count == 0 else self._backoff(adapter, current)
-            return Decision(status=status if current.status is RefundStatus.PENDING else None,
-                            fields={"next_check_at": now + step,
-                                    "check_count": current.check_count + 1})
-
-        return self.store.apply(refund.id, decide, now=now,
-                                relaxed=self._relearnable(refund.route, None))
-
-    def _relearnable(self, route: Route, status: ChannelStatus | None) -> bool:
-        """Whether losing this record in a power cut is harmless because the resolver
-        will ask the channel again (RefundStore's docstring): the route can be queried
-        and the answer is not a refusal."""
-        return (self._adapter(route).capabilities.refund_query
-                and status not in (ChannelStatus.FAILED, ChannelStatus.CLOSED))
-
-    def _backoff(self, adapter: ChannelAdapter, refund: Refund) -> timedelta:
-        schedule = adapter.capabilities.query_schedule
-        return schedule[min(refund.check_count, len(schedule) - 1)]
-
-    def _reschedule(self, refund: Refund, adapter: ChannelAdapter, why: str) -> Refund:
-        now = self._clock()
-        log.warning("resolver.cannot_check", refund_id=refund.id, reason=why)
-        return self.store.apply(refund.id, lambda cur: Decision(fields={
-            "next_check_at": now + self._backoff(adapter, cur),
-            "check_count": cur.check_count + 1}), now=now)
-
-    def _record(self, refund: Refund, operation: str, result: ChannelResult,
-                started: datetime, adapter: ChannelAdapter) -> Refund:
-        now = self._clock()
-        attempt = Attempt(
-            refund_id=refund.id, operation=operation, started_at=started, finished_at=now,
-            outcome=result.status.value, code=result.failure_code, raw=result.raw)
-        after = self.store.apply(refund.id, self._decider(result, now, adapter), now=now,
-                                 attempt=attempt,
-                                 relaxed=self._relearnable(refund.route, result.status))
-        if after.status is not refund.status:
-            log.info("refund.status", refund_id=refund.id, route=refund.route.value,
-                     status_from=refund.status.value, status_to=after.status.value,
-                     operation=operation)
-        return after
-
-    def _decider(self, result: ChannelResult, now: datetime, adapter: ChannelAdapter, *,
-                 kind: EventKind | None = None) -> Callable[[Refund], Decision | None]:
-        """How a verified channel answer changes a refund, decided under its lock."""
-
-        def decide(current: Refund) -> Decision | None:
-            events: list[tuple[EventKind, Mapping[str, Any]]] = []
-            if kind is EventKind.NOTIFICATION:
-                events.append((kind, {"status": result.status.value,
-                                      "event_id": result.event_id, "answer": result.raw}))
-            if (result.amount is not None and result.amount != current.amount):
-                events.append((EventKind.CONFLICT, {
-                    "reason": "channel states another amount",
-                    "channel_minor": result.amount.minor, "stored_minor": current.amount.minor}))
-                log.error("channel.amount_conflict", refund_id=current.id,
-                          channel_minor=result.amount.minor, stored_minor=current.amount.minor)
-            target = target_for(current.status, result.status)
-            fields: dict[str, Any] = {}
-            if result.channel_refund_id and not current.channel_refund_id:
-                fields["channel_refund_id"] = result.channel_refund_id
-            if result.received_account:
-                fields["received_account"] = mask_stored_account(result.received_account)[:128]
-            if result.bank_ack:
-                fields["bank_ack"] = {**current.bank_ack, **result.bank_ack}
-            if current.status.is_final:
-                # A stale PROCESSING (or not-found) answer overtaken by a notification is
-                # no contradiction; only a different final status is.
-                if result.status.value != current.status.value and result.status not in (
-                        ChannelStatus.NOT_FOUND, ChannelStatus.PROCESSING):
-                    events.append((EventKind.CONFLICT, {
-                        "reason": "channel contradicts a final status",
-                        "stored": current.status.value, "channel": result.status.value}))
-                    log.error("channel.final_status_conflict", refund_id=current.id,
-                              stored=current.status.value, channel=result.status.value)
-                return Decision(fields=fields, events=events) if (fields or events) else None
-            if target is RefundStatus.SUCCEEDED:
-                moment = result.succeeded_at or now
-                fields.update(succeeded_at=moment, next_check_at=None,
-                              failure_code=None, failure_message=None)
-                arrival = self._arrival(adapter, moment)
-                if arrival is not None:
-                    fields.update(arrival_earliest=arrival.earliest,
-                                  arrival_latest=arrival.latest)
-            elif target in (RefundStatus.FAILED, RefundStatus.CLOSED, RefundStatus.ABNORMAL):
-                fields.update(next_check_at=None, failure_code=result.failure_code,
-                              failure_message=(result.failure_message or "")[:512] or None)
-            elif result.status is ChannelStatus.NOT_FOUND:
-                fields.update(next_check_at=now)   # resend is due at once
-            else:   # PROCESSING (or an answer that does not move this status)
-                fields.update(next_check_at=now + self._backoff(adapter, current),
-                              check_count=current.check_count + 1)
-            if target is RefundStatus.PENDING:
-                target = None
-            if target is None and current.status is RefundStatus.PENDING and \
-                    result.status is not ChannelStatus.NOT_FOUND:
-                target = RefundStatus.PROCESSING
-            return Decision(status=target, fields=fields, events=events)
-
-        return decide
-
-    def _abnormal_via_channel(self, refund: Refund, instruction: AbnormalRefundInstruction,
-                              note: str) -> Refund:
-        adapter = self._adapter(refund.route)
+    # -- internals: reroutes ----------------------------------------------------------
+    def _abnormal_port(self, adapter: ChannelAdapter, refund: Refund) -> AbnormalRefundPort:
         if not (adapter.capabilities.abnormal_refund_api
                 and isinstance(adapter, AbnormalRefundPort)):
             raise InvalidRequest(f"{refund.route.value} has no abnormal-refund API; "
                                  f"reroute to another route instead", field="instruction")
-        now = self._clock()
-        self.store.apply(refund.id, lambda _: Decision(
-            status=RefundStatus.PROCESSING,
-            fields={"next_check_at": now + SUBMIT_GRACE, "check_count": 0},
-            events=[(EventKind.REROUTED, {"via": "channel_abnormal_refund",
-                                          "target": instruction.target.value,
-                                          "note": note})]), now=now)
-        failpoints.failpoint(failpoints.IN_REROUTE)
+        return adapter
+
+    def _reroute_target(self, refund: Refund, target: Route) -> ChannelAdapter:
+        """The linked refund's adapter, once its route's rules accept it (pure)."""
+        if target is refund.route:
+            raise InvalidRequest("reroute needs another route, or an instruction for the "
+                                 "channel's abnormal-refund API", field="to")
+        adapter = self._adapter(target)
+        request = RefundRequest(idempotency_key=f"reroute:{refund.id}",
+                                payment=refund.payment, amount=refund.amount,
+                                reason=refund.reason)
+        adapter.validate(request, channel_refund_no=self._new_id(self._clock()),
+                         now=self._clock(), rerouted_from=refund.payment.route)
+        return adapter
+
+    def _confirm_for_reroute(self, refund: Refund, adapter: ChannelAdapter
+                             ) -> ChannelResult:
+        """What the original route says of the refund now; a query that fails leaves
+        nothing confirmed, so nothing changes (the attempt is kept as evidence)."""
+        if not adapter.capabilities.refund_query:
+            raise RerouteRefused(f"{refund.route.value} cannot be asked about {refund.id}; "
+                                 f"it is not rerouted on the gateway's word alone",
+                                 refund_id=refund.id, channel_status=None)
         started = self._clock()
-        current = self.store.get(refund.id)
         try:
-            result = adapter.apply_abnormal_refund(current, instruction)
+            return adapter.query(refund)
         except ChannelError as exc:
-            self._note_error(current, "abnormal_refund", exc, started, 1)
-            return self._after_error(current, exc, adapter, recorded=True)
+            self._record_error(refund, "query", exc, started, adapter)
+            raise RerouteRefused(
+                f"{refund.route.value} could not confirm {refund.id} ({exc.message}); "
+                f"nothing was rerouted: try again later", refund_id=refund.id,
+                channel_status=None) from exc
+
+    def _link(self, tx: UnitOfWork, target: Route, adapter: ChannelAdapter, note: str,
+              now: datetime, confirmed: ChannelStatus | None) -> Refund:
+        """Within the original's unit: the linked refund, then the original REROUTED."""
+        arrival, _ = lifecycle.initial_arrival(adapter.capabilities, now)
+        linked = tx.add_linked(new_id=self._new_id(now), route=target, arrival=arrival,
+                               note=note)
+        tx.apply(lifecycle.reroute(tx.current, linked_id=linked.id, route=target.value,
+                                   note=note, confirmed=confirmed))
+        return linked
+
+    def _reroute_again(self, original: Refund, target: Route | None,
+                       instruction: AbnormalRefundInstruction | None, note: str) -> Refund:
+        """An original already REROUTED: its live linked refund, or, once that one
+        failed or closed, a new linked refund (the chain grows; one is live at a time)."""
+        assert original.rerouted_to is not None  # noqa: S101 - checked by the caller
+        linked = self.store.get(original.rerouted_to)
+        if linked.status not in (RefundStatus.FAILED, RefundStatus.CLOSED):
+            return linked
+        if instruction is not None:
+            raise InvalidRequest("the original was rerouted already; reroute it again to "
+                                 "another route (to=...)", field="instruction")
+        route = target or linked.route
+        adapter = self._reroute_target(original, route)
+        now = self._clock()
+        new: Refund | None = None
+        with self._unit(original, "reroute", now=now, pipelined=False) as tx:
+            if tx.current.rerouted_to == linked.id:   # nobody replaced it meanwhile
+                new = self._link(tx, route, adapter, note, now, None)
+            current_link = tx.current.rerouted_to
+        if new is None:
+            assert current_link is not None  # noqa: S101
+            return self.store.get(current_link)
+        log.info("refund.rerouted_again", refund_id=original.id, failed_link=linked.id,
+                 linked=new.id, route=route.value)
+        return self._submit(new, adapter)
+
+    def _apply_abnormal(self, refund_id: str, adapter: ChannelAdapter,
+                        instruction: AbnormalRefundInstruction) -> Refund:
+        port = self._abnormal_port(adapter, self.store.get(refund_id))
+        current = self.store.get(refund_id)
+        started = self._clock()
+        try:
+            result = port.apply_abnormal_refund(current, instruction)
+        except ChannelError as exc:
+            return self._record_error(current, "abnormal_refund", exc, started, adapter)
         return self._record(current, "abnormal_refund", result, started, adapter)

@@ -7,13 +7,19 @@ count executions the way the sandbox's truth endpoint does.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import ClassVar
 
-from gateway.errors import ChannelUnavailable, OutcomeUnknown, SignatureInvalid
+from gateway.errors import (
+    ChannelUnavailable,
+    InvalidRequest,
+    OutcomeUnknown,
+    SignatureInvalid,
+)
 from gateway.models import ChannelResult, ChannelStatus, Refund, Route
 from gateway.money import Money
 from gateway.ports import (
@@ -98,6 +104,11 @@ class FakeChannel(ChannelAdapter, AbnormalRefundPort):
     def download_statement(self, day: date) -> bytes:
         return b""
 
+    def validate_instruction(self, refund: Refund,
+                             instruction: AbnormalRefundInstruction) -> None:
+        if instruction.target.value == "USER_BANK_CARD" and not instruction.bank_type:
+            raise InvalidRequest("needs bank_type", field="instruction.bank_type")
+
     def apply_abnormal_refund(self, refund: Refund,
                               instruction: AbnormalRefundInstruction) -> ChannelResult:
         self.ledger.calls.append(("abnormal", refund.channel_refund_no))
@@ -110,7 +121,8 @@ class FakeBalance(FakeChannel):
     capabilities: ClassVar[Capabilities] = Capabilities(
         idempotent_submit=True, refund_query=True, notifications=False, statements=True,
         partial_refunds=True, max_refunds=None, refund_window=None,
-        arrival_working_days=(0, 0))
+        arrival_working_days=(0, 0), takes_reroutes=True,
+        user_id=re.compile(r"[A-Za-z0-9_.:-]{1,64}"))
 
     def __init__(self, ledger: Ledger | None = None) -> None:
         super().__init__(ledger)

@@ -9,6 +9,7 @@ Alipay refunds at most once per value (CH §4.1).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import date
 from typing import Any, ClassVar, Final
@@ -20,7 +21,13 @@ from adapters.alipay.client import CHANNEL, AlipayClient, Answer
 from adapters.alipay.zipguard import check_zip
 from gateway import failpoints
 from gateway.clock import Clock
-from gateway.errors import ChannelAuthError, ConfigurationError, OutcomeUnknown, StatementError
+from gateway.errors import (
+    ChannelAuthError,
+    ConfigurationError,
+    InvalidRequest,
+    OutcomeUnknown,
+    StatementError,
+)
 from gateway.models import ChannelResult, NotificationAck, Refund, Route
 from gateway.ports import DEFAULT_QUERY_SCHEDULE, Capabilities, ChannelAdapter
 from gateway.settings import AlipaySettings, GatewaySettings, pem_text
@@ -53,8 +60,8 @@ class AlipayAdapter(ChannelAdapter):
         refund_window=None,
         arrival_working_days=(0, 3),
         abnormal_refund_api=False,  # dback F lands in the buyer's Alipay balance
-        refund_no_max_length=64,    # out_request_no <= 64
-        refund_no_allows_separators=True,
+        refund_no=re.compile(r"[A-Za-z0-9_-]{1,64}"),   # CH §4.1: out_request_no <= 64
+        reason_max=256,             # CH §4.1: refund_reason <= 256
         query_schedule=DEFAULT_QUERY_SCHEDULE,
     )
 
@@ -65,6 +72,11 @@ class AlipayAdapter(ChannelAdapter):
 
     # -- port -------------------------------------------------------------------------
     def submit(self, refund: Refund) -> ChannelResult:
+        if refund.amount.currency != "CNY":
+            # refund_amount is yuan of CNY (CH §4.1): another currency would go out as
+            # that many yuan. validate() refuses it first; this guards the wire.
+            raise InvalidRequest(f"Alipay refunds CNY, not {refund.amount.currency}",
+                                 field="amount.currency")
         biz: dict[str, Any] = {
             "refund_amount": refund.amount.format(),
             "out_request_no": refund.channel_refund_no,

@@ -86,7 +86,7 @@ def parse(body: bytes, *, app_id: str, verify: Verifier) -> ChannelResult:
     log.warning("alipay.notification_not_refund", notify_type=form.get("notify_type"),
                 msg_method=form.get("msg_method"))
     return ChannelResult(status=ChannelStatus.PROCESSING, raw=translate.redact(form),
-                         event_id=event_id, merchant_id=app_id)
+                         event_id=event_id)
 
 
 def _trade_sync(form: Mapping[str, str], event_id: str | None, app_id: str) -> ChannelResult:
@@ -98,7 +98,7 @@ def _trade_sync(form: Mapping[str, str], event_id: str | None, app_id: str) -> C
         log.warning("alipay.trade_notification_without_refund",
                     trade_status=form.get("trade_status"))
         return ChannelResult(status=ChannelStatus.PROCESSING, raw=translate.redact(form),
-                             event_id=event_id, merchant_id=app_id)
+                             event_id=event_id)
     return ChannelResult(
         status=ChannelStatus.SUCCEEDED,
         channel_refund_no=refund_no,
@@ -108,7 +108,6 @@ def _trade_sync(form: Mapping[str, str], event_id: str | None, app_id: str) -> C
         succeeded_at=translate.parse_time(form.get("gmt_refund")),
         raw=translate.redact(form),
         event_id=event_id,
-        merchant_id=app_id,
     )
 
 
@@ -123,7 +122,7 @@ def _depositback(form: Mapping[str, str], event_id: str | None, app_id: str
         # Signed, so genuine, but unreadable: no refund can be named. Not a forgery.
         log.warning("alipay.depositback_unreadable")
         return ChannelResult(status=ChannelStatus.PROCESSING, raw=translate.redact(form),
-                             event_id=event_id, merchant_id=app_id)
+                             event_id=event_id)
     ack = translate.deposit_back(biz)
     return ChannelResult(
         status=ChannelStatus.SUCCEEDED,
@@ -134,5 +133,4 @@ def _depositback(form: Mapping[str, str], event_id: str | None, app_id: str
         bank_ack=ack,
         raw={**translate.redact(form), "biz_content": translate.redact(biz)},
         event_id=event_id,
-        merchant_id=app_id,
     )

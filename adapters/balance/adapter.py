@@ -43,6 +43,10 @@ class BalanceAdapter(ChannelAdapter):
         max_refunds=None,
         refund_window=None,
         arrival_working_days=(0, 0),  # DOMAIN.md: platform balance at once
+        refund_no=REFUND_NO,
+        order_no=NAME,                # the wallet keeps order_no (sandbox/balance.py)
+        user_id=NAME,                 # it credits a platform user, named by user_id
+        takes_reroutes=True,          # any route's payment can be paid back as balance
     )
 
     def __init__(self, client: WalletClient, clock: Clock) -> None:

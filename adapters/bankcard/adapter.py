@@ -66,8 +66,7 @@ class BankcardAdapter(ChannelAdapter):
         max_refunds=None,
         refund_window=timedelta(days=330),  # CH §6: within 11 months
         arrival_working_days=(1, 5),       # DOMAIN.md: bank card 1-5 working days
-        refund_no_max_length=32,
-        refund_no_allows_separators=False,
+        refund_no=ORDER_ID,                # CH §6, addendum §2: 8-32 alphanumerics
         query_schedule=(*UNIONPAY_QUERY_CADENCE, *DEFAULT_QUERY_SCHEDULE),
     )
 

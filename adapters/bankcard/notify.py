@@ -66,4 +66,4 @@ def parse(headers: Mapping[str, str], body: bytes, *, trust: signing.TrustAnchor
         failure_code=resp_code if failed else None,
         failure_message=fields.get("respMsg") if failed else None,
         raw=translate.redact(fields),
-        event_id=f"{query_id or order_id}:{resp_code}", merchant_id=fields.get("merId"))
+        event_id=f"{query_id or order_id}:{resp_code}")

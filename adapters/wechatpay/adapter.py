@@ -44,7 +44,7 @@ log = structlog.get_logger(__name__)
 
 # CH §5.1: out_refund_no <= 64 of [0-9A-Za-z_-|*@]; the gateway's numbers are narrower.
 OUT_REFUND_NO: Final = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
-REASON_MAX: Final = 80          # 退款原因 is shown to the user; WeChat caps it at 80 chars
+REASON_MAX: Final = 80          # 退款原因, shown to the user: <= 80 bytes (addendum §9)
 BANK_TYPE: Final = re.compile(r"[A-Z][A-Z0-9_]{1,31}")   # CH §5.6 e.g. ICBC_DEBIT
 # CH §5.1 timing: "poll every 1 min, back off after 5 min" -> five 1-minute checks, then
 # the default schedule from its 10-minute step on (hourly, then daily; never give up).
@@ -80,9 +80,10 @@ class WechatPayAdapter(ChannelAdapter, AbnormalRefundPort):
         refund_window=timedelta(days=365),   # CH §5.1: within 1 year
         arrival_working_days=(0, 3),   # CH §5.1: balance <= 5 min, bank cards 1-3 days
         abnormal_refund_api=True,      # CH §5.6
-        refund_no_max_length=64,
-        refund_no_allows_separators=True,
         query_schedule=WECHAT_QUERY_SCHEDULE,
+        refund_no=OUT_REFUND_NO,        # CH §5.1: <= 64 of [0-9A-Za-z_-|*@]
+        reason_max=REASON_MAX,          # addendum §9: reason <= 80 bytes of UTF-8
+        reason_unit="utf8_bytes",
     )
 
     def __init__(self, client: WechatPayClient, *, clock: Clock,
@@ -126,6 +127,7 @@ class WechatPayAdapter(ChannelAdapter, AbnormalRefundPort):
         """POST .../{refund_id}/apply-abnormal-refund (CH §5.6). The card number and name
         go only to the SDK, which encrypts them; they are never logged or kept."""
         out_refund_no = self._refund_no(refund)
+        self.validate_instruction(refund, instruction)
         if not refund.channel_refund_id:
             raise InvalidRequest("the abnormal-refund API needs WeChat's refund_id; query "
                                  "the refund first", field="channel_refund_id")
@@ -133,22 +135,32 @@ class WechatPayAdapter(ChannelAdapter, AbnormalRefundPort):
         if instruction.target is AbnormalTarget.USER_BANK_CARD:
             bank_type, bank_account = instruction.bank_type, instruction.bank_account
             real_name = instruction.real_name
+        answer = self._client.abnormal_refund(
+            refund_id=refund.channel_refund_id, out_refund_no=out_refund_no,
+            target=instruction.target.value, bank_type=bank_type, bank_account=bank_account,
+            real_name=real_name)
+        return self._refund_answer(answer, refund, Operation.ABNORMAL_REFUND)
+
+    def validate_instruction(self, refund: Refund,
+                             instruction: AbnormalRefundInstruction) -> None:
+        """CH §5.6: USER_BANK_CARD needs bank_type, the card number and the holder's name;
+        MERCHANT_BANK_CARD needs nothing. Checked before the refund changes state."""
+        if not isinstance(instruction, AbnormalRefundInstruction):
+            raise InvalidRequest("instruction must be an AbnormalRefundInstruction",
+                                 field="instruction")
+        if instruction.target is AbnormalTarget.USER_BANK_CARD:
+            bank_type, bank_account = instruction.bank_type, instruction.bank_account
             if not (bank_type and BANK_TYPE.fullmatch(bank_type)):
                 raise InvalidRequest("USER_BANK_CARD needs a bank_type such as ICBC_DEBIT "
                                      "(CH §5.6)", field="instruction.bank_type")
             if not (bank_account and re.fullmatch(r"\d{8,32}", bank_account)):
                 raise InvalidRequest("USER_BANK_CARD needs the card number (digits)",
                                      field="instruction.bank_account")
-            if not (real_name and real_name.strip()):
+            if not (instruction.real_name and instruction.real_name.strip()):
                 raise InvalidRequest("USER_BANK_CARD needs the card holder's name",
                                      field="instruction.real_name")
         elif instruction.target is not AbnormalTarget.MERCHANT_BANK_CARD:
             raise InvalidRequest("unknown abnormal-refund target", field="instruction")
-        answer = self._client.abnormal_refund(
-            refund_id=refund.channel_refund_id, out_refund_no=out_refund_no,
-            target=instruction.target.value, bank_type=bank_type, bank_account=bank_account,
-            real_name=real_name)
-        return self._refund_answer(answer, refund, Operation.ABNORMAL_REFUND)
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelResult:
         return notify.parse(headers, body, verifier=self._client, mchid=self._client.mchid,

@@ -130,5 +130,7 @@ def decode(envelope: Mapping[str, Any], *, mchid: str, nonce: str) -> ChannelRes
              "resource": translate.redact(resource)},
         event_id=str(event_id) if event_id else None,
         replay_key=nonce,
-        merchant_id=str(stated),
+        # CH §5.5: the envelope's create_time is when WeChat raised the event; it tells a
+        # redelivered old REFUND.ABNORMAL from news after an abnormal-refund application.
+        occurred_at=translate.parse_time(envelope.get("create_time")),
     )

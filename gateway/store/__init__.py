@@ -2,6 +2,6 @@
 migrations, and ``RefundStore``, the only code that reads or writes refund tables."""
 
 from gateway.store.engine import make_engine, upgrade
-from gateway.store.repository import Decision, RefundStore
+from gateway.store.repository import NotificationWork, RefundStore, UnitOfWork
 
-__all__ = ["Decision", "RefundStore", "make_engine", "upgrade"]
+__all__ = ["NotificationWork", "RefundStore", "UnitOfWork", "make_engine", "upgrade"]

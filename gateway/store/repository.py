@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, Row, and_, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from gateway.errors import IdempotencyConflict, InvalidRequest, OverRefund, RefundNotFound
-from gateway.logging import redact_mapping
+from gateway.errors import (
+    GatewayError,
+    IdempotencyConflict,
+    InvalidRequest,
+    OverRefund,
+    RefundNotFound,
+    StoreUnavailable,
+)
+from gateway.lifecycle import Change, check
+from gateway.logging import mask_stored_account, redact_mapping
 from gateway.models import (
     ArrivalWindow,
     Attempt,
@@ -34,11 +42,11 @@ from gateway.models import (
     Route,
 )
 from gateway.money import Money
-from gateway.states import check
 from gateway.store.engine import sqlite_writer_turn
 from gateway.store.schema import attempts, payments, refund_events, refunds
 from gateway.store.statements import (
     Prepared,
+    counting_clause,
     read_date_pg,
     read_date_sqlite,
     read_ts_pg,
@@ -47,35 +55,14 @@ from gateway.store.statements import (
 )
 from gateway.store.statements import build as build_statements
 
-_TS_COLUMNS = ("created_at", "updated_at", "succeeded_at", "next_check_at")
+_TS_COLUMNS = ("created_at", "updated_at", "succeeded_at", "next_check_at",
+               "abnormal_applied_at", "paid_after_release_at")
 _DATE_COLUMNS = ("arrival_earliest", "arrival_latest")
 
 _DUE = [RefundStatus.PENDING.value, RefundStatus.PROCESSING.value]
 
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to change on a refund, decided under its lock from its current state."""
-
-    status: RefundStatus | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    events: Sequence[tuple[EventKind, Mapping[str, Any]]] = ()
-
-
-def _merge(current: Refund, values: Mapping[str, Any], now: datetime) -> Refund:
-    """The refund after ``values`` (column names) were written: no re-read needed."""
-    changes: dict[str, Any] = {k: v for k, v in values.items() if k in _PLAIN_COLUMNS}
-    if "status" in values:
-        changes["status"] = RefundStatus(values["status"])
-    if "arrival_earliest" in values:
-        changes["expected_arrival"] = ArrivalWindow(values["arrival_earliest"],
-                                                    values["arrival_latest"])
-    return replace(current, **changes, updated_at=now, version=current.version + 1)
-
-
-_PLAIN_COLUMNS = frozenset({
-    "channel_refund_id", "succeeded_at", "next_check_at", "check_count", "failure_code",
-    "failure_message", "received_account", "bank_ack", "rerouted_from", "rerouted_to"})
+# kind, data, status_from, status_to
+_EventRow = tuple[EventKind, Mapping[str, Any], RefundStatus | None, RefundStatus | None]
 
 
 def _dumps(data: Mapping[str, Any]) -> str:
@@ -111,7 +98,40 @@ class RefundStore:
     # -- plumbing ---------------------------------------------------------------------
     @contextmanager
     def _tx(self, *, readonly: bool = False, relaxed: bool = False,
-            pipelined: bool = False) -> Iterator[Connection]:
+            pipelined: bool = False, keep_integrity_errors: bool = False
+            ) -> Iterator[Connection]:
+        """One transaction (``_transaction``), with every database failure raised as
+        ``StoreUnavailable``: no SQLAlchemy or driver exception (``psycopg`` from a
+        pipeline's exit, ``sqlite3`` from ``BEGIN IMMEDIATE``) and no I/O error of the
+        file leaves the store. ``keep_integrity_errors``: the block tells a unique-key
+        race apart itself (``reserve``)."""
+        try:
+            with self._transaction(readonly=readonly, relaxed=relaxed,
+                                   pipelined=pipelined) as conn:
+                yield conn
+        except GatewayError:
+            raise
+        except IntegrityError as exc:
+            if keep_integrity_errors:
+                raise
+            raise self._unavailable(exc) from exc
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        except Exception as exc:
+            if isinstance(exc, self.engine.dialect.loaded_dbapi.Error):
+                raise self._unavailable(exc) from exc
+            raise
+
+    @staticmethod
+    def _unavailable(exc: BaseException) -> StoreUnavailable:
+        cause = getattr(exc, "orig", None) or exc
+        first = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+        return StoreUnavailable(f"the database failed ({type(cause).__name__}: {first})",
+                                operation="store")
+
+    @contextmanager
+    def _transaction(self, *, readonly: bool = False, relaxed: bool = False,
+                     pipelined: bool = False) -> Iterator[Connection]:
         """One transaction. ``relaxed``: see the class docstring. ``pipelined``: on
         PostgreSQL, psycopg's pipeline mode, so statements whose results are not read
         (BEGIN, SET LOCAL, the inserts and the update after the lookup, COMMIT) share
@@ -188,7 +208,10 @@ class RefundStore:
             failure_code=m["failure_code"], failure_message=m["failure_message"],
             received_account=m["received_account"], bank_ack=json.loads(m["bank_ack"]),
             expected_arrival=arrival, rerouted_from=m["rerouted_from"],
-            rerouted_to=m["rerouted_to"], version=m["version"],
+            rerouted_to=m["rerouted_to"],
+            linked_refunds=tuple(json.loads(m["linked_refunds"] or "[]")),
+            abnormal_applied_at=m["abnormal_applied_at"],
+            paid_after_release_at=m["paid_after_release_at"], version=m["version"],
         )
 
     def _driver_row(self, prepared: Prepared, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -220,12 +243,6 @@ class RefundStore:
         with self._tx(readonly=True) as conn:
             row = conn.execute(self._select_refund().where(
                 refunds.c.idempotency_key == idempotency_key)).first()
-            return self._to_refund(row) if row else None
-
-    def find_by_channel_refund_no(self, channel_refund_no: str) -> Refund | None:
-        with self._tx(readonly=True) as conn:
-            row = conn.execute(self._select_refund().where(
-                refunds.c.channel_refund_no == channel_refund_no)).first()
             return self._to_refund(row) if row else None
 
     def list_refunds(self, *, created_from: datetime | None = None,
@@ -271,8 +288,7 @@ class RefundStore:
 
     # -- writes -----------------------------------------------------------------------
     def _append_events(self, conn: Connection, refund_id: str, at: datetime,
-                       events: Sequence[tuple[EventKind, Mapping[str, Any],
-                                              RefundStatus | None, RefundStatus | None]],
+                       events: Sequence[_EventRow],
                        *, first_seq: int | None = None) -> None:
         """Insert events; ``seq`` continues the refund's numbering (the refund row is
         locked by the caller, so no other writer numbers concurrently). ``first_seq``
@@ -291,37 +307,34 @@ class RefundStore:
             row["seq"] = first_seq + i
         self._s.insert_events.run_many(conn, rows)
 
-    def _append_event(self, conn: Connection, refund_id: str, at: datetime, kind: EventKind,
-                      data: Mapping[str, Any], status_from: RefundStatus | None = None,
-                      status_to: RefundStatus | None = None) -> None:
-        self._append_events(conn, refund_id, at, [(kind, data, status_from, status_to)])
-
     @staticmethod
     def _payment_id(row: tuple[Any, ...] | None, payment: Payment) -> int:
-        """The stored payment's id, once it is known to be the payment given."""
+        """The stored payment's id, once it is known to be the payment given.
+
+        A payment is its channel trade (route, channel_trade_no): the same trade under
+        another order number is the same money, so it is refused rather than given a
+        second cap (a case change or a typo must not refund the trade twice)."""
         assert row is not None  # noqa: S101 - an upsert with RETURNING returns the row
-        payment_id, trade_no, amount_minor, currency = row
+        payment_id, order_no, amount_minor, currency = row
+        if order_no != payment.merchant_order_no:
+            raise InvalidRequest(
+                f"{payment.route.value} trade {payment.channel_trade_no} is already "
+                f"recorded as merchant order {order_no!r}, not "
+                f"{payment.merchant_order_no!r}: one trade is one payment; refund it "
+                f"under {order_no!r}", field="payment.merchant_order_no")
         differs = [name for name, stored, given in (
-            ("channel_trade_no", trade_no, payment.channel_trade_no),
             ("amount", amount_minor, payment.amount.minor),
             ("currency", currency, payment.amount.currency)) if stored != given]
         if differs:
             raise InvalidRequest(
-                f"payment {payment.merchant_order_no} was recorded with a different "
-                f"{', '.join(differs)}", field="payment")
+                f"{payment.route.value} trade {payment.channel_trade_no} was recorded with "
+                f"a different {', '.join(differs)}", field="payment")
         return int(payment_id)
 
-    def _refunded_minor(self, conn: Connection, route: Route, merchant_order_no: str,
-                        key: str | None = None) -> tuple[int, int, str | None]:
-        """Σ and count of the payment's refunds that count against it, and the id of its
-        refund stored under ``key`` if there is one (one statement)."""
-        return self._counted(self._s.counting_total.one(conn, self._count_args(
-            route, merchant_order_no, key)))
-
     @staticmethod
-    def _count_args(route: Route, merchant_order_no: str, key: str | None
+    def _count_args(route: Route, channel_trade_no: str, key: str | None
                     ) -> dict[str, Any]:
-        return {"route": route.value, "order": merchant_order_no, "key": key}
+        return {"route": route.value, "trade": channel_trade_no, "key": key}
 
     @staticmethod
     def _counted(row: tuple[Any, ...] | None) -> tuple[int, int, str | None]:
@@ -368,7 +381,7 @@ class RefundStore:
                 "amount_minor": payment.amount.minor, "currency": payment.amount.currency,
                 "user_id": payment.user_id, "created_at": now}),
             s.counting_total.run(conn, self._count_args(
-                payment.route, payment.merchant_order_no, request.idempotency_key))]
+                payment.route, payment.channel_trade_no, request.idempotency_key))]
         try:
             existing = self._stored_under_key(s.refund_by_key.fetch(conn, sent[0]), request)
             if existing is not None:
@@ -391,7 +404,7 @@ class RefundStore:
             # the COMMIT). Every statement whose failure matters is read at once: the
             # refund insert returns its id, so a same-key race fails right there with
             # its IntegrityError (told apart below), never later as PipelineAborted.
-            with self._tx(pipelined=True) as conn:
+            with self._tx(pipelined=True, keep_integrity_errors=True) as conn:
                 existing, payment_id, (refunded, count, racer) = self._reservation_state(
                     conn, request, now)
                 if existing is not None:
@@ -414,27 +427,19 @@ class RefundStore:
                     raise InvalidRequest(
                         f"{request.payment.route.value} allows at most {max_refunds} "
                         f"refunds per payment", field="payment")
-                self._s.insert_refund.one(conn, {
-                    "id": refund_id, "idempotency_key": request.idempotency_key,
-                    "fingerprint": request.fingerprint(),
-                    "request_json": _dumps(request.canonical()), "payment_id": payment_id,
-                    "route": request.payment.route.value,
-                    "amount_minor": request.amount.minor, "currency": request.amount.currency,
-                    "reason": request.reason, "status": RefundStatus.PENDING.value,
-                    "channel_refund_no": channel_refund_no, "next_check_at": next_check_at,
-                    "check_count": 0, "bank_ack": "{}",
-                    "arrival_earliest": arrival.earliest if arrival else None,
-                    "arrival_latest": arrival.latest if arrival else None,
-                    "channel_refund_id": None, "succeeded_at": None, "failure_code": None,
-                    "failure_message": None, "received_account": None,
-                    "rerouted_from": None, "rerouted_to": None,
-                    "created_at": now, "updated_at": now, "version": 0})
-                self._append_events(conn, refund_id, now, [(EventKind.REQUESTED, {
-                    "idempotency_key": request.idempotency_key,
-                    "amount_minor": request.amount.minor, "currency": request.amount.currency,
-                    "paid_minor": paid.minor, "refunded_before_minor": refunded,
-                    "reason": request.reason, "channel_refund_no": channel_refund_no,
-                }, None, RefundStatus.PENDING)], first_seq=1)
+                self._insert_refund(
+                    conn, refund_id=refund_id, key=request.idempotency_key,
+                    fingerprint=request.fingerprint(),
+                    request_json=_dumps(request.canonical()), payment_id=payment_id,
+                    route=request.payment.route, amount=request.amount,
+                    reason=request.reason, channel_refund_no=channel_refund_no,
+                    next_check_at=next_check_at, arrival=arrival, rerouted_from=None,
+                    now=now, first_event=(EventKind.REQUESTED, {
+                        "idempotency_key": request.idempotency_key,
+                        "amount_minor": request.amount.minor,
+                        "currency": request.amount.currency, "paid_minor": paid.minor,
+                        "refunded_before_minor": refunded, "reason": request.reason,
+                        "channel_refund_no": channel_refund_no}))
                 return Refund(
                     id=refund_id, idempotency_key=request.idempotency_key,
                     route=request.payment.route, payment=request.payment,
@@ -450,109 +455,162 @@ class RefundStore:
                 raise
             return existing, False
 
-    def apply(self, refund_id: str, decide: Callable[[Refund], Decision | None], *,
-              now: datetime, attempt: Attempt | None = None, relaxed: bool = False
-              ) -> Refund:
-        """Record ``attempt`` and apply ``decide(current)`` under the refund's lock.
+    # -- units of work ----------------------------------------------------------------
+    @contextmanager
+    def locked(self, refund_id: str, *, now: datetime, relaxed: bool = False,
+               pipelined: bool = True) -> Iterator[UnitOfWork]:
+        """One refund, locked, in one transaction: ``tx.current``, ``tx.record(attempt)``,
+        ``tx.apply(change)``; committed when the block ends, rolled back if it raises.
 
         ``relaxed``: the caller records something the channel will tell again (see the
-        class docstring); a decision that releases the amount is synced regardless.
-        """
-        with self._tx(relaxed=relaxed, pipelined=True) as conn:
-            current = self._load(conn, refund_id, lock=True)
-            events: list[tuple[EventKind, Mapping[str, Any], RefundStatus | None,
-                               RefundStatus | None]] = []
-            if attempt is not None:
-                raw = redact_mapping(attempt.raw)
-                self._s.insert_attempt.run(conn, {
-                    "refund_id": refund_id, "operation": attempt.operation,
-                    "started_at": attempt.started_at, "finished_at": attempt.finished_at,
-                    "outcome": attempt.outcome, "http_status": attempt.http_status,
-                    "code": attempt.code, "request_id": attempt.request_id,
-                    "raw": _dumps(raw)}).close()
-                events.append((EventKind.ATTEMPT, {
-                    "operation": attempt.operation, "outcome": attempt.outcome,
-                    "http_status": attempt.http_status, "code": attempt.code,
-                    "request_id": attempt.request_id,
-                    "duration_ms": int((attempt.finished_at - attempt.started_at)
-                                       .total_seconds() * 1000),
-                    "answer": raw}, None, None))
-            return self._decide_locked(conn, current, decide, now, events)
+        class docstring); a ``Change`` marked ``durable`` is synced regardless.
+        ``pipelined`` (PostgreSQL): only the refund's read waits for an answer; a unit
+        that adds a linked refund (Core statements, read at once) passes False."""
+        with self._tx(relaxed=relaxed, pipelined=pipelined) as conn:
+            tx = UnitOfWork(self, conn, self._load(conn, refund_id, lock=True), now)
+            yield tx
+            tx.flush()
 
-    def _decide_locked(self, conn: Connection, current: Refund,
-                       decide: Callable[[Refund], Decision | None], now: datetime,
-                       events: list[tuple[EventKind, Mapping[str, Any], RefundStatus | None,
-                                          RefundStatus | None]]) -> Refund:
-        """Apply ``decide(current)`` to a refund the caller has locked."""
-        refund_id = current.id
-        decision = decide(current)
-        if decision is None:
-            self._append_events(conn, refund_id, now, events)
-            return current
-        values: dict[str, Any] = dict(decision.fields)
-        target = decision.status
-        changed = target is not None and target is not current.status
-        if changed:
-            assert target is not None  # noqa: S101 - narrowed by `changed`
-            check(current.status, target)
-            values["status"] = target.value
-            if not target.counts_against_payment:
-                self._want_sync(conn)
-        stored = dict(values)
-        if "bank_ack" in stored:
-            stored["bank_ack"] = _dumps(stored["bank_ack"])
-        if stored:
-            stored.update(updated_at=now, version=current.version + 1)
-            self._s.update_refund(frozenset(stored)).run(
-                conn, {**stored, "_rid": refund_id}).close()
-        events.extend((kind, data, None, None) for kind, data in decision.events)
-        if changed:
-            events.append((EventKind.STATUS_CHANGED,
-                           {"reason": values.get("failure_code") or ""},
-                           current.status, target))
-        self._append_events(conn, refund_id, now, events)
-        return _merge(current, values, now) if values else current
-
-    def apply_notification(self, route: Route, *, channel_refund_no: str | None,
-                           replay_key: str | None, event_id: str | None, now: datetime,
-                           accept: Callable[[Refund], str | None],
-                           decide: Callable[[Refund], Decision | None],
-                           relaxed: bool = False) -> tuple[str, Refund | None]:
-        """A verified notification, in one transaction: refuse a replayed nonce, find and
-        lock the refund, let ``accept`` refuse it (route, amount), then apply ``decide``.
-
-        Returns ``(outcome, refund)``: ``replayed``, ``unknown_refund``, the reason
-        ``accept`` gave, or ``applied``. Only ``applied`` changes the refund.
-        ``relaxed`` as for ``apply``.
-        """
+    @contextmanager
+    def notification(self, route: Route, *, channel_refund_no: str | None,
+                     replay_key: str | None, event_id: str | None, now: datetime,
+                     relaxed: bool = False) -> Iterator[NotificationWork]:
+        """A verified notification's unit of work: the replay guard (nonce), the event-id
+        guard and the refund's lookup go out together (one round trip in a PostgreSQL
+        pipeline). ``tx.outcome`` is ``replayed``, ``unknown_refund``, ``duplicate`` (the
+        event id was applied before) or None (``tx.current`` is locked, to decide on).
+        An event id is kept only once a change was applied: a refused notification
+        leaves it unused, so its genuine redelivery is judged again."""
         s = self._s
         with self._tx(relaxed=relaxed, pipelined=True) as conn:
-            # The replay guard and the refund's lookup are sent together and read after
-            # (one round trip in a PostgreSQL pipeline). A replay returns before the
-            # refund is used; its row lock ends with the transaction.
             nonce = None if not replay_key else s.insert_notification.run(
                 conn, self._notice(route, "nonce", replay_key, now=now, refund_id=None,
                                    outcome="received"))
+            event = None if not event_id else s.insert_notification.run(
+                conn, self._notice(route, "event", event_id, now=now, refund_id=None,
+                                   outcome="applied"))
             lookup = None if not channel_refund_no else s.refund_by_channel_no_locked.run(
                 conn, {"no": channel_refund_no})
-            try:
-                if nonce is not None and s.insert_notification.fetch(conn, nonce) is None:
-                    return "replayed", None
-                found = (None if lookup is None
-                         else s.refund_by_channel_no_locked.fetch(conn, lookup))
-            finally:
-                if lookup is not None:
-                    lookup.close()
-            if found is None:
-                return "unknown_refund", None
-            current = self._to_refund(self._driver_row(s.refund_by_channel_no_locked, found))
-            problem = accept(current)
-            if problem is not None:
-                return problem, current
-            if event_id:
-                self._remember(conn, route, "event", event_id, now=now, refund_id=current.id,
-                               outcome="applied", read=False)
-            return "applied", self._decide_locked(conn, current, decide, now, [])
+            fresh_nonce = nonce is None or s.insert_notification.fetch(conn, nonce) is not None
+            event_row = None if event is None else s.insert_notification.fetch(conn, event)
+            found = (None if lookup is None
+                     else s.refund_by_channel_no_locked.fetch(conn, lookup))
+            current = None if found is None else self._to_refund(
+                self._driver_row(s.refund_by_channel_no_locked, found))
+            outcome = ("replayed" if not fresh_nonce else "unknown_refund" if current is None
+                       else "duplicate" if event is not None and event_row is None else None)
+            tx = NotificationWork(self, conn, current, now, outcome)
+            yield tx
+            tx.flush()
+            if event_row is not None and not tx.applied:
+                s.delete_notification.run(conn, {"nid": event_row[0]}).close()
+
+    def _insert_refund(self, conn: Connection, *, refund_id: str, key: str, fingerprint: str,
+                       request_json: str, payment_id: int, route: Route, amount: Money,
+                       reason: str, channel_refund_no: str, next_check_at: datetime,
+                       arrival: ArrivalWindow | None, rerouted_from: str | None,
+                       now: datetime, first_event: tuple[EventKind, Mapping[str, Any]]
+                       ) -> None:
+        """The one refund insert (a reservation and a reroute's linked refund), PENDING,
+        with its first event. The insert returns its id and is read at once, so a unique
+        key race surfaces right here as ``IntegrityError``."""
+        self._s.insert_refund.one(conn, {
+            "id": refund_id, "idempotency_key": key, "fingerprint": fingerprint,
+            "request_json": request_json, "payment_id": payment_id, "route": route.value,
+            "amount_minor": amount.minor, "currency": amount.currency, "reason": reason,
+            "status": RefundStatus.PENDING.value, "channel_refund_no": channel_refund_no,
+            "next_check_at": next_check_at, "check_count": 0, "bank_ack": "{}",
+            "arrival_earliest": arrival.earliest if arrival else None,
+            "arrival_latest": arrival.latest if arrival else None,
+            "channel_refund_id": None, "succeeded_at": None, "failure_code": None,
+            "failure_message": None, "received_account": None,
+            "rerouted_from": rerouted_from, "rerouted_to": None, "linked_refunds": "[]",
+            "abnormal_applied_at": None, "paid_after_release_at": None,
+            "created_at": now, "updated_at": now, "version": 0})
+        kind, data = first_event
+        self._append_events(conn, refund_id, now, [(kind, data, None, RefundStatus.PENDING)],
+                            first_seq=1)
+
+    def _apply(self, conn: Connection, current: Refund, change: Change, now: datetime,
+               events: list[_EventRow]) -> Refund:
+        """Write ``change`` to a refund the caller has locked: the only map from a
+        ``Change`` to columns. Returns the refund as it now is (no re-read)."""
+        written = change.update.written()
+        if "received_account" in written:
+            written["received_account"] = mask_stored_account(
+                written["received_account"])[:128]
+        columns: dict[str, Any] = {}
+        for name, value in written.items():
+            if name == "expected_arrival":
+                columns["arrival_earliest"] = value.earliest
+                columns["arrival_latest"] = value.latest
+            elif name == "bank_ack":
+                columns[name] = _dumps(value)
+            elif name == "linked_refunds":
+                columns[name] = json.dumps(list(value))
+            else:
+                columns[name] = value
+        moved = change.moves(current.status)
+        target = change.status if moved else None
+        if target is not None:
+            check(current.status, target)
+            columns["status"] = target.value
+        if change.durable:
+            self._want_sync(conn)
+        if columns:
+            columns.update(updated_at=now, version=current.version + 1)
+            self._s.update_refund(frozenset(columns)).run(
+                conn, {**columns, "_rid": current.id}).close()
+        events.extend((note.kind, note.data, None, None) for note in change.notes)
+        if target is not None:
+            events.append((EventKind.STATUS_CHANGED,
+                           {"reason": written.get("failure_code") or ""},
+                           current.status, target))
+        if not columns:
+            return current
+        after: dict[str, Any] = {**written, "updated_at": now,
+                                 "version": current.version + 1}
+        if target is not None:
+            after["status"] = target
+        return replace(current, **after)
+
+    def _add_linked(self, conn: Connection, original: Refund, *, new_id: str, route: Route,
+                    arrival: ArrivalWindow | None, note: str, now: datetime) -> Refund:
+        """A reroute's linked refund, under the payment's lock and its cap: the original's
+        amount moves to it (a failed linked refund is replaced by a new one, which fits
+        only if nothing else took the released amount meanwhile)."""
+        payment_id, paid_minor, currency = conn.execute(
+            select(payments.c.id, payments.c.amount_minor, payments.c.currency)
+            .join(refunds, refunds.c.payment_id == payments.c.id)
+            .where(refunds.c.id == original.id)).one()
+        if self._pg:
+            conn.execute(select(payments.c.id).where(payments.c.id == payment_id)
+                         .with_for_update())
+        counted = conn.execute(select(func.coalesce(func.sum(refunds.c.amount_minor), 0))
+                               .where(refunds.c.payment_id == payment_id,
+                                      counting_clause())).scalar_one()
+        others = int(counted) - (original.amount.minor if original.counts_against_payment
+                                 else 0)
+        if others + original.amount.minor > paid_minor:
+            raise OverRefund(
+                f"rerouting {original.id} would exceed what is left of the payment: "
+                f"{Money(paid_minor - others, currency)} left, {original.amount} needed",
+                paid_minor=paid_minor, refunded_minor=others,
+                requested_minor=original.amount.minor, currency=currency)
+        attempt_no = len(original.linked_refunds) + 1
+        key = (f"reroute:{original.id}" if attempt_no == 1
+               else f"reroute:{original.id}:{attempt_no}")
+        self._insert_refund(
+            conn, refund_id=new_id, key=key, fingerprint=key,
+            request_json=_dumps({"reroute_of": original.id, "route": route.value,
+                                 "amount_minor": str(original.amount.minor)}),
+            payment_id=int(payment_id), route=route, amount=original.amount,
+            reason=original.reason, channel_refund_no=new_id, next_check_at=now,
+            arrival=arrival, rerouted_from=original.id, now=now,
+            first_event=(EventKind.REROUTE_OF, {
+                "original": original.id, "original_route": original.route.value,
+                "note": note, "attempt_no": attempt_no}))
+        return self._load(conn, new_id)
 
     def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[Refund]:
         """Refunds due for a check, hidden from other resolvers for ``lease``.
@@ -573,47 +631,6 @@ class RefundStore:
             rows = conn.execute(self._select_refund().where(refunds.c.id.in_(ids))
                                 .order_by(refunds.c.id))
             return [self._to_refund(r) for r in rows]
-
-    def reroute(self, original_id: str, *, new_id: str, route: Route, now: datetime,
-                arrival: ArrivalWindow | None, note: str) -> tuple[Refund, Refund]:
-        """Replace an ABNORMAL refund by a linked refund on ``route``, atomically.
-
-        The original becomes REROUTED (its amount released) and the linked refund takes
-        the same amount in the same transaction, so the payment's total never moves.
-        Calling it again returns the same pair.
-        """
-        with self._tx() as conn:
-            original = self._load(conn, original_id, lock=True)
-            if original.status is RefundStatus.REROUTED and original.rerouted_to:
-                return original, self._load(conn, original.rerouted_to)
-            check(original.status, RefundStatus.REROUTED)
-            payment_row = conn.execute(
-                select(refunds.c.payment_id).where(refunds.c.id == original_id)).scalar_one()
-            if self._pg:
-                conn.execute(select(payments.c.id).where(payments.c.id == payment_row)
-                             .with_for_update())
-            key = f"reroute:{original_id}"
-            canonical = {"reroute_of": original_id, "route": route.value,
-                         "amount_minor": str(original.amount.minor)}
-            conn.execute(refunds.insert().values(
-                id=new_id, idempotency_key=key, fingerprint=key, request_json=_dumps(canonical),
-                payment_id=payment_row, route=route.value, amount_minor=original.amount.minor,
-                currency=original.amount.currency, reason=original.reason,
-                status=RefundStatus.PENDING.value, channel_refund_no=new_id,
-                next_check_at=now, check_count=0, bank_ack="{}",
-                arrival_earliest=arrival.earliest if arrival else None,
-                arrival_latest=arrival.latest if arrival else None,
-                rerouted_from=original_id, created_at=now, updated_at=now, version=0))
-            self._append_event(conn, new_id, now, EventKind.REROUTE_OF, {
-                "original": original_id, "original_route": original.route.value,
-                "note": note}, status_to=RefundStatus.PENDING)
-            conn.execute(update(refunds).where(refunds.c.id == original_id).values(
-                status=RefundStatus.REROUTED.value, rerouted_to=new_id, next_check_at=None,
-                updated_at=now, version=original.version + 1))
-            self._append_event(conn, original_id, now, EventKind.REROUTED, {
-                "linked_refund": new_id, "route": route.value, "note": note},
-                status_from=original.status, status_to=RefundStatus.REROUTED)
-            return self._load(conn, original_id), self._load(conn, new_id)
 
     def remember_notification(self, route: Route, kind: str, key: str, *, now: datetime,
                               refund_id: str | None, outcome: str) -> bool:
@@ -641,13 +658,90 @@ class RefundStore:
                 "refund_id": refund_id, "received_at": now, "outcome": outcome}
 
     def sum_counting(self, route: Route, merchant_order_no: str) -> Money | None:
-        """Σ of a payment's refunds that still count against it (for checks and tests)."""
+        """Σ of the refunds that still count against the payments of one merchant order
+        (one order may have several trades; for checks and tests)."""
         with self._tx(readonly=True) as conn:
-            row = conn.execute(select(payments).where(and_(
+            found = conn.execute(select(payments.c.id, payments.c.currency).where(and_(
                 payments.c.route == route.value,
-                payments.c.merchant_order_no == merchant_order_no))).first()
-            if row is None:
+                payments.c.merchant_order_no == merchant_order_no))).all()
+            if not found:
                 return None
-            total, _, _ = self._refunded_minor(conn, route, merchant_order_no)
-            return Money(total, row.currency)
+            total = conn.execute(select(func.coalesce(func.sum(refunds.c.amount_minor), 0))
+                                 .where(refunds.c.payment_id.in_([r.id for r in found]),
+                                        counting_clause())).scalar_one()
+            return Money(int(total), found[0].currency)
 
+
+class UnitOfWork:
+    """One locked refund inside one transaction (``RefundStore.locked``).
+
+    ``current`` is the refund as it is now (it follows each ``apply``); ``record`` keeps
+    a channel call as evidence; ``apply`` writes a ``gateway.lifecycle.Change``. Events
+    are appended when the block ends, in the order they were made."""
+
+    def __init__(self, store: RefundStore, conn: Connection, current: Refund | None,
+                 now: datetime) -> None:
+        self._store = store
+        self._conn = conn
+        self._current = current
+        self._now = now
+        self._events: list[_EventRow] = []
+
+    @property
+    def current(self) -> Refund:
+        if self._current is None:
+            raise RefundNotFound("no refund in this unit of work")
+        return self._current
+
+    def record(self, attempt: Attempt) -> None:
+        """A channel call made for this refund, with its redacted answer."""
+        raw = redact_mapping(attempt.raw)
+        self._store._s.insert_attempt.run(self._conn, {
+            "refund_id": self.current.id, "operation": attempt.operation,
+            "started_at": attempt.started_at, "finished_at": attempt.finished_at,
+            "outcome": attempt.outcome, "http_status": attempt.http_status,
+            "code": attempt.code, "request_id": attempt.request_id,
+            "raw": _dumps(raw)}).close()
+        self._events.append((EventKind.ATTEMPT, {
+            "operation": attempt.operation, "outcome": attempt.outcome,
+            "http_status": attempt.http_status, "code": attempt.code,
+            "request_id": attempt.request_id,
+            "duration_ms": int((attempt.finished_at - attempt.started_at)
+                               .total_seconds() * 1000),
+            "answer": raw}, None, None))
+
+    def apply(self, change: Change) -> Refund:
+        if change.is_empty:
+            return self.current
+        self._current = self._store._apply(self._conn, self.current, change, self._now,
+                                           self._events)
+        return self._current
+
+    def add_linked(self, *, new_id: str, route: Route, arrival: ArrivalWindow | None,
+                   note: str) -> Refund:
+        """Insert a reroute's linked refund for ``current`` under the payment's cap."""
+        return self._store._add_linked(self._conn, self.current, new_id=new_id,
+                                       route=route, arrival=arrival, note=note,
+                                       now=self._now)
+
+    def flush(self) -> None:
+        if self._events and self._current is not None:
+            self._store._append_events(self._conn, self._current.id, self._now,
+                                       self._events)
+        self._events = []
+
+
+class NotificationWork(UnitOfWork):
+    """``RefundStore.notification``'s unit of work: ``outcome`` says whether there is a
+    refund to decide on; ``applied`` once a change was written."""
+
+    def __init__(self, store: RefundStore, conn: Connection, current: Refund | None,
+                 now: datetime, outcome: str | None) -> None:
+        super().__init__(store, conn, current, now)
+        self.outcome = outcome
+        self.applied = False
+
+    def apply(self, change: Change) -> Refund:
+        if self.outcome is None:
+            self.applied = True
+        return super().apply(change)

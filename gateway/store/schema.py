@@ -35,7 +35,9 @@ payments = Table(
     Column("currency", String(3), nullable=False),
     Column("user_id", String(64)),
     Column("created_at", UTCDateTime, nullable=False),
-    UniqueConstraint("route", "merchant_order_no", name="uq_payments_route_order"),
+    # The money is the channel's trade; one order may have two (a duplicate charge).
+    UniqueConstraint("route", "channel_trade_no", name="uq_payments_route_trade"),
+    Index("ix_payments_route_order", "route", "merchant_order_no"),
 )
 
 refunds = Table(
@@ -63,6 +65,9 @@ refunds = Table(
     Column("arrival_latest", Date),
     Column("rerouted_from", String(32)),
     Column("rerouted_to", String(32)),
+    Column("linked_refunds", Text, nullable=False, server_default="[]"),   # JSON list
+    Column("abnormal_applied_at", UTCDateTime),
+    Column("paid_after_release_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("version", Integer, nullable=False, default=0),

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, literal_column, select, update
+from sqlalchemy import Connection, bindparam, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -42,6 +42,14 @@ def select_refund() -> Any:
                   payments.c.amount_minor.label("p_amount_minor"),
                   payments.c.currency.label("p_currency"), payments.c.user_id,
                   ).join(payments, payments.c.id == refunds.c.payment_id)
+
+
+def counting_clause() -> Any:
+    """Refunds whose amount counts against their payment: not released, or released and
+    then paid after all (``gateway.lifecycle``: paid after release). The statuses are
+    inlined constants: an IN list would be an "expanding" parameter."""
+    return or_(refunds.c.status.not_in([literal_column(f"'{v}'") for v in RELEASED]),
+               refunds.c.paid_after_release_at.is_not(None))
 
 
 def _bind_sqlite(value: Any) -> Any:
@@ -169,13 +177,14 @@ class Statements:
     refund_by_key: Prepared           # key; adds fp, req (fingerprint, request_json)
     refund_by_channel_no_locked: Prepared  # no
     upsert_payment: Prepared          # payment columns; returns the stored row
-    counting_total: Prepared          # route, order, key -> (Σ amount_minor, count) of the
+    counting_total: Prepared          # route, trade, key -> (Σ amount_minor, count) of the
     #                                   payment's refunds that count; id of the one with key
     insert_refund: Prepared           # every refunds column; returns the id
     insert_events: Prepared           # every refund_events column but id
     append_event: Prepared            # the same but seq: the refund's last seq + 1
     insert_attempt: Prepared          # every attempts column but id
     insert_notification: Prepared     # notification columns; returns id, none on a dup
+    delete_notification: Prepared     # nid: an event id kept for a refused notification
     _updates: dict[frozenset[str], Prepared] = field(default_factory=dict)
 
     def update_refund(self, columns: frozenset[str]) -> Prepared:
@@ -223,13 +232,14 @@ def build(dialect: Dialect) -> Statements:
     # DO UPDATE (a no-op assignment) rather than DO NOTHING: it returns the stored row
     # in the same statement and, on PostgreSQL, locks it as SELECT ... FOR UPDATE would,
     # so concurrent reservations of one payment are serialised (invariant 3).
+    # The payment is the channel's trade (route, channel_trade_no): the cap is per trade,
+    # whatever order number the caller spells (migration 0003).
     upsert_returning = upsert.on_conflict_do_update(
-        index_elements=["route", "merchant_order_no"],
+        index_elements=["route", "channel_trade_no"],
         set_={"route": upsert.excluded.route},
-    ).returning(payments.c.id, payments.c.channel_trade_no, payments.c.amount_minor,
+    ).returning(payments.c.id, payments.c.merchant_order_no, payments.c.amount_minor,
                 payments.c.currency)
-    # constants, inlined: an IN list would be an "expanding" parameter
-    counting = refunds.c.status.not_in([literal_column(f"'{v}'") for v in RELEASED])
+    counting = counting_clause()
     notice = insert(notifications).values(
         route=bindparam("route"), dedupe_kind=bindparam("dedupe_kind"),
         dedupe_key=bindparam("dedupe_key"), refund_id=bindparam("refund_id"),
@@ -251,10 +261,12 @@ def build(dialect: Dialect) -> Statements:
             func.max(refunds.c.id).filter(refunds.c.idempotency_key == bindparam("key")),
         ).where(refunds.c.payment_id == select(payments.c.id).where(
             payments.c.route == bindparam("route"),
-            payments.c.merchant_order_no == bindparam("order")).scalar_subquery())),
+            payments.c.channel_trade_no == bindparam("trade")).scalar_subquery())),
         insert_refund=p(_insert_all(refunds).returning(refunds.c.id)),
         insert_events=p(_insert_all(refund_events, skip=("id",))),
         append_event=p(_append_event()),
         insert_attempt=p(_insert_all(attempts, skip=("id",))),
         insert_notification=p(notice),
+        delete_notification=p(notifications.delete().where(
+            notifications.c.id == bindparam("nid"))),
     )

@@ -20,7 +20,7 @@ KIND_NAMES: Final[dict[str, str]] = {
     "requested": "申请 requested", "attempt": "渠道调用 channel call",
     "status_changed": "状态变更 status change", "notification": "渠道通知 notification",
     "rerouted": "改道 rerouted", "reroute_of": "改道自 reroute of",
-    "resolver": "核查 resolver", "ignored": "忽略 ignored", "conflict": "冲突 conflict"}
+    "ignored": "忽略 ignored", "conflict": "冲突 conflict"}
 CLASS_NAMES: Final[dict[str, str]] = {
     "matched": "已核对一致 matched", "in_transit": "在途 in transit",
     "refunded_not_received": "已退款未到账 refunded, not received",

@@ -266,15 +266,19 @@ def test_hostile_notifications_change_nothing(gw: RefundGateway) -> None:
                                       good).accepted
 
 
-def test_late_contradicting_answer_is_evidence_not_a_move(gw: RefundGateway,
-                                                          channel: FakeChannel) -> None:
+def test_success_after_a_refusal_is_paid_after_release_not_a_move(
+        gw: RefundGateway, channel: FakeChannel) -> None:
     channel.submit_script = ["refuse"]
     refund = gw.refund(request())
     assert refund.status is S.FAILED
+    assert gw.store.sum_counting(Route.WECHATPAY, "ORD1") == Money(0)
     body = f"{refund.channel_refund_no}:succeeded:2500".encode()
     gw.handle_notification(Route.WECHATPAY, {"x-signature": "good", "x-nonce": "z"}, body)
-    assert gw.get(refund.id).status is S.FAILED
-    assert any(e.kind is EventKind.CONFLICT for e in gw.events(refund.id))
+    after = gw.get(refund.id)
+    assert after.status is S.FAILED and after.paid_after_release_at is not None
+    assert [e for e in gw.events(refund.id) if e.kind is EventKind.PAID_AFTER_RELEASE]
+    # the money really left: it counts against the payment's cap again
+    assert gw.store.sum_counting(Route.WECHATPAY, "ORD1") == Money(2500)
 
 
 def test_sync_queries_now(gw: RefundGateway, channel: FakeChannel) -> None:
