@@ -28,15 +28,39 @@ class ArchiveLimits:
     max_ratio: int = 200
 
 
+UTF8_FLAG = 0x800   # general-purpose flag bit 11: the name is UTF-8 (APPNOTE 4.4.4)
+
+
+def decode_name(raw: bytes, flags: int) -> str:
+    """An entry name's bytes as a person should read them.
+
+    With the UTF-8 flag set, UTF-8. Without it, UTF-8 when the bytes are valid UTF-8 (a
+    bill unzipped and zipped again by a tool that writes UTF-8 without the flag), else
+    GBK, which is what Alipay writes (CH §4.6; QuantumNous/new-api's
+    ``decodeZipEntryName`` reads the Alipay ZIP the same way). GBK Chinese is almost never
+    valid UTF-8 (the bill names' bytes are not), so the order is safe; cp437, the ZIP
+    default, when neither reads.
+    """
+    if flags & UTF8_FLAG:
+        return raw.decode("utf-8", errors="replace")
+    for encoding in ("utf-8", "gbk"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("cp437")
+
+
 def entry_name(info: zipfile.ZipInfo) -> str:
-    """The name as the channel wrote it: GBK bytes that zipfile decoded as cp437 when
-    the UTF-8 flag is missing."""
-    if info.flag_bits & 0x800:
+    """``decode_name`` of an entry zipfile has read: without the UTF-8 flag zipfile decoded
+    the raw bytes as cp437, so encoding back to cp437 recovers them."""
+    if info.flag_bits & UTF8_FLAG:
         return info.filename
     try:
-        return info.filename.encode("cp437").decode("gbk")
-    except (UnicodeEncodeError, UnicodeDecodeError):
+        raw = info.filename.encode("cp437")
+    except UnicodeEncodeError:      # a name set by hand, not read from an archive
         return info.filename
+    return decode_name(raw, info.flag_bits)
 
 
 def unsafe_entry_name(name: str) -> bool:

@@ -59,13 +59,16 @@ Card-funded payments and the bank leg (``deposit_back_info``)
     ``status`` SUCCESS with ``abnormal`` true and ``extra.dback_status`` "F".
 
 ``alipay.data.dataservice.bill.downloadurl.query`` (CH §4.5)
-    ``bill_type`` ``trade`` and a day ``bill_date`` (YYYY-MM-DD) only; other types, month
-    bills and future days: 40002 isv.invalid_arguments. Today is allowed (Alipay serves T+1;
-    the sandbox lets tests reconcile the day they ran). No payment and no refund that day:
+    ``bill_type`` ``trade`` (the 业务明细 ZIP) or ``signcustomer`` (the 账务明细 ZIP,
+    addendum §7) and a day ``bill_date`` (YYYY-MM-DD) only; other types, month bills and
+    future days: 40002 isv.invalid_arguments. Today is allowed (Alipay serves T+1; the
+    sandbox lets tests reconcile the day they ran). No payment and no refund that day:
     40004 isp.bill_not_exist. Otherwise ``bill_download_url`` =
-    ``{base_url}/alipay/bills/download?bizType=trade&fileId=…`` valid 30 s; the file is
-    rendered at download time (``sandbox.alipay_bill``) with statement faults applied.
-    Payments of the day become 交易 rows, SUCCESS refunds created that day 退款 rows.
+    ``{base_url}/alipay/bills/download?bizType=<bill_type>&fileId=…`` valid 30 s; the file
+    is rendered at download time (``sandbox.alipay_bill``) with statement faults applied.
+    Payments of the day become 交易 rows, SUCCESS refunds created that day 退款 rows (with
+    their payment's 创建时间, as in Alipay's files: a public bill sample's refund rows
+    repeat the trade's creation time and carry the refund's as 完成时间).
 
 Faults: ``rate_limited`` (refund/query/statement): signed 40004 isv.app-call-limited,
 nothing executed. ``abnormal`` (refund; or query of a refund whose bank leg is still P):
@@ -100,7 +103,14 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from sandbox.alipay_bill import BillRow, render_zip, yuan, zip_name
+from sandbox.alipay_bill import (
+    BillRow,
+    account_id,
+    render_account_zip,
+    render_zip,
+    yuan,
+    zip_name,
+)
 from sandbox.channel import Channel
 from sandbox.http import Request, Response
 from sandbox.keys import KeyPair, SandboxKeys, verify_b64
@@ -159,7 +169,7 @@ class AlipayChannel(Channel):
 
     def __init__(self, state: State, keys: SandboxKeys) -> None:
         super().__init__(state, keys)
-        self._links: dict[str, tuple[date, float]] = {}
+        self._links: dict[str, tuple[date, str, float]] = {}
         self._links_lock = threading.Lock()
 
     # -- framework hooks ----------------------------------------------------------------
@@ -510,8 +520,9 @@ class AlipayChannel(Channel):
 
     # -- bills --------------------------------------------------------------------------
     def _bill_url(self, biz: Fields, base_url: str) -> Fields:
-        if biz.get("bill_type") != "trade":
-            raise _invalid("isv.invalid_arguments", "bill_type 仅支持 trade")
+        bill_type = str(biz.get("bill_type"))
+        if bill_type not in ("trade", "signcustomer"):
+            raise _invalid("isv.invalid_arguments", "bill_type 仅支持 trade, signcustomer")
         try:
             day = date.fromisoformat(str(biz.get("bill_date", "")))
         except ValueError:
@@ -526,21 +537,25 @@ class AlipayChannel(Channel):
             token = f"{self.state.rng.getrandbits(96):024x}"
         with self._links_lock:
             now = time.monotonic()
-            self._links = {k: v for k, v in self._links.items() if v[1] > now}
-            self._links[token] = (day, now + BILL_URL_TTL)
+            self._links = {k: v for k, v in self._links.items() if v[2] > now}
+            self._links[token] = (day, bill_type, now + BILL_URL_TTL)
         return {"code": "10000", "msg": "Success",
-                "bill_download_url": f"{base_url}/alipay/bills/download?bizType=trade"
+                "bill_download_url": f"{base_url}/alipay/bills/download?bizType={bill_type}"
                                      f"&fileId={token}&billDate={day:%Y%m%d}"}
 
     def _download(self, request: Request) -> Response:
         with self._links_lock:
             link = self._links.get(request.query.get("fileId", ""))
-        if link is None or link[1] < time.monotonic():
+        if link is None or link[2] < time.monotonic():
             return Response.text("bill file not found or link expired (valid 30 s)", 404)
-        day = link[0]
-        return Response(200, self.statement(day, request.base_url),
-                        {"Content-Type": "application/oct-stream",
-                         "Content-Disposition": f'attachment; filename="{zip_name(PID, day)}"'})
+        day, bill_type = link[0], link[1]
+        if bill_type == "signcustomer":
+            body, name = (render_account_zip(PID, day, self._bill_rows(day), now_utc()),
+                          zip_name(account_id(PID), day))
+        else:
+            body, name = self.statement(day, request.base_url), zip_name(PID, day)
+        return Response(200, body, {"Content-Type": "application/oct-stream",
+                                    "Content-Disposition": f'attachment; filename="{name}"'})
 
     def _payments_on(self, day: date) -> list[Payment]:
         return sorted((p for (route, _), p in self.state.payments.items()
@@ -550,18 +565,25 @@ class AlipayChannel(Channel):
 
     def statement(self, day: date, base_url: str) -> bytes:
         """The trade bill ZIP for ``day`` (CH §4.6), statement faults applied."""
+        return render_zip(PID, day, self._bill_rows(day), now_utc())
+
+    def _bill_rows(self, day: date) -> list[BillRow]:
+        """The day's bill lines, statement faults applied (both bills are cut from them)."""
         with self.state.lock:
             payments = self._payments_on(day)
             refunds = [r for r in self.refunds_on(day) if r.status == "SUCCESS"]
             buyers = {p.merchant_order_no: buyer_of(p.user_id)[0]
                       for p in self.state.payments.values() if p.route == self.route}
+            created = {p.merchant_order_no: p.created_at
+                       for p in self.state.payments.values() if p.route == self.route}
         rows = [BillRow(p.channel_trade_no, p.merchant_order_no, "交易", p.created_at,
                         p.created_at, buyers[p.merchant_order_no], p.amount_fen)
                 for p in payments]
         for refund, fen in self.statement_faults(refunds):
             rows.append(BillRow(refund.channel_trade_no, refund.merchant_order_no, "退款",
-                                refund.created_at, refund.succeeded_at or refund.created_at,
+                                created.get(refund.merchant_order_no, refund.created_at),
+                                refund.succeeded_at or refund.created_at,
                                 buyers.get(refund.merchant_order_no, ""), -fen,
                                 refund.channel_refund_no))
         rows.sort(key=lambda r: (r.finished, r.kind != "交易"))
-        return render_zip(PID, day, rows, now_utc())
+        return rows

@@ -14,7 +14,16 @@ every cell padded with a trailing ``\\t`` (Alipay's guard against Excel), then `
 lines (separator, 交易合计, 退款合计, 导出时间). Service fee: 0.6 % of the amount, rounded
 half up to the fen (negative on trades, positive on refunds).
 
-Summary file: same ``#`` framing, the CH §4.6 summary columns and one ``合计`` row.
+Summary file: same ``#`` framing (title ``#支付宝业务汇总查询``), the CH §4.6 summary
+columns, one row per 门店 (the sandbox has one, unnamed) and then the ``合计`` row
+(addendum §7); each figure is the sum of the detail column of the same name.
+
+The 账务明细 bill (``bill_type=signcustomer``, addendum §7): a ZIP of
+``<acct>_<yyyymmdd>_账务明细.csv`` and ``…_账务汇总.csv``, GBK, same naming rules; ``<acct>``
+is the PID + ``0156`` as in every public sample. Rows: 在线支付 (收入金额), 收费 (the
+service fee, 支出金额), 交易退款 (支出金额); 支出 printed positive (whether Alipay prints it
+negative is UNCONFIRMED; parsers take ``abs``). The 账务汇总 has the five columns the
+addendum names (its sixth is UNCONFIRMED and left out).
 """
 
 from __future__ import annotations
@@ -104,10 +113,67 @@ def summary_csv(pid: str, day: date, rows: list[BillRow], exported_at: datetime)
     total = sum(r.amount_fen for r in rows)
     fees = sum(r.fee_fen for r in rows)
     trades = sum(1 for r in rows if r.kind == "交易")
-    cells = ["合计", "", str(trades), str(len(rows) - trades), yuan(total), yuan(total),
-             "0.00", "0.00", "0.00", yuan(fees), "0.00", yuan(total + fees)]
-    lines.append(",".join(f"{cell}\t" for cell in cells))
-    lines += [f"#{DASHES}业务汇总列表结束{'-' * 36}", f"#导出时间：[{_cn(exported_at)}]"]
+    figures = [str(trades), str(len(rows) - trades), yuan(total), yuan(total), "0.00",
+               "0.00", "0.00", yuan(fees), "0.00", yuan(total + fees)]
+    # One row per 门店 (the sandbox's one store has no number or name), then 合计.
+    for cells in (["", "", *figures], ["合计", "", *figures]):
+        lines.append(",".join(f"{cell}\t" for cell in cells))
+    lines += [f"#{DASHES[:-1]}业务汇总列表结束{'-' * 37}", f"#导出时间：[{_cn(exported_at)}]"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+ACCOUNT_COLUMNS = ("账务流水号,业务流水号,商户订单号,商品名称,发生时间,对方账号,收入金额（+元）,"
+                   "支出金额（-元）,账户余额（元）,交易渠道,业务类型,备注")
+ACCOUNT_SUMMARY_COLUMNS = "类型,收入笔数,收入金额（+元）,支出笔数,支出金额（-元）"
+
+
+def account_id(pid: str) -> str:
+    """The 账务 bill's account: the PID + ``0156`` in every public sample (addendum §7)."""
+    return pid + "0156"
+
+
+def account_csv(pid: str, day: date, rows: list[BillRow], exported_at: datetime,
+                opening_fen: int = 0) -> str:
+    """The 账务明细 file: a ledger line per payment, per service fee and per refund."""
+    lines = _header("支付宝账务明细查询", account_id(pid), day, "账务明细列表")
+    lines.append(ACCOUNT_COLUMNS)
+    balance, seq = opening_fen, 0
+    income: list[int] = []
+    spent: list[int] = []
+    for row in rows:
+        moves = [("在线支付" if row.amount_fen > 0 else "交易退款", row.amount_fen)]
+        if row.amount_fen > 0:
+            moves.append(("收费", row.fee_fen))
+        for kind, fen in moves:
+            seq += 1
+            balance += fen
+            (income if fen > 0 else spent).append(abs(fen))
+            cells = [f"{row.finished:%Y%m%d}{seq:08d}", row.trade_no, row.order_no, SUBJECT,
+                     _stamp(row.finished), row.counterparty,
+                     yuan(fen) if fen > 0 else "0.00", yuan(-fen) if fen < 0 else "0.00",
+                     yuan(balance), "支付宝", kind, row.request_no]
+            lines.append(",".join(f"{c}\t" if i < 4 or i == 5 else c
+                                  for i, c in enumerate(cells)))
+    lines += [f"#{DASHES[:-1]}账务明细列表结束{'-' * 37}",
+              f"#支出合计：{len(spent)}笔，共{yuan(sum(spent))}元",
+              f"#收入合计：{len(income)}笔，共{yuan(sum(income))}元",
+              f"#导出时间：[{_cn(exported_at)}]"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def account_summary_csv(pid: str, day: date, rows: list[BillRow],
+                        exported_at: datetime) -> str:
+    lines = _header("支付宝账务汇总查询", account_id(pid), day, "账务汇总列表")
+    lines.append(ACCOUNT_SUMMARY_COLUMNS)
+    paid = [r.amount_fen for r in rows if r.amount_fen > 0]
+    back = [-r.amount_fen for r in rows if r.amount_fen < 0]
+    fees = [-r.fee_fen for r in rows if r.amount_fen > 0]
+    for kind, n_in, yuan_in, n_out, yuan_out in (
+            ("在线支付", len(paid), sum(paid), 0, 0), ("交易退款", 0, 0, len(back), sum(back)),
+            ("收费", 0, 0, len(fees), sum(fees)),
+            ("合计", len(paid), sum(paid), len(back) + len(fees), sum(back) + sum(fees))):
+        lines.append(f"{kind},{n_in},{yuan(yuan_in)},{n_out},{yuan(yuan_out)}")
+    lines += [f"#{DASHES[:-1]}账务汇总列表结束{'-' * 37}", f"#导出时间：[{_cn(exported_at)}]"]
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -124,16 +190,32 @@ def zip_name(pid: str, day: date) -> str:
     return f"{pid}_{day:%Y%m%d}.csv.zip"
 
 
-def render_zip(pid: str, day: date, rows: list[BillRow], exported_at: datetime) -> bytes:
-    """The bill ZIP: detail + summary CSVs, GBK names without the UTF-8 flag, GBK content."""
+def _gbk_zip(files: list[tuple[str, str]], exported_at: datetime) -> bytes:
+    """CSVs in a ZIP as Alipay packs them: GBK names without the UTF-8 flag, GBK content."""
     stamp = exported_at.astimezone(BEIJING)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for suffix, text in (("业务明细", detail_csv(pid, day, rows, exported_at)),
-                             ("业务明细(汇总)", summary_csv(pid, day, rows, exported_at))):
-            info = _GbkZipInfo(f"{pid}_{day:%Y%m%d}_{suffix}.csv",
-                               date_time=(stamp.year, stamp.month, stamp.day, stamp.hour,
-                                          stamp.minute, stamp.second))
+        for name, text in files:
+            info = _GbkZipInfo(name, date_time=(stamp.year, stamp.month, stamp.day,
+                                                stamp.hour, stamp.minute, stamp.second))
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, text.encode("gbk"))
     return buffer.getvalue()
+
+
+def render_zip(pid: str, day: date, rows: list[BillRow], exported_at: datetime) -> bytes:
+    """The trade bill ZIP (``bill_type=trade``): the 业务明细 detail and its 汇总."""
+    stem = f"{pid}_{day:%Y%m%d}"
+    return _gbk_zip([(f"{stem}_业务明细.csv", detail_csv(pid, day, rows, exported_at)),
+                     (f"{stem}_业务明细(汇总).csv", summary_csv(pid, day, rows, exported_at))],
+                    exported_at)
+
+
+def render_account_zip(pid: str, day: date, rows: list[BillRow],
+                       exported_at: datetime) -> bytes:
+    """The 账务明细 bill ZIP (``bill_type=signcustomer``): the ledger and its 汇总."""
+    stem = f"{account_id(pid)}_{day:%Y%m%d}"
+    return _gbk_zip([(f"{stem}_账务明细.csv", account_csv(pid, day, rows, exported_at)),
+                     (f"{stem}_账务汇总.csv", account_summary_csv(pid, day, rows,
+                                                                 exported_at))],
+                    exported_at)

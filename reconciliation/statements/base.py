@@ -11,6 +11,7 @@ knows no channel; the per-format modules do.
 from __future__ import annotations
 
 import io
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -308,6 +309,7 @@ def _exact_rows(data: bytes, first_line: int, ncols: int, names: list[str], idx:
 # --- vectorised cell converters -------------------------------------------------------
 
 AMOUNT_RE: Final = r"^[+-]?\d{1,13}(\.\d{1,2})?$"
+_DECIMAL: Final = re.compile(r"([+-]?)(\d{1,18})(?:\.(\d+))?")
 
 
 def clean(col: str, *, backtick: bool = False) -> pl.Expr:
@@ -320,15 +322,41 @@ def clean(col: str, *, backtick: bool = False) -> pl.Expr:
 
 def amount_minor(col: str | pl.Expr) -> pl.Expr:
     """A cleaned yuan string ("-12.30") -> signed fen (Int64); null when malformed."""
+    return decimal_units(col, 2)
+
+
+def decimal_units(col: str | pl.Expr, places: int) -> pl.Expr:
+    """A cleaned decimal string with at most ``places`` decimals -> signed integer count of
+    10^-places units (Int64), by string arithmetic (no floats); null when malformed. WeChat
+    writes 手续费 with 5 decimals (``-0.27000``, addendum §8): ``decimal_units(c, 5)``."""
     s = pl.col(col) if isinstance(col, str) else col
-    valid = s.str.contains(AMOUNT_RE)
+    valid = s.str.contains(rf"^[+-]?\d{{1,13}}(\.\d{{1,{places}}})?$")
     body = s.str.strip_chars_start("+-")
     parts = body.str.split_exact(".", 1)
     whole = parts.struct.field("field_0").cast(pl.Int64, strict=False)
-    frac = parts.struct.field("field_1").fill_null("").str.pad_end(2, "0").cast(
+    frac = parts.struct.field("field_1").fill_null("").str.pad_end(places, "0").cast(
         pl.Int64, strict=False)
-    value = whole * 100 + frac
+    value = whole * 10**places + frac
     return pl.when(~valid).then(None).when(s.str.starts_with("-")).then(-value).otherwise(value)
+
+
+def parse_units(text: str, places: int) -> int:
+    """A decimal string (a summary or footer figure) -> integer 10^-places units, exactly,
+    by string arithmetic; ``ValueError`` unless it is a plain decimal with at most
+    ``places`` decimals."""
+    m = _DECIMAL.fullmatch(text.strip())
+    if m is None or len(m.group(3) or "") > places:
+        raise ValueError(f"not a decimal with at most {places} places: {text!r}")
+    scale: int = 10**places
+    units = int(m.group(2)) * scale + int((m.group(3) or "").ljust(places, "0") or 0)
+    return -units if m.group(1) == "-" else units
+
+
+def format_units(units: int, places: int) -> str:
+    """Integer 10^-places units -> the decimal string a channel would print."""
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), 10**places)
+    return f"{sign}{whole}.{frac:0{places}d}" if places else f"{sign}{whole}"
 
 
 def beijing_time(col: str | pl.Expr, fmt: str = "%Y-%m-%d %H:%M:%S") -> pl.Expr:

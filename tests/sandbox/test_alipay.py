@@ -327,6 +327,23 @@ def test_bill_download(sandbox: SandboxServer, alipay: AliPay) -> None:
         ("退款", pay["channel_trade_no"], pay["merchant_order_no"])
     assert (back["退款批次号/请求号"], back["订单金额（元）"], back["商家实收（元）"]) == \
         ("R1", "-12.34", "-12.34")
+    # A refund row repeats its trade's 创建时间; 完成时间 is the refund's (public sample).
+    assert back["创建时间"] == trade["创建时间"] and back["完成时间"] >= trade["完成时间"]
+    assert back["服务费（元）"] == "0.07"          # 0.6 % of 12.34 given back
+    # The summary: its own title, one row per 门店 and the 合计 row (addendum §7), each
+    # figure the sum of the detail column of that name.
+    summary = files[f"{pid}_{today:%Y%m%d}_业务明细(汇总).csv"]
+    assert summary[0] == "#支付宝业务汇总查询"
+    assert summary[3] == "#" + "-" * 41 + "业务汇总列表" + "-" * 40
+    head = summary[4].split(",")
+    assert head[:4] == ["门店编号", "门店名称", "交易订单总笔数", "退款订单总笔数"]
+    store, total = ([c.strip() for c in line.split(",")] for line in summary[5:7])
+    assert total[0] == "合计" and store[2:] == total[2:]
+    figures = dict(zip(head, total, strict=True))
+    assert (figures["交易订单总笔数"], figures["退款订单总笔数"], figures["订单金额（元）"],
+            figures["商家实收（元）"], figures["服务费（元）"], figures["实收净额（元）"]) == \
+        ("1", "1", "87.66", "87.66", "-0.53", "87.13")
+    assert summary[7] == "#" + "-" * 40 + "业务汇总列表结束" + "-" * 37
     footer = [line for line in detail if line.startswith("#")][-3:]
     assert footer[0] == "#交易合计：1笔，商家实收共100.00元，商家优惠共0.00元"
     assert footer[1] == "#退款合计：1笔，商家实收退款共-12.34元，商家优惠退款共0.00元"
@@ -336,6 +353,33 @@ def test_bill_download(sandbox: SandboxServer, alipay: AliPay) -> None:
         urllib.request.urlopen(expired, timeout=5)  # noqa: S310 - loopback
     assert raised.value.code == 404
     raised.value.close()
+
+
+def test_signcustomer_bill(sandbox: SandboxServer, alipay: AliPay) -> None:
+    """The 账务明细 bill (addendum §7): its own ZIP, ledger columns, no refund numbers."""
+    pay = payment(sandbox)
+    refund(alipay, pay, "12.34")
+    today = datetime.now(BEIJING).date()
+    answer = alipay.server_api(BILL, {"bill_type": "signcustomer",
+                                      "bill_date": today.isoformat()})
+    assert answer["code"] == "10000" and "bizType=signcustomer" in answer["bill_download_url"]
+    with urllib.request.urlopen(answer["bill_download_url"], timeout=5) as response:  # noqa: S310
+        files = read_bill(response.read())
+    account = next(iter(files)).split("_")[0]
+    assert account.endswith("0156") and len(account) == 20
+    detail = files[f"{account}_{today:%Y%m%d}_账务明细.csv"]
+    assert files[f"{account}_{today:%Y%m%d}_账务汇总.csv"][0] == "#支付宝账务汇总查询"
+    assert detail[0] == "#支付宝账务明细查询" and detail[1] == f"#账号：[{account}]"
+    assert detail[4] == ("账务流水号,业务流水号,商户订单号,商品名称,发生时间,对方账号,"
+                         "收入金额（+元）,支出金额（-元）,账户余额（元）,交易渠道,业务类型,备注")
+    rows = [[c.strip() for c in line.split(",")] for line in detail[5:]
+            if line and not line.startswith("#")]
+    assert [(r[10], r[6], r[7]) for r in rows] == [("在线支付", "100.00", "0.00"),
+                                                   ("收费", "0.00", "0.60"),
+                                                   ("交易退款", "0.00", "12.34")]
+    assert {r[1] for r in rows} == {pay["channel_trade_no"]}
+    footer = [line for line in detail if line.startswith("#")][-3:]
+    assert footer[:2] == ["#支出合计：2笔，共12.94元", "#收入合计：1笔，共100.00元"]
 
 
 def test_bill_faults_and_absence(sandbox: SandboxServer, alipay: AliPay) -> None:
