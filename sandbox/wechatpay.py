@@ -27,8 +27,11 @@ Emulated:
 * Bills (CH §5.7): ``/v3/bill/tradebill`` (ALL, SUCCESS, REFUND), ``/v3/bill/fundflowbill``
   (BASIC), SHA1 of the un-gzipped file, ``download_url`` starting with exactly the base
   URL the client addressed (CH §0 #6), valid 30 s, ``/v3/billdownload/file`` (signed
-  request, unsigned gzip/plain answer). Files: UTF-8, BOM on the first header cell,
-  backtick-prefixed cells, summary computed from the rows; statement faults apply.
+  request, unsigned gzip/plain answer). Files as WeChat writes them (CH §5.7, addendum
+  §8): UTF-8, BOM on the first header cell, CRLF, backtick-prefixed cells, commas inside
+  the 商品名称 and 商户数据包 cells (the attach is a JSON object, as merchants send),
+  手续费 with 5 decimals, NEGATIVE on refund rows (the fee given back), the summary
+  computed from the rows (手续费总金额 net); statement faults apply.
   ``statement(day)`` (``GET /_sandbox/statements/wechatpay/{date}``) is the plain REFUND
   trade bill (header and zero summary when the day has no refunds).
 * REFUND.SUCCESS / REFUND.ABNORMAL / REFUND.CLOSED notifications (CH §5.5): AES-256-GCM
@@ -105,7 +108,9 @@ BANK_NAMES = {"ICBC_DEBIT": "工商银行", "CMB_DEBIT": "招商银行", "CCB_DE
 EVENTS = {"SUCCESS": ("REFUND.SUCCESS", "退款成功"),
           "ABNORMAL": ("REFUND.ABNORMAL", "退款异常"),
           "CLOSED": ("REFUND.CLOSED", "退款关闭")}
-GOODS_NAME = "沙箱测试商品"
+# 商品名称 and 商户数据包 with commas in them: data, not separators (addendum §8). Never a
+# backtick: that breaks every parser of the format, WeChat's own rule for them.
+GOODS_NAME = "沙箱测试商品,1件"
 
 _COMMON = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额"  # noqa: E501
 TRADE_BILL_HEADERS = {
@@ -187,6 +192,18 @@ def _payer(payment: Payment) -> tuple[str, str]:
     else:
         bank, account = PAYERS[int(payment.card_no[-2:]) % len(PAYERS)]
     return bank, account if bank == "OTHERS" else account + payment.card_no[-4:]
+
+
+def _attach(payment: Payment) -> str:
+    """商户数据包: the merchant's attach, a JSON object as merchants commonly send (a public
+    merchant bill shows ``{"statement_id":"…"}``, addendum §8); its commas are data."""
+    return json.dumps({"order": payment.merchant_order_no, "src": "sandbox"},
+                      separators=(",", ":"))
+
+
+def _fee_cell(fee_fen: int) -> str:
+    """手续费 as the bill writes it: yuan with 5 decimals, signed (``-0.27000``)."""
+    return f"{Channel.fen_to_yuan(fee_fen)}000"
 
 
 def _openid(payment: Payment) -> str:
@@ -614,7 +631,7 @@ class WechatPayChannel(Channel):
             head = [_bill_time(p.created_at), APPID, MCHID, "0", "", p.channel_trade_no,
                     p.merchant_order_no, _openid(p), "JSAPI", "SUCCESS", bank, "CNY",
                     self.fen_to_yuan(p.amount_fen), "0.00"]
-            tail = [GOODS_NAME, "", f"{self.fen_to_yuan(fee)}000", "0.60%",
+            tail = [GOODS_NAME, _attach(p), _fee_cell(fee), "0.60%",
                     self.fen_to_yuan(p.amount_fen)]
             refund_cells = ["0", "0", "0.00", "0.00", "", ""]
             rows.append((p.created_at, head + (refund_cells if bill_type == "ALL" else [])
@@ -633,14 +650,14 @@ class WechatPayChannel(Channel):
                                                                else None)]
             cells = [refund.channel_refund_id, refund.channel_refund_no,
                      self.fen_to_yuan(fen), "0.00", str(refund.extra["channel"]),
-                     refund.status, GOODS_NAME, "", f"{self.fen_to_yuan(fee)}000", "0.60%",
+                     refund.status, GOODS_NAME, _attach(p), _fee_cell(-fee), "0.60%",
                      "0.00", self.fen_to_yuan(fen), ""]
             rows.append((refund.created_at,
                          head + (times if bill_type == "REFUND" else []) + cells))
             refunded, applied, fees = refunded + fen, applied + fen, fees - fee
         rows.sort(key=lambda row: row[0])
         summary = [str(len(rows)), self.fen_to_yuan(settled), self.fen_to_yuan(refunded),
-                   "0.00", f"{self.fen_to_yuan(fees)}000", self.fen_to_yuan(ordered),
+                   "0.00", _fee_cell(fees), self.fen_to_yuan(ordered),
                    self.fen_to_yuan(applied)]
         return self._csv(TRADE_BILL_HEADERS[bill_type], [cells for _, cells in rows],
                          TRADE_SUMMARY_HEADER, summary)

@@ -238,16 +238,19 @@ def test_abnormal_refund_to_merchant_card_and_bad_ciphertext(sandbox: SandboxSer
 
 
 def parse_bill(data: bytes) -> tuple[list[str], list[list[str]], list[str], list[str]]:
-    """WeChat bill: BOM + header, backtick rows, summary header, summary row."""
+    """WeChat bill: BOM + header, backtick rows, summary header, summary row. A cell is
+    the text after its backtick; cells are separated by a comma and the next backtick, so
+    commas inside 商品名称/商户数据包 stay data (addendum §8)."""
     text = data.decode("utf-8")
     assert text.startswith("\ufeff")
+    assert text.endswith("\r\n") and "\n" not in text.replace("\r\n", "")   # CRLF
     lines = text.lstrip("\ufeff").splitlines()
     header, *rows, summary_header, summary = lines
     for row in [*rows, summary]:
-        assert all(cell.startswith("`") for cell in row.split(","))
+        assert row.startswith("`")
 
     def cells(line: str) -> list[str]:
-        return [c[1:] for c in line.split(",")]
+        return line[1:].split(",`")
 
     return header.split(","), [cells(r) for r in rows], summary_header.split(","), cells(summary)
 
@@ -282,8 +285,15 @@ def test_trade_and_fundflow_bills(sandbox: SandboxServer, wx: WeChatPay) -> None
             for r in records] == [("R-b1", "25.00", "REFUND", "ORIGINAL", "SUCCESS"),
                                   ("R-b2", "1.01", "REFUND", "ORIGINAL", "SUCCESS")]
     assert records[0]["微信订单号"] == payment.channel_trade_no
+    # Commas inside cells, as merchants' descriptions and JSON attaches have them.
+    assert records[0]["商品名称"] == "沙箱测试商品,1件"
+    assert json.loads(records[0]["商户数据包"]) == {"order": payment.merchant_order_no,
+                                                 "src": "sandbox"}
+    assert "," in records[0]["商户数据包"]
+    # Refund rows give the fee back: negative, 5 decimals (addendum §8).
+    assert [r["手续费"] for r in records] == ["-0.15000", "-0.01000"]
     assert summary[:3] == ["2", "0.00", "26.01"] and summary[6] == "26.01"
-    assert summary[4] == "-0.16000"      # returned fees: 0.15 + 0.01
+    assert summary[4] == "-0.16000"      # returned fees: 0.15 + 0.01, net
 
     code, answer = wx.trade_bill(today, bill_type="ALL")
     header, rows, _, summary = parse_bill(download(wx, answer))
@@ -292,7 +302,9 @@ def test_trade_and_fundflow_bills(sandbox: SandboxServer, wx: WeChatPay) -> None
     assert [r["交易状态"] for r in records] == ["SUCCESS", "SUCCESS", "REFUND", "REFUND"]
     assert records[1]["商户订单号"] == other.merchant_order_no
     assert records[1]["退款金额"] == "0.00" and records[1]["微信退款单号"] == "0"
+    assert [r["手续费"] for r in records] == ["0.60000", "0.02000", "-0.15000", "-0.01000"]
     assert summary[:3] == ["4", "103.00", "26.01"]
+    assert summary[4] == "0.46000"       # 0.60 + 0.02 charged, 0.16 given back
 
     code, answer = wx.fundflow_bill(today)
     header, rows, summary_header, summary = parse_bill(download(wx, answer))
