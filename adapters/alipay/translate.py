@@ -18,7 +18,8 @@ import structlog
 
 from gateway.clock import from_beijing
 from gateway.errors import InvalidRequest
-from gateway.logging import mask_account, redact_mapping
+from gateway.logging import redact_mapping
+from gateway.masking import mask_account, mask_opaque
 from gateway.models import ChannelResult, ChannelStatus
 from gateway.money import Money
 
@@ -214,15 +215,13 @@ def balance_account(logon_id: str | None) -> str:
 
 
 def masked_logon(value: Any) -> str | None:
-    """``buyer_logon_id`` is masked by Alipay (``159****5620``); mask it if it is not."""
-    if not isinstance(value, str) or not value:
-        return None
-    if "*" in value:
-        return value
-    return "*" * 4 + value[-4:] if len(value) > 4 else "****"
+    """``buyer_logon_id`` as every account is shown (``gateway.masking``): Alipay's own
+    masking (``159****5620``, ``zha***@163.com``) is kept; None when there is none."""
+    return mask_account(value) if isinstance(value, str) and value else None
 
 
-# Identifiers of the buyer kept only as their last 4 in stored evidence.
+# Identifiers of the buyer, masked in stored evidence: accounts and user ids by the one
+# rule (gateway.masking); the open id, which means nothing to a person, as its last 4.
 _BUYER_IDS: Final = frozenset({"buyer_user_id", "buyer_open_id", "buyer_id", "buyer_logon_id",
                                "buyer_pay_amount_account"})
 
@@ -234,8 +233,7 @@ def redact(body: Mapping[str, Any]) -> dict[str, Any]:
         if key in ("sign", "sign_type"):
             continue
         if key in _BUYER_IDS and isinstance(value, str):
-            kept[key] = masked_logon(value) if key == "buyer_logon_id" else \
-                mask_account(value) if len(value) >= 16 else masked_logon(value)
+            kept[key] = mask_opaque(value) if key == "buyer_open_id" else mask_account(value)
             continue
         kept[key] = value
     return redact_mapping(kept)

@@ -16,6 +16,7 @@ from typing import Final
 
 import structlog
 
+from gateway.masking import mask_account, mask_opaque
 from gateway.models import ChannelStatus
 from gateway.money import Money
 
@@ -106,14 +107,11 @@ def notification_status(resp_code: str) -> ChannelStatus:
 
 # -- evidence ------------------------------------------------------------------------------
 # Dropped from stored answers: signatures and certificates (bulk, and not evidence we
-# need), and masked: card numbers (DESIGN "Receipts": last 4 only).
+# need); card numbers masked by the one rule (gateway.masking); customerInfo (the
+# cardholder's details, Base64, CH §6) holds nothing for a person: its last 4 only.
 _DROP: Final = frozenset({"signature", "signPubKeyCert"})
-_MASK: Final = frozenset({"accNo", "payCardNo", "customerInfo"})
-
-
-def mask_account(value: str) -> str:
-    tail = value[-4:] if len(value) >= 8 else ""
-    return f"****{tail}"
+_MASK: Final = frozenset({"accNo", "payCardNo"})
+_OPAQUE: Final = frozenset({"customerInfo"})
 
 
 def redact(fields: Mapping[str, str]) -> dict[str, str]:
@@ -121,7 +119,9 @@ def redact(fields: Mapping[str, str]) -> dict[str, str]:
     for key in sorted(fields):
         if key in _DROP:
             continue
-        out[key] = mask_account(fields[key]) if key in _MASK else fields[key]
+        value = fields[key]
+        out[key] = mask_account(value) if key in _MASK else \
+            mask_opaque(value) if key in _OPAQUE else value
     return out
 
 

@@ -29,6 +29,7 @@ from gateway.errors import (
     OutcomeUnknown,
     StatementError,
 )
+from gateway.masking import mask_account
 from gateway.models import ChannelResult, ChannelStatus, NotificationAck, Refund, Route
 from gateway.ports import (
     DEFAULT_QUERY_SCHEDULE,
@@ -307,7 +308,7 @@ def refund_result(doc: Mapping[str, Any], channel_refund_no: str,
         amount=translate.fen(doc.get("amount")),
         succeeded_at=translate.parse_time(doc.get("success_time"))
         if status is ChannelStatus.SUCCEEDED else None,
-        received_account=translate.mask_account(account)
+        received_account=mask_account(account)
         if isinstance(account, str) and account else None,
         bank_ack=translate.bank_ack(doc),
         failure_code=str(doc.get("status")) if final_other else None,

@@ -19,6 +19,7 @@ import structlog
 
 from adapters.wechatpay import translate
 from gateway.errors import SignatureInvalid
+from gateway.masking import mask_account
 from gateway.models import ChannelResult, ChannelStatus
 
 log = structlog.get_logger(__name__)
@@ -118,7 +119,7 @@ def decode(envelope: Mapping[str, Any], *, mchid: str, nonce: str) -> ChannelRes
         amount=translate.fen(resource.get("amount")),
         succeeded_at=translate.parse_time(resource.get("success_time"))
         if status is ChannelStatus.SUCCEEDED else None,
-        received_account=translate.mask_account(account) if isinstance(account, str)
+        received_account=mask_account(account) if isinstance(account, str)
         and account else None,
         bank_ack=translate.bank_ack(resource),
         failure_code=event_type if status in (ChannelStatus.ABNORMAL, ChannelStatus.CLOSED)

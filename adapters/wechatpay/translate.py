@@ -1,16 +1,15 @@
 """WeChat Pay v3 answers -> the gateway's vocabulary (pure, total tables; CH §5).
 
 Owns: refund ``status`` / notification ``refund_status`` -> ``ChannelStatus``; the HTTP
-status + ``code`` table of CH §5.3 per operation -> a ``Verdict``; RFC3339 times; masking
-of the receiving account; the redaction of answers kept as evidence. Must not do I/O, read
-settings or raise channel errors (the adapter turns a verdict into an error). Anything not
-in a table is "unknown": PROCESSING for a status, OutcomeUnknown for an error code, never
-success or failure (DESIGN invariant 4).
+status + ``code`` table of CH §5.3 per operation -> a ``Verdict``; RFC3339 times; the
+receiving account masked (by ``gateway.masking``); the redaction of answers kept as
+evidence. Must not do I/O, read settings or raise channel errors (the adapter turns a
+verdict into an error). Anything not in a table is "unknown": PROCESSING for a status,
+OutcomeUnknown for an error code, never success or failure (DESIGN invariant 4).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,6 +18,7 @@ from typing import Any, Final
 import structlog
 
 from gateway.errors import InvalidRequest
+from gateway.masking import mask_account
 from gateway.models import ChannelStatus
 from gateway.money import Money
 
@@ -178,15 +178,6 @@ def fen(amount: object, key: str = "refund") -> Money | None:
     except InvalidRequest:   # a currency we do not know, a negative amount
         log.warning("wechatpay.bad_amount", key=key, currency=str(currency)[:8])
         return None
-
-
-_LONG_DIGITS: Final = re.compile(r"\d{5,}")
-
-
-def mask_account(value: str) -> str:
-    """Any run of 5+ digits keeps only its last 4 (``招商银行信用卡0403`` is unchanged;
-    a full card number becomes ``****1234``)."""
-    return _LONG_DIGITS.sub(lambda m: "****" + m.group(0)[-4:], value)
 
 
 # Fields never kept, whatever the channel sends back (CH §5.6 encrypted request fields,

@@ -159,4 +159,8 @@ def test_deposit_back_unknown_status_kept_with_warning() -> None:
 def test_redact_drops_sign_and_masks_buyer() -> None:
     out = t.redact({"sign": "abc", "sign_type": "RSA2", "buyer_id": "2088101117955611",
                     "buyer_logon_id": "someone@example.com", "x": "1"})
-    assert out == {"buyer_id": "****5611", "buyer_logon_id": "****.com", "x": "1"}
+    assert out == {"buyer_id": "****5611", "buyer_logon_id": "s***@example.com", "x": "1"}
+    assert t.redact({"buyer_logon_id": "159****5620", "buyer_open_id": "074a1CcTG1LelxKe4x",
+                     "buyer_user_id": "2088101117955611"}) == {
+        "buyer_logon_id": "159****5620", "buyer_open_id": "****Ke4x",
+        "buyer_user_id": "****5611"}

@@ -64,7 +64,8 @@ def test_redact_drops_signatures_and_masks_cards() -> None:
     raw = translate.redact({"signature": "s", "signPubKeyCert": "c", "respCode": "00",
                             "accNo": "6216261000000000018", "queryId": "Q1"})
     assert raw == {"accNo": "****0018", "queryId": "Q1", "respCode": "00"}
-    assert translate.mask_account("123") == "****"
+    assert translate.redact({"customerInfo": "e3Bob25lTm89MTM4MTIzNDU2Nzh9"}) == {
+        "customerInfo": "****Nzh9"}   # the cardholder's details: nothing but the last 4
 
 
 def test_bank_ack_keeps_unionpay_references() -> None:
