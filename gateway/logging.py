@@ -30,7 +30,7 @@ _AUTH = re.compile(r"(WECHATPAY2-SHA256-RSA2048\s+)\S.*", re.IGNORECASE)
 REDACTED: Final = "[REDACTED]"
 
 # What the store keeps of a receiving account is what a person is shown of it.
-# Kept under this name for ``service.py`` until it imports ``gateway.masking`` itself.
+# Kept under this name for its callers (the store) until they import gateway.masking.
 mask_stored_account = mask_account
 
 
