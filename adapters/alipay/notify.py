@@ -92,20 +92,23 @@ def parse(body: bytes, *, app_id: str, verify: Verifier) -> ChannelResult:
 def _trade_sync(form: Mapping[str, str], event_id: str | None, app_id: str) -> ChannelResult:
     """CH §4.4: a refund shows as ``out_biz_no`` (= out_request_no), ``refund_fee``,
     ``gmt_refund`` on the trade notification (TRADE_SUCCESS partial, TRADE_CLOSED full).
-    Alipay sends it once the refund is executed, so it means SUCCEEDED."""
+    Alipay sends it once the refund is executed, so those mean SUCCEEDED; another
+    ``trade_status`` is PROCESSING (``translate.TRADE_STATUS_WITH_REFUND``)."""
     refund_no = form.get("out_biz_no") or None
     if refund_no is None or not (form.get("gmt_refund") or form.get("refund_fee")):
         log.warning("alipay.trade_notification_without_refund",
                     trade_status=form.get("trade_status"))
         return ChannelResult(status=ChannelStatus.PROCESSING, raw=translate.redact(form),
                              event_id=event_id)
+    status = translate.trade_notification_status(form.get("trade_status"))
     return ChannelResult(
-        status=ChannelStatus.SUCCEEDED,
+        status=status,
         channel_refund_no=refund_no,
         # refund_fee is the trade's cumulative refunded total, not this refund's amount:
         # comparing it with the refund would reject the second partial refund's notice.
         amount=None,
-        succeeded_at=translate.parse_time(form.get("gmt_refund")),
+        succeeded_at=translate.parse_time(form.get("gmt_refund"))
+        if status is ChannelStatus.SUCCEEDED else None,
         raw=translate.redact(form),
         event_id=event_id,
     )
@@ -125,7 +128,7 @@ def _depositback(form: Mapping[str, str], event_id: str | None, app_id: str
                              event_id=event_id)
     ack = translate.deposit_back(biz)
     return ChannelResult(
-        status=ChannelStatus.SUCCEEDED,
+        status=translate.depositback_status(ack.get("dback_status")),
         channel_refund_no=str(biz["out_request_no"]),
         amount=None,   # dback_amount is the bank leg, which may differ from the refund
         received_account=(translate.RECEIVED_IN_BALANCE

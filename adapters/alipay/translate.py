@@ -69,19 +69,34 @@ REFUND_SUB_CODES: Final[Mapping[str, Outcome]] = {
     "ACQ.TRADE_NOT_ALLOW_REFUND": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
 }
 
-# Not in CHANNELS.md: Alipay's public error codes (公共错误码, opendocs "common error
-# codes") for a request that Alipay refused to process because of our credentials: app id,
-# signature, key type or permissions. Never retried; a person fixes the configuration.
+# CHANNELS-ADDENDUM §6 "Alipay gateway-level errors" (the 20001/40006 sub_codes) plus
+# Alipay's public error codes (公共错误码, opendocs "common error codes") for the rest: a
+# request refused because of our credentials (app id, signature, key type, permissions).
+# Never retried; a person fixes the configuration.
 AUTH_SUB_CODES: Final = frozenset({
     "isv.invalid-signature", "isv.missing-signature", "isv.invalid-signature-type",
     "isv.missing-signature-type", "isv.invalid-app-id", "isv.missing-app-id",
     "isv.invalid-app-auth-token", "isv.app-unauthorized", "isv.insufficient-isv-permissions",
     "isv.insufficient-user-permissions", "isv.invalid-encrypt", "isv.missing-encrypt",
 })
-AUTH_CODES: Final = frozenset({"20001", "40003", "40006"})   # token / permission classes
-# 40001 missing / 40002 invalid parameters: the gateway refused the request before any
-# business processing, so no money moved (CH §4 "40002 invalid args").
-REJECTED_BEFORE_PROCESSING: Final = frozenset({"40001", "40002"})
+
+# CHANNELS-ADDENDUM §6 table, by ``code`` (CH §4 "Common response fields"). 20000: no
+# business answer -> unknown, query, resend the same out_request_no. The others are
+# "final refusal": stopped at the gateway, the refund never ran. 20001 (auth token),
+# 40003 (conditions, e.g. decryption) and 40006 (permissions) are our configuration ->
+# AUTH: the refund stays open and goes out again once fixed. 40001 missing / 40002
+# invalid arguments refuse this request -> FAILED (nothing moved), unless the sub_code
+# names our credentials (AUTH_SUB_CODES). 40004 is decided by the sub_code (CH §4.3).
+GATEWAY_CODES: Final[Mapping[str, Outcome]] = {
+    UNKNOWN_CODE: Outcome(Verdict.UNKNOWN),
+    "20001": Outcome(Verdict.AUTH),
+    "40001": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+    "40002": Outcome(Verdict.RESULT, ChannelStatus.FAILED),
+    "40003": Outcome(Verdict.AUTH),
+    "40006": Outcome(Verdict.AUTH),
+}
+AUTH_CODES: Final = frozenset(code for code, outcome in GATEWAY_CODES.items()
+                              if outcome.verdict is Verdict.AUTH)
 
 
 def is_auth_failure(code: str | None, sub_code: str | None) -> bool:
@@ -94,12 +109,10 @@ def refund_failure(code: str, sub_code: str | None) -> Outcome:
         return Outcome(Verdict.AUTH)
     if sub_code is not None and sub_code in REFUND_SUB_CODES:
         return REFUND_SUB_CODES[sub_code]
-    if code == UNKNOWN_CODE:
-        return Outcome(Verdict.UNKNOWN)
-    if code in REJECTED_BEFORE_PROCESSING:
-        return Outcome(Verdict.RESULT, ChannelStatus.FAILED)
-    # A 40004 with a sub_code CH §4.3 does not list may be a refusal or a "try again":
-    # we cannot tell, so it is not a failure (DESIGN invariant 4).
+    if code in GATEWAY_CODES:
+        return GATEWAY_CODES[code]
+    # A 40004 with a sub_code CH §4.3 does not list, or a code the addendum does not list,
+    # may be a refusal or a "try again": we cannot tell, so it is not a failure.
     log.warning("alipay.unknown_refund_code", code=code, sub_code=sub_code)
     return Outcome(Verdict.UNKNOWN)
 
@@ -115,9 +128,11 @@ def query_failure(code: str, sub_code: str | None) -> Outcome:
         return Outcome(Verdict.AUTH)
     if sub_code == "ACQ.TRADE_NOT_EXIST":
         return Outcome(Verdict.RESULT, ChannelStatus.NOT_FOUND)
-    if sub_code is not None and sub_code in REFUND_SUB_CODES and \
-            REFUND_SUB_CODES[sub_code].verdict is Verdict.RATE_LIMITED:
+    known = REFUND_SUB_CODES.get(sub_code or "")
+    if known is not None and known.verdict is Verdict.RATE_LIMITED:
         return Outcome(Verdict.RATE_LIMITED)
+    if known is None and code not in GATEWAY_CODES:
+        log.warning("alipay.unknown_query_code", code=code, sub_code=sub_code)
     return Outcome(Verdict.UNKNOWN)
 
 
@@ -136,34 +151,59 @@ REFUND_STATUS: Final[Mapping[str, ChannelStatus]] = {
     "REFUND_SUCCESS": ChannelStatus.SUCCEEDED,
 }
 
-# CH §4.2 deposit_back_info.dback_status (bank-card refunds). Alipay has refunded in every
-# case (money left the merchant): the refund is SUCCEEDED; this is about the bank leg.
-# F: the bank returned it and Alipay put it in the buyer's Alipay balance - not lost.
+# CH §4.2 deposit_back_info.dback_status (bank-card refunds; domain/DepositBackInfo.java)
+# and CH §4.4 ``alipay.trade.refund.depositback.completed``. Alipay has refunded in every
+# case (money left the merchant); this is about the bank leg. F: the bank returned it and
+# Alipay put it in the buyer's Alipay balance - not lost. DEPOSITBACK_REFUND_STATUS is
+# what a depositback notice means for the refund: SUCCEEDED for each listed value; any
+# other value (or none) is PROCESSING with a warning, and the query decides.
 DBACK_STATUS: Final[Mapping[str, str]] = {
     "S": "bank credited the card",
     "P": "bank leg in progress",
     "F": "bank refused; credited to the buyer's Alipay balance",
 }
+DEPOSITBACK_REFUND_STATUS: Final[Mapping[str, ChannelStatus]] = {
+    code: ChannelStatus.SUCCEEDED for code in DBACK_STATUS}
+
+# CH §4.4: a refund shows on the *trade* notification (trade_status_sync) with out_biz_no:
+# partial refund -> TRADE_SUCCESS, full refund -> TRADE_CLOSED; Alipay sends it once the
+# refund is executed. Another trade_status with refund fields is not documented:
+# PROCESSING with a warning (the query is authoritative).
+TRADE_STATUS_WITH_REFUND: Final[Mapping[str, ChannelStatus]] = {
+    "TRADE_SUCCESS": ChannelStatus.SUCCEEDED,
+    "TRADE_CLOSED": ChannelStatus.SUCCEEDED,
+}
+
+
+def _listed(table: Mapping[str, ChannelStatus], value: Any, event: str) -> ChannelStatus:
+    """``table[value]``; a value the table does not list is PROCESSING, with a warning."""
+    status = table.get(str(value or ""))
+    if status is None:
+        log.warning(event, value=str(value or "")[:32])
+        return ChannelStatus.PROCESSING
+    return status
+
+
+def depositback_status(value: Any) -> ChannelStatus:
+    """What a depositback notice with this ``dback_status`` says about the refund."""
+    return _listed(DEPOSITBACK_REFUND_STATUS, value, "alipay.depositback_status_not_listed")
+
+
+def trade_notification_status(value: Any) -> ChannelStatus:
+    """What a trade_status_sync notice that names a refund says about it (CH §4.4)."""
+    return _listed(TRADE_STATUS_WITH_REFUND, value, "alipay.unknown_trade_status")
 
 
 def fund_change_status(value: Any) -> ChannelStatus:
     if value in (None, ""):
         return ChannelStatus.PROCESSING
-    status = FUND_CHANGE.get(str(value))
-    if status is None:
-        log.warning("alipay.unknown_fund_change", fund_change=str(value)[:16])
-        return ChannelStatus.PROCESSING
-    return status
+    return _listed(FUND_CHANGE, value, "alipay.unknown_fund_change")
 
 
 def refund_status(value: Any) -> ChannelStatus:
     if value in (None, ""):
         return ChannelStatus.NOT_FOUND
-    status = REFUND_STATUS.get(str(value))
-    if status is None:
-        log.warning("alipay.unknown_refund_status", refund_status=str(value)[:32])
-        return ChannelStatus.PROCESSING
-    return status
+    return _listed(REFUND_STATUS, value, "alipay.unknown_refund_status")
 
 
 def parse_time(value: Any) -> datetime | None:

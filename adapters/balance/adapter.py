@@ -60,14 +60,8 @@ class BalanceAdapter(ChannelAdapter):
 
     def query(self, refund: Refund) -> ChannelResult:
         no = self._refund_no(refund)
-        answer = self._client.call("query", "GET", f"{REFUNDS_PATH}/{no}")
-        if answer.http_status == 404:
-            data = answer.json()
-            if data.get("code") in (None, "NOT_FOUND"):
-                return ChannelResult(status=ChannelStatus.NOT_FOUND,
-                                     channel_refund_no=refund.channel_refund_no,
-                                     raw=translate.redact(data))
-        return self._result(refund, answer)
+        return self._result(refund, self._client.call("query", "GET",
+                                                      f"{REFUNDS_PATH}/{no}"))
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelResult:
         """The wallet sends no notifications (``capabilities.notifications`` is False), so
@@ -142,7 +136,11 @@ class BalanceAdapter(ChannelAdapter):
                 raw=translate.redact(data))
         code = data.get("code")
         code_text = str(code) if code is not None else None
-        verdict = translate.error_verdict(code_text)
+        verdict = translate.error_verdict(status_code, code_text, query=op == "query")
+        if verdict is Verdict.NOT_FOUND:
+            return ChannelResult(status=ChannelStatus.NOT_FOUND,
+                                 channel_refund_no=refund.channel_refund_no,
+                                 raw=translate.redact(data))
         if verdict is Verdict.REFUSED:
             return ChannelResult(status=ChannelStatus.FAILED,
                                  channel_refund_no=refund.channel_refund_no,

@@ -91,9 +91,12 @@ class BankcardAdapter(ChannelAdapter):
         code = resp.get("respCode", "")
         status = self._accepted(translate.submit_outcome(code), code, resp, "submit")
         failed = status is ChannelStatus.FAILED
+        succeeded = status is ChannelStatus.SUCCEEDED   # A6 (addendum §2)
         return ChannelResult(
             status=status, channel_refund_no=refund.channel_refund_no,
             channel_refund_id=None if failed else (resp.get("queryId") or None),
+            amount=translate.fen(resp.get("txnAmt")) if succeeded else None,
+            bank_ack=translate.bank_ack(resp) if succeeded else {},
             failure_code=code if failed else None,
             failure_message=resp.get("respMsg") if failed else None,
             raw=translate.redact(resp))

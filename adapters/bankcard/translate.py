@@ -1,9 +1,9 @@
-"""UnionPay answer codes -> the gateway's vocabulary (pure, total tables; CH §6).
+"""UnionPay answer codes -> the gateway's vocabulary (pure, total tables; CH §6, addendum §2).
 
 Owns: what each ``respCode`` / ``origRespCode`` means for a refund, and the redaction of
-answers kept as evidence. Must not do I/O or read settings. An unknown code never becomes
-success: on the synchronous refund answer it is a refusal only because CH §6 says
-"others failed", with the exceptions listed in ``SUBMIT_NOT_A_REFUSAL``.
+answers kept as evidence. Must not do I/O or read settings. A code that no table below
+lists is never success, failure or ABNORMAL: it is "outcome unknown" (query first) on
+an answer and PROCESSING on a state, with a warning (issue 15 item 6; DESIGN invariant 4).
 """
 
 from __future__ import annotations
@@ -38,71 +38,124 @@ class Outcome:
     status: ChannelStatus | None = None
 
 
-# CH §6 "Sync respCode": 00 accepted (final result by back notification or query);
-# 03/04/05 timeout / state unknown / accepted-pending -> query; others failed.
-SUBMIT_UNKNOWN: Final = frozenset({"03", "04", "05"})
-# Codes CH §6 lumps under "others failed" that are not a refusal of *this* refund, so
-# failing it would break DESIGN invariant 4 (unknown is never failure). UnionPay's
-# respCode list (acp 5.1.0 appendix): 06 system busy, 11 signature verification failed,
-# 12 duplicate transaction (this orderId was already sent: its fate is the first one's),
-# 37 too many requests.
-SUBMIT_NOT_A_REFUSAL: Final[Mapping[str, Verdict]] = {
-    "06": Verdict.UNAVAILABLE,
-    "11": Verdict.AUTH,
-    "12": Verdict.UNKNOWN,
-    "37": Verdict.UNKNOWN,
+# -- the published codes, by class ----------------------------------------------------------
+# CHANNELS-ADDENDUM §2 "UnionPay response codes for refunds" (public copies of the ACP
+# 应答码 table; handling per PaySharp Form_6_4_Refund / Form_6_5_Query / BackRcvResponse).
+# A6 有缺陷的成功 is "交易成功，请向资金到账行确认" (addendum §2): final success, the money
+# moved; the bank leg is for reconciliation to confirm, so it is logged as a warning.
+WITH_DEFECTS: Final = "A6"
+SUCCESS: Final = frozenset({"00", WITH_DEFECTS})
+PENDING: Final = frozenset({"03", "04", "05"})    # 交易通讯超时 / 交易状态未明 / 交易已受理
+NOT_ACCEPTED: Final = frozenset({"02", "06", "37"})  # 系统未开放 / 系统繁忙 / 过于频繁
+DUPLICATE: Final = "12"                           # 重复交易: the first request's fate
+NO_SUCH_TXN: Final = "34"                         # 查无此交易
+SIGNATURE_FAILED: Final = "11"                    # 验签失败 (in the failure row, see below)
+FINAL_FAILURE: Final = frozenset({
+    "01", "10", "11", "13", "30", "31", "32", "33", "35", "36", "38", "39", "45",
+    "60", "61", "62", "63", "99"})
+
+
+def _unlisted(event: str, **codes: str | None) -> None:
+    log.warning(event, **{k: (v or "")[:8] for k, v in codes.items()})
+
+
+def _defects(where: str, code: str) -> None:
+    if code == WITH_DEFECTS:
+        log.warning("bankcard.success_with_defects", where=where, code=code)
+
+
+# -- the synchronous refund answer (txnType=04) --------------------------------------------
+# Addendum §2 "class" column for the sync answer, and CH §6 "Sync respCode":
+#   00 accepted (the result comes by back notification or query) -> PROCESSING;
+#   A6 final success -> SUCCEEDED (issue 15: failing it paid customers twice);
+#   03/04/05 unknown -> query; 12 duplicate orderId -> the first one's fate, query it;
+#   02/06/37 not accepted -> retry later: 02/06 are transient refusals to process, resent
+#   inline (ChannelUnavailable); 37 "too frequent" waits for the resolver (an inline
+#   resend would hit the limit again), so it is unknown;
+#   the addendum's failure row -> FAILED. One deviation, on purpose: 11 验签失败 rejects
+#   our signature, not the refund; it is a configuration error (ChannelAuthError) so the
+#   refund stays open and the same orderId goes out once the key is fixed.
+SUBMIT: Final[Mapping[str, Outcome]] = {
+    "00": Outcome(Verdict.ACCEPTED, ChannelStatus.PROCESSING),
+    WITH_DEFECTS: Outcome(Verdict.ACCEPTED, ChannelStatus.SUCCEEDED),
+    **{code: Outcome(Verdict.UNKNOWN) for code in PENDING},
+    DUPLICATE: Outcome(Verdict.UNKNOWN),
+    "02": Outcome(Verdict.UNAVAILABLE),
+    "06": Outcome(Verdict.UNAVAILABLE),
+    "37": Outcome(Verdict.UNKNOWN),
+    **{code: Outcome(Verdict.ACCEPTED, ChannelStatus.FAILED) for code in FINAL_FAILURE},
+    SIGNATURE_FAILED: Outcome(Verdict.AUTH),
 }
 
 
 def submit_outcome(resp_code: str) -> Outcome:
     """A verified synchronous refund (txnType=04) answer."""
-    if resp_code == "00":
-        return Outcome(Verdict.ACCEPTED, ChannelStatus.PROCESSING)
-    if resp_code in SUBMIT_UNKNOWN:
+    outcome = SUBMIT.get(resp_code)
+    if outcome is None:
+        _unlisted("bankcard.unknown_submit_code", resp_code=resp_code)
         return Outcome(Verdict.UNKNOWN)
-    if resp_code in SUBMIT_NOT_A_REFUSAL:
-        return Outcome(SUBMIT_NOT_A_REFUSAL[resp_code])
-    return Outcome(Verdict.ACCEPTED, ChannelStatus.FAILED)
+    _defects("submit", resp_code)
+    return outcome
 
 
-# CH §6 Query: respCode is the query's own result; 34 = no such transaction (acp 5.1.0
-# appendix "查无此交易"); 03/04/05 = the query itself timed out -> ask again.
-# origRespCode is the refund's: 00 success, 03/04/05 still processing, else failed. A query
-# hit proves UnionPay accepted the refund, so a failure there is a failure after
-# acceptance (card closed...): ABNORMAL, to be rerouted (DESIGN "States").
-ORIG_PROCESSING: Final = frozenset({"03", "04", "05"})
+# -- the query (txnType=00) ----------------------------------------------------------------
+# The query's own respCode (addendum §2; CH §6 "Query"): 00 the query worked, read
+# origRespCode; 34 no such transaction -> NOT_FOUND (the service resends the same
+# orderId, which UnionPay dedupes); 03/04/05 the query timed out and 02/06/37 it was not
+# accepted -> ask again; 11 our signature -> AUTH. Any other listed failure refuses the
+# *query* (format, fields...), which says nothing about the refund: unknown, never a
+# failure of the refund.
+QUERY: Final[Mapping[str, Outcome]] = {
+    NO_SUCH_TXN: Outcome(Verdict.ACCEPTED, ChannelStatus.NOT_FOUND),
+    **{code: Outcome(Verdict.UNKNOWN) for code in PENDING | NOT_ACCEPTED | FINAL_FAILURE},
+    SIGNATURE_FAILED: Outcome(Verdict.AUTH),
+}
+
+# origRespCode, the refund's own state (addendum §2; CH §6; PaySharp Form_6_5_Query):
+# 00/A6 final success; 03/04/05 still processing -> query again; the failure row is a
+# failure: the query found the refund, so UnionPay took it, and a failure after
+# acceptance (card cancelled...) is ABNORMAL, to be rerouted (DESIGN "States").
+ORIG: Final[Mapping[str, ChannelStatus]] = {
+    **{code: ChannelStatus.SUCCEEDED for code in SUCCESS},
+    **{code: ChannelStatus.PROCESSING for code in PENDING},
+    **{code: ChannelStatus.ABNORMAL for code in FINAL_FAILURE},
+}
 
 
 def query_outcome(resp_code: str, orig_resp_code: str | None) -> Outcome:
     """A verified query (txnType=00) answer about one refund."""
-    if resp_code == "34":
-        return Outcome(Verdict.ACCEPTED, ChannelStatus.NOT_FOUND)
-    if resp_code == "11":
-        return Outcome(Verdict.AUTH)
     if resp_code != "00":
-        # 03/04/05 per CH §6; anything else (busy, too frequent, format) tells us nothing
-        # about the refund either, and a query must never fail a refund.
-        return Outcome(Verdict.UNKNOWN)
-    if orig_resp_code == "00":
-        return Outcome(Verdict.ACCEPTED, ChannelStatus.SUCCEEDED)
-    if not orig_resp_code:
-        log.warning("bankcard.query_without_origRespCode")
+        outcome = QUERY.get(resp_code)
+        if outcome is None:
+            _unlisted("bankcard.unknown_query_code", resp_code=resp_code)
+            return Outcome(Verdict.UNKNOWN)
+        return outcome
+    status = ORIG.get(orig_resp_code or "")
+    if status is None:
+        _unlisted("bankcard.unknown_origRespCode", orig_resp_code=orig_resp_code)
         return Outcome(Verdict.ACCEPTED, ChannelStatus.PROCESSING)
-    if orig_resp_code in ORIG_PROCESSING:
-        return Outcome(Verdict.ACCEPTED, ChannelStatus.PROCESSING)
-    return Outcome(Verdict.ACCEPTED, ChannelStatus.ABNORMAL)
+    _defects("query", orig_resp_code or "")
+    return Outcome(Verdict.ACCEPTED, status)
 
 
-# CH §6: the back notification carries the refund's final respCode: 00 success; any other
-# value is a failure after acceptance (the refund was accepted, or there'd be no notice).
+# -- the back notification -----------------------------------------------------------------
+# The notice carries the refund's final respCode (addendum §2: notify demo "00、A6为成功，
+# 其余为失败"): 00/A6 success; the failure row is a failure after acceptance (there is no
+# notice without acceptance) -> ABNORMAL. "其余为失败" is not followed for codes outside
+# the failure row (03/04/05 "pending", anything new): PROCESSING, never final.
+NOTIFICATION: Final[Mapping[str, ChannelStatus]] = {
+    **{code: ChannelStatus.SUCCEEDED for code in SUCCESS},
+    **{code: ChannelStatus.ABNORMAL for code in FINAL_FAILURE},
+}
+
+
 def notification_status(resp_code: str) -> ChannelStatus:
-    if resp_code == "00":
-        return ChannelStatus.SUCCEEDED
-    if resp_code in ORIG_PROCESSING:
-        # Not documented for back notifications; never treat "pending" as final.
-        log.warning("bankcard.notification_pending_code", resp_code=resp_code)
+    status = NOTIFICATION.get(resp_code)
+    if status is None:
+        _unlisted("bankcard.unknown_notification_code", resp_code=resp_code)
         return ChannelStatus.PROCESSING
-    return ChannelStatus.ABNORMAL
+    _defects("notification", resp_code)
+    return status
 
 
 # -- evidence ------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ class Operation(StrEnum):
 # CH §5.3 "Refund codes" (egzosn WxRefundResult javadoc, a copy of the official table),
 # one row per (HTTP status, code), for POST /v3/refund/domestic/refunds.
 #   500 SYSTEM_ERROR, 429 FREQUENCY_LIMITED, 502/503 SERVICE_UNAVAILABLE: retry / unknown
-#   (query first: a timed-out SYSTEM_ERROR may have been executed).
+#   (query first: a timed-out SYSTEM_ERROR may have been executed; 429 is "not accepted,
+#   back off, resend the same out_refund_no", CHANNELS-ADDENDUM §9).
 #   401 SIGN_ERROR, 404 MCH_NOT_EXISTS, 403 NO_AUTH: our configuration -> auth error.
 #   403 NOT_ENOUGH, 403 USER_ACCOUNT_ABNORMAL, 400 PARAM_ERROR, 400 INVALID_REQUEST,
 #   404 RESOURCE_NOT_EXISTS: explicit refusals of this refund -> FAILED (nothing moved;
@@ -137,16 +138,15 @@ def error_verdict(operation: Operation, http_status: int, code: str | None) -> V
 
     A 401 is always our signature (CH §5.4: "401 if invalid"); 429 and 5xx are always
     unknown whatever the body says (a proxy's HTML 502 has no code); any other unlisted
-    combination is unknown, never a refusal.
+    combination is unknown, never a refusal. Every unlisted row is logged as a warning.
     """
     verdict = _TABLES[operation].get((http_status, code or ""))
     if verdict is not None:
         return verdict
+    log.warning("wechatpay.unknown_error_code", operation=operation.value,
+                http_status=http_status, code=(code or "")[:64])
     if http_status == 401:
         return Verdict.AUTH
-    if http_status != 429 and not 500 <= http_status <= 599:
-        log.warning("wechatpay.unknown_error_code", operation=operation.value,
-                    http_status=http_status, code=(code or "")[:64])
     return Verdict.UNKNOWN
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from structlog.testing import capture_logs
 
 from adapters.alipay import translate as t
 from gateway.models import ChannelStatus
@@ -164,3 +165,81 @@ def test_redact_drops_sign_and_masks_buyer() -> None:
                      "buyer_user_id": "2088101117955611"}) == {
         "buyer_logon_id": "159****5620", "buyer_open_id": "****Ke4x",
         "buyer_user_id": "****5611"}
+
+
+# -- CHANNELS-ADDENDUM §6 gateway codes, and codes in no table (issue 15 item 6) -----------
+# (code, sub_code, verdict, status), copied by hand from the addendum's table.
+ADDENDUM_6 = [
+    ("20000", "isp.unknow-error", t.Verdict.UNKNOWN, None),
+    ("20000", "aop.unknow-error", t.Verdict.UNKNOWN, None),
+    ("20001", "aop.invalid-auth-token", t.Verdict.AUTH, None),
+    ("20001", "aop.app-auth-token-time-out", t.Verdict.AUTH, None),
+    ("40001", "isv.missing-method", t.Verdict.RESULT, ChannelStatus.FAILED),
+    ("40001", "isv.missing-signature", t.Verdict.AUTH, None),
+    ("40002", "isv.invalid-parameter", t.Verdict.RESULT, ChannelStatus.FAILED),
+    ("40002", "isv.invalid-signature", t.Verdict.AUTH, None),
+    ("40003", "isv.decryption-error-unknown", t.Verdict.AUTH, None),
+    ("40006", "isv.insufficient-isv-permissions", t.Verdict.AUTH, None),
+    ("40006", "isv.insufficient-user-permissions", t.Verdict.AUTH, None),
+]
+
+
+@pytest.mark.parametrize("code,sub_code,verdict,status", ADDENDUM_6)
+def test_gateway_code_table(code: str, sub_code: str, verdict: t.Verdict,
+                            status: ChannelStatus | None) -> None:
+    assert t.refund_failure(code, sub_code) == t.Outcome(verdict, status)
+    # a refused query never fails the refund
+    assert t.query_failure(code, sub_code).status is None
+
+
+def test_gateway_table_is_the_addendum() -> None:
+    assert set(t.GATEWAY_CODES) == {code for code, *_ in ADDENDUM_6}
+
+
+@pytest.mark.parametrize("code,sub_code", [("40004", "ACQ.SOMETHING_NEW"),
+                                           ("40004", None),
+                                           ("40005", "isv.whatever"),
+                                           ("99999", None), ("", None)])
+def test_unlisted_codes_are_unknown_with_a_warning(code: str, sub_code: str | None) -> None:
+    with capture_logs() as logs:
+        assert t.refund_failure(code, sub_code) == t.Outcome(t.Verdict.UNKNOWN)
+        assert t.query_failure(code, sub_code) == t.Outcome(t.Verdict.UNKNOWN)
+    events = [e["event"] for e in logs if e["log_level"] == "warning"]
+    assert events == ["alipay.unknown_refund_code", "alipay.unknown_query_code"]
+
+
+@pytest.mark.parametrize("value", ["X", "y", "true"])
+def test_fund_change_unlisted_is_processing_with_a_warning(value: str) -> None:
+    with capture_logs() as logs:
+        assert t.fund_change_status(value) is ChannelStatus.PROCESSING
+    assert [e["event"] for e in logs] == ["alipay.unknown_fund_change"]
+
+
+@pytest.mark.parametrize("value", ["REFUND_PROCESSING", "REFUND_FAIL", "success"])
+def test_refund_status_unlisted_is_processing_with_a_warning(value: str) -> None:
+    with capture_logs() as logs:
+        assert t.refund_status(value) is ChannelStatus.PROCESSING
+    assert [e["event"] for e in logs] == ["alipay.unknown_refund_status"]
+
+
+@pytest.mark.parametrize("value,status", [("S", ChannelStatus.SUCCEEDED),
+                                          ("P", ChannelStatus.SUCCEEDED),
+                                          ("F", ChannelStatus.SUCCEEDED),
+                                          ("Z", ChannelStatus.PROCESSING),
+                                          ("", ChannelStatus.PROCESSING),
+                                          (None, ChannelStatus.PROCESSING)])
+def test_depositback_status_table(value: str | None, status: ChannelStatus) -> None:
+    with capture_logs() as logs:
+        assert t.depositback_status(value) is status
+    assert bool(logs) == (status is ChannelStatus.PROCESSING)
+
+
+@pytest.mark.parametrize("value,status", [("TRADE_SUCCESS", ChannelStatus.SUCCEEDED),
+                                          ("TRADE_CLOSED", ChannelStatus.SUCCEEDED),
+                                          ("TRADE_FINISHED", ChannelStatus.PROCESSING),
+                                          ("WAIT_BUYER_PAY", ChannelStatus.PROCESSING),
+                                          (None, ChannelStatus.PROCESSING)])
+def test_trade_notification_status_table(value: str | None, status: ChannelStatus) -> None:
+    with capture_logs() as logs:
+        assert t.trade_notification_status(value) is status
+    assert bool(logs) == (status is ChannelStatus.PROCESSING)

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 import pytest
 import requests
 import responses
+from structlog.testing import capture_logs
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from adapters.balance import translate
@@ -175,10 +176,70 @@ def test_build() -> None:
     assert "k3y!" not in str(info.value)
 
 
+# sandbox/balance.py (the wallet's contract): a record's status is always SUCCESS. Nothing
+# else is published, so nothing else is final; "failed" used to be FAILED.
 @pytest.mark.parametrize("value,status", [("SUCCESS", ChannelStatus.SUCCEEDED),
                                           ("PROCESSING", ChannelStatus.PROCESSING),
-                                          ("failed", ChannelStatus.FAILED),
+                                          ("failed", ChannelStatus.PROCESSING),
+                                          ("FAILED", ChannelStatus.PROCESSING),
+                                          ("success", ChannelStatus.PROCESSING),
                                           (None, ChannelStatus.PROCESSING),
+                                          (7, ChannelStatus.PROCESSING),
                                           ("new", ChannelStatus.PROCESSING)])
-def test_status_table(value: str | None, status: ChannelStatus) -> None:
-    assert translate.status_of(value) is status
+def test_status_table(value: object, status: ChannelStatus) -> None:
+    with capture_logs() as logs:
+        assert translate.status_of(value) is status
+    assert any(e["event"] == "balance.unknown_status" for e in logs) == (value != "SUCCESS")
+
+
+def test_a_record_saying_failed_does_not_fail_the_refund(
+        adapter: BalanceAdapter, mocked: responses.RequestsMock) -> None:
+    mocked.post(BASE + "/v1/refunds", json=record(status="FAILED"))
+    result = adapter.submit(REFUND)
+    assert (result.status, result.failure_code) == (ChannelStatus.PROCESSING, None)
+
+
+V = translate.Verdict
+# sandbox/balance.py "Errors", copied by hand: (HTTP, code, submit, query).
+CONTRACT_ERRORS = [
+    (400, "INVALID_REQUEST", V.REFUSED, V.UNKNOWN),
+    (403, "ACCOUNT_FROZEN", V.REFUSED, V.UNKNOWN),
+    (409, "IDEMPOTENCY_CONFLICT", V.UNKNOWN, V.UNKNOWN),
+    (401, "SIGN_ERROR", V.AUTH, V.AUTH),
+    (401, "TIMESTAMP_EXPIRED", V.AUTH, V.AUTH),
+    (401, "NONCE_REPLAYED", V.AUTH, V.AUTH),
+    (429, "RATE_LIMITED", V.UNKNOWN, V.UNKNOWN),
+    (500, "SYSTEM_ERROR", V.UNKNOWN, V.UNKNOWN),
+]
+
+
+@pytest.mark.parametrize("http,code,submit,query", CONTRACT_ERRORS)
+def test_error_table(http: int, code: str, submit: translate.Verdict,
+                     query: translate.Verdict) -> None:
+    assert translate.error_verdict(http, code) is submit
+    assert translate.error_verdict(http, code, query=True) is query
+
+
+def test_error_table_is_the_contract() -> None:
+    assert set(translate.ERRORS) == {(h, c) for h, c, _, _ in CONTRACT_ERRORS}
+    assert translate.error_verdict(404, "NOT_FOUND", query=True) is V.NOT_FOUND
+
+
+@pytest.mark.parametrize("http,code,query", [
+    (400, "SOMETHING_NEW", False), (403, "INVALID_REQUEST", False),   # code under another
+    (404, "NOT_FOUND", False), (404, None, True), (418, None, False),  # HTTP status
+    (400, "ACCOUNT_FROZEN", True),
+])
+def test_unlisted_errors_are_unknown_with_a_warning(http: int, code: str | None,
+                                                    query: bool) -> None:
+    with capture_logs() as logs:
+        assert translate.error_verdict(http, code, query=query) is V.UNKNOWN
+    assert any(e["event"] == "balance.unknown_error_code" for e in logs)
+
+
+def test_query_404_without_the_contract_code_is_unknown(
+        adapter: BalanceAdapter, mocked: responses.RequestsMock) -> None:
+    url = f"{BASE}/v1/refunds/{REFUND.channel_refund_no}"
+    mocked.get(url, status=404, json={"error": "no route"})
+    with pytest.raises(OutcomeUnknown):
+        adapter.query(REFUND)

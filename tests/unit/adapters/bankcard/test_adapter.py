@@ -99,28 +99,34 @@ def test_accepted_is_processing_with_query_id(adapter: BankcardAdapter,
     assert "signature" not in result.raw and "signPubKeyCert" not in result.raw
 
 
-@pytest.mark.parametrize("code", ["03", "04", "05", "12", "37"])
+# 03/04/05/12/37 per addendum §2; "A2", "98" and "" are in no table: unknown, not FAILED.
+@pytest.mark.parametrize("code", ["03", "04", "05", "12", "37", "A2", "98", ""])
 def test_unknown_codes_raise_outcome_unknown(adapter: BankcardAdapter,
                                              mocked: responses.RequestsMock,
                                              code: str) -> None:
     answer_submit(mocked, code)
     with pytest.raises(OutcomeUnknown) as info:
         adapter.submit(REFUND)
-    assert info.value.code == code
+    assert info.value.code == (code or None)
 
 
-def test_busy_is_unavailable_and_bad_signature_is_auth(adapter: BankcardAdapter,
-                                                       mocked: responses.RequestsMock) -> None:
-    answer_submit(mocked, "06")
+@pytest.mark.parametrize("code", ["02", "06"])
+def test_not_accepted_is_unavailable(adapter: BankcardAdapter,
+                                     mocked: responses.RequestsMock, code: str) -> None:
+    answer_submit(mocked, code)
     with pytest.raises(ChannelUnavailable):
         adapter.submit(REFUND)
-    mocked.replace(responses.POST, SUBMIT_URL, body=signed_answer(respCode="11"))
+
+
+def test_bad_signature_is_auth(adapter: BankcardAdapter,
+                               mocked: responses.RequestsMock) -> None:
+    mocked.post(SUBMIT_URL, body=signed_answer(respCode="11"))
     with pytest.raises(ChannelAuthError):
         adapter.submit(REFUND)
 
 
-@pytest.mark.parametrize("code", ["01", "30", "35", "36", "61"])
-def test_other_codes_fail_with_code_and_message(adapter: BankcardAdapter,
+@pytest.mark.parametrize("code", ["01", "30", "35", "36", "61", "99"])
+def test_listed_failure_codes_fail_with_code_and_message(adapter: BankcardAdapter,
                                                 mocked: responses.RequestsMock,
                                                 code: str) -> None:
     answer_submit(mocked, code, respMsg="原交易不存在或状态不正确")
@@ -281,6 +287,58 @@ def test_notifications_rejected(adapter: BankcardAdapter, body: bytes) -> None:
     with pytest.raises(SignatureInvalid):
         adapter.parse_notification({}, body)
     assert adapter.notification_ack(False).http_status == 400
+
+
+# -- A6 有缺陷的成功 and codes in no table (addendum §2, issue 15 item 6) ---------------------
+# A6 is final success on all three answers. Before the fix it was FAILED on the sync
+# answer and ABNORMAL on the query and the notice; a reroute then paid the customer twice.
+def test_a6_on_the_sync_answer_is_success(adapter: BankcardAdapter,
+                                          mocked: responses.RequestsMock) -> None:
+    answer_submit(mocked, "A6", queryId="762611201000000000777", txnAmt="2500",
+                  respMsg="有缺陷的成功")
+    result = adapter.submit(REFUND)
+    assert result.status is ChannelStatus.SUCCEEDED
+    assert (result.failure_code, result.failure_message) == (None, None)
+    assert result.channel_refund_id == "762611201000000000777"
+    assert result.amount == Money(2500)
+    assert dict(result.bank_ack) == {"queryId": "762611201000000000777"}
+
+
+def test_a6_in_the_query_is_success(adapter: BankcardAdapter,
+                                    mocked: responses.RequestsMock) -> None:
+    mocked.post(QUERY_URL, body=signed_answer(
+        respCode="00", origRespCode="A6", origRespMsg="有缺陷的成功",
+        orderId=REFUND.channel_refund_no, queryId="Q9", txnAmt="2500", settleDate="1120"))
+    result = adapter.query(REFUND)
+    assert result.status is ChannelStatus.SUCCEEDED
+    assert result.failure_code is None
+    assert (result.amount, dict(result.bank_ack)) == (
+        Money(2500), {"queryId": "Q9", "settleDate": "1120"})
+
+
+def test_a6_in_the_back_notification_is_success(adapter: BankcardAdapter) -> None:
+    result = adapter.parse_notification({}, notice(respCode="A6", respMsg="有缺陷的成功",
+                                                   settleDate="1120"))
+    assert result.status is ChannelStatus.SUCCEEDED
+    assert result.failure_code is None
+    assert dict(result.bank_ack) == {"queryId": "Q77", "settleDate": "1120"}
+
+
+@pytest.mark.parametrize("orig", ["A2", "98", "12"])
+def test_unlisted_orig_code_is_processing_not_abnormal(adapter: BankcardAdapter,
+                                                       mocked: responses.RequestsMock,
+                                                       orig: str) -> None:
+    mocked.post(QUERY_URL, body=signed_answer(respCode="00", origRespCode=orig,
+                                              orderId=REFUND.channel_refund_no))
+    result = adapter.query(REFUND)
+    assert (result.status, result.failure_code) == (ChannelStatus.PROCESSING, None)
+
+
+@pytest.mark.parametrize("code", ["A2", "98", "05"])
+def test_unlisted_notification_code_is_processing_not_abnormal(adapter: BankcardAdapter,
+                                                               code: str) -> None:
+    result = adapter.parse_notification({}, notice(respCode=code))
+    assert (result.status, result.failure_code) == (ChannelStatus.PROCESSING, None)
 
 
 # -- build -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from structlog.testing import capture_logs
 
 from adapters.wechatpay import translate
 from adapters.wechatpay.translate import Operation, Verdict
@@ -136,3 +137,29 @@ def test_bank_ack_masks_and_keeps_strings_only() -> None:
     assert ack == {"channel": "ORIGINAL", "funds_account": "AVAILABLE",
                    "user_received_account": "x****0123",
                    "success_time": "2020-12-01T16:18:12+08:00"}
+
+
+# -- issue 15 item 6: a row in no table is unknown and logged; a status is PROCESSING -----
+@pytest.mark.parametrize("op", list(Operation))
+@pytest.mark.parametrize(("http", "code"), [(500, None), (504, "GATEWAY_TIMEOUT"),
+                                            (429, "SOMETHING"), (401, "WHATEVER"),
+                                            (400, "SOMETHING_NEW"), (403, "PARAM_ERROR")])
+def test_unlisted_rows_are_logged(op: Operation, http: int, code: str | None) -> None:
+    with capture_logs() as logs:
+        assert translate.error_verdict(op, http, code) in (V.UNKNOWN, V.AUTH)
+    assert [e["event"] for e in logs] == ["wechatpay.unknown_error_code"]
+
+
+@pytest.mark.parametrize("op", [Operation.SUBMIT, Operation.QUERY])
+@pytest.mark.parametrize(("http", "code"), [(h, c) for h, c, _, _ in CH_5_3])
+def test_listed_rows_are_not_logged(op: Operation, http: int, code: str) -> None:
+    with capture_logs() as logs:
+        translate.error_verdict(op, http, code)
+    assert logs == []
+
+
+@pytest.mark.parametrize("value", ["REFUNDCLOSE", "FAIL", "success", "", None])
+def test_unlisted_status_is_processing_with_a_warning(value: object) -> None:
+    with capture_logs() as logs:
+        assert translate.refund_status(value, source="refund_status") is S.PROCESSING
+    assert [e["event"] for e in logs] == ["wechatpay.unknown_status"]
