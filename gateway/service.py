@@ -72,6 +72,9 @@ class ResolveReport:
     final: int
 
 
+_RELEARNABLE = frozenset({ChannelStatus.PROCESSING, ChannelStatus.NOT_FOUND})
+
+
 def _failure(exc: ChannelError) -> Failure:
     if isinstance(exc, ChannelUnavailable):
         return Failure.UNAVAILABLE
@@ -370,7 +373,10 @@ class RefundGateway:
         attempt = self._attempt(refund, operation, started, result=result)
         now = self._clock()
         caps = adapter.capabilities
-        with self._unit(refund, operation, now=now, relaxed=caps.refund_query) as tx:
+        # Relaxed only where losing the commit is harmless: the route can be asked again
+        # and the answer is not final (a final outcome told to the caller is durable).
+        relaxed = caps.refund_query and result.status in _RELEARNABLE
+        with self._unit(refund, operation, now=now, relaxed=relaxed) as tx:
             tx.record(attempt)
             before = tx.current.status
             change = lifecycle.on_answer(tx.current, result, source=Source(operation),
@@ -478,7 +484,7 @@ class RefundGateway:
         with self.store.notification(
                 route, channel_refund_no=result.channel_refund_no,
                 replay_key=result.replay_key, event_id=result.event_id, now=now,
-                relaxed=caps.refund_query) as tx:
+                relaxed=caps.refund_query and result.status in _RELEARNABLE) as tx:
             if tx.outcome == "duplicate":
                 return "duplicate", tx.apply(lifecycle.duplicate_notification(result)), None
             if tx.outcome is not None:

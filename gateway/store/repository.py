@@ -452,7 +452,11 @@ class RefundStore:
             with self._tx() as conn:
                 existing = self._existing(conn, request)
             if existing is None:
-                raise
+                # Not a same-key race: the new refund id collided (64 random bits), or
+                # another unique rule broke. Nothing was stored and nothing sent.
+                raise StoreUnavailable("the reservation hit a uniqueness conflict that "
+                                       "is not this key; retry the request",
+                                       operation="reserve") from None
             return existing, False
 
     # -- units of work ----------------------------------------------------------------
@@ -555,7 +559,8 @@ class RefundStore:
         if target is not None:
             check(current.status, target)
             columns["status"] = target.value
-        if change.durable:
+        if change.durable or (target is not None and not target.counts_against_payment):
+            # a released amount may be refunded another way at once: never unsynced
             self._want_sync(conn)
         if columns:
             columns.update(updated_at=now, version=current.version + 1)

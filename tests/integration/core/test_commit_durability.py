@@ -20,8 +20,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway import RefundStatus, Route
 from gateway.bootstrap import build_gateway
+from gateway.errors import StoreUnavailable
+from gateway.lifecycle import Change, Update
+from gateway.models import Refund
 from gateway.settings import load_settings
-from gateway.store import Decision, RefundStore, make_engine, upgrade
+from gateway.store import RefundStore, make_engine, upgrade
 from tests.fakes import FakeChannel
 from tests.helpers import FakeClock, request
 
@@ -54,6 +57,11 @@ def reserve(store: RefundStore, key: str = "k", rid: str = "RF1") -> None:
                   next_check_at=NOW, arrival=None, max_refunds=None)
 
 
+def apply(store: RefundStore, rid: str, change: Change, *, relaxed: bool = False) -> Refund:
+    with store.locked(rid, now=NOW, relaxed=relaxed) as tx:
+        return tx.apply(change)
+
+
 def synchronous(store: RefundStore) -> int:
     with store.engine.connect() as conn:
         return int(conn.connection.driver_connection.execute(  # type: ignore[union-attr]
@@ -72,8 +80,7 @@ def test_relearnable_outcome_commits_unsynced_then_restores_full(
     store, statements = traced
     reserve(store)
     statements.clear()
-    after = store.apply("RF1", lambda _: Decision(status=RefundStatus.PROCESSING), now=NOW,
-                        relaxed=True)
+    after = apply(store, "RF1", Change(status=RefundStatus.PROCESSING), relaxed=True)
     assert after.status is RefundStatus.PROCESSING
     assert statements[0] == NORMAL and statements[1] == "BEGIN IMMEDIATE"
     assert statements[-1] == "PRAGMA synchronous=FULL"
@@ -93,10 +100,9 @@ def test_refusal_is_synced_even_when_the_caller_expected_otherwise(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    store.apply("RF1", lambda _: Decision(status=RefundStatus.PROCESSING), now=NOW,
-                relaxed=True)
+    apply(store, "RF1", Change(status=RefundStatus.PROCESSING), relaxed=True)
     assert synced == []                     # relearnable: not synced
-    store.apply("RF1", lambda _: Decision(status=RefundStatus.FAILED), now=NOW, relaxed=True)
+    apply(store, "RF1", Change(status=RefundStatus.FAILED), relaxed=True)
     assert synced == [f"{store.engine.url.database}-wal"]   # the WAL, after the commit
     assert store.get("RF1").status is RefundStatus.FAILED
 
@@ -106,11 +112,9 @@ def test_failed_transaction_leaves_the_connection_synced(
     store, _ = traced
     reserve(store)
 
-    def boom(_: object) -> Decision:
-        raise RuntimeError("decider broke")
-
-    with pytest.raises(RuntimeError):
-        store.apply("RF1", boom, now=NOW, relaxed=True)
+    with pytest.raises(RuntimeError), store.locked("RF1", now=NOW, relaxed=True) as tx:
+        tx.apply(Change(status=RefundStatus.PROCESSING))
+        raise RuntimeError("the block broke after deciding")
     assert synchronous(store) == 2
     assert store.get("RF1").status is RefundStatus.PENDING
 
@@ -119,8 +123,7 @@ def test_sync_every_outcome_turns_relaxing_off(sqlite_url: str) -> None:
     engine, statements = traced_engine(sqlite_url)
     store = RefundStore(engine, sync_every_outcome=True)
     reserve(store)
-    store.apply("RF1", lambda _: Decision(status=RefundStatus.PROCESSING), now=NOW,
-                relaxed=True)
+    apply(store, "RF1", Change(status=RefundStatus.PROCESSING), relaxed=True)
     assert NORMAL not in statements
     engine.dispose()
 
@@ -152,12 +155,11 @@ def test_both_commit_modes_persist(database_url: str) -> None:
     store = RefundStore(engine)
     reserve(store, "a", "RF1")
     reserve(store, "b", "RF2")
-    store.apply("RF1", lambda _: Decision(status=RefundStatus.SUCCEEDED,
-                                          fields={"succeeded_at": NOW, "next_check_at": None}),
-                now=NOW, relaxed=True)
-    store.apply("RF2", lambda _: Decision(status=RefundStatus.FAILED,
-                                          fields={"failure_code": "NOT_ENOUGH"}),
-                now=NOW, relaxed=True)
+    apply(store, "RF1", Change(status=RefundStatus.SUCCEEDED,
+                               update=Update(succeeded_at=NOW, next_check_at=None)),
+          relaxed=True)
+    apply(store, "RF2", Change(status=RefundStatus.FAILED,
+                               update=Update(failure_code="NOT_ENOUGH")), relaxed=True)
     engine.dispose()
     other = make_engine(database_url)
     reader = RefundStore(other)
@@ -167,17 +169,20 @@ def test_both_commit_modes_persist(database_url: str) -> None:
     other.dispose()
 
 
-def test_driver_errors_surface_as_sqlalchemy_errors(database_url: str) -> None:
-    """Statements run on the driver cursor still raise SQLAlchemy's classes (callers catch
-    ``IntegrityError``), without the parameters in the message."""
+def test_driver_errors_surface_as_store_unavailable(database_url: str) -> None:
+    """Statements run on the driver cursor raise SQLAlchemy's classes inside the store
+    (``reserve`` tells a same-key race apart by ``IntegrityError``), without the
+    parameters in the message; none leaves the store: callers get ``StoreUnavailable``."""
     engine = make_engine(database_url)
     upgrade(engine)
     store = RefundStore(engine)
     reserve(store, "a", "RF1")
-    with pytest.raises(IntegrityError) as err:   # same refund id under another key
+    with pytest.raises(StoreUnavailable) as err:   # same refund id under another key
         reserve(store, "b", "RF1")
-    assert err.value.params is None   # never the values (names, accounts) in a message
-    assert isinstance(err.value.orig, engine.dialect.loaded_dbapi.IntegrityError)
+    cause = err.value.__context__
+    assert isinstance(cause, IntegrityError)
+    assert cause.params is None   # never the values (names, accounts) in a message
+    assert isinstance(cause.orig, engine.dialect.loaded_dbapi.IntegrityError)
     assert store.get("RF1").idempotency_key == "a"
     engine.dispose()
 
@@ -194,17 +199,15 @@ def test_connection_lost_mid_transaction_is_invalidated(pg_url: str) -> None:
         pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
     admin = make_engine(pg_url)
 
-    def kill_own_backend(_: object) -> Decision:
+    with pytest.raises(StoreUnavailable) as err, store.locked("RF1", now=NOW) as tx:
         with admin.connect() as conn:
             assert conn.execute(text("SELECT pg_terminate_backend(:pid)"),
                                 {"pid": pid}).scalar()
             conn.commit()
-        return Decision(status=RefundStatus.PROCESSING)
-
-    with pytest.raises(OperationalError) as err:
-        store.apply("RF1", kill_own_backend, now=NOW)
-    assert err.value.connection_invalidated
-    after = store.apply("RF1", lambda _: Decision(status=RefundStatus.PROCESSING), now=NOW)
+        tx.apply(Change(status=RefundStatus.PROCESSING))
+    cause = err.value.__cause__
+    assert isinstance(cause, OperationalError) and cause.connection_invalidated
+    after = apply(store, "RF1", Change(status=RefundStatus.PROCESSING))
     assert after.status is RefundStatus.PROCESSING
     admin.dispose()
     engine.dispose()

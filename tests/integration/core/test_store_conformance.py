@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from gateway import IdempotencyConflict, InvalidRequest, Money, OverRefund, RefundStatus
-from gateway.models import EventKind, Route
-from gateway.store import Decision, RefundStore, make_engine, upgrade
+from gateway import IdempotencyConflict, InvalidRequest, Money, OverRefund, RefundStatus, lifecycle
+from gateway.lifecycle import Change, Update
+from gateway.models import EventKind, Refund, Route
+from gateway.store import RefundStore, make_engine, upgrade
 from gateway.store.engine import needs_upgrade
 from tests.helpers import request
 
@@ -42,6 +43,25 @@ def test_idempotent_reserve(store: RefundStore) -> None:
     assert first.created_at == NOW
 
 
+def apply(store: RefundStore, rid: str, change: Change, *, now: datetime = NOW,
+          relaxed: bool = False) -> Refund:
+    with store.locked(rid, now=now, relaxed=relaxed) as tx:
+        return tx.apply(change)
+
+
+def reroute(store: RefundStore, rid: str, new_id: str, *, now: datetime = NOW
+            ) -> tuple[Refund, Refund]:
+    """What the service does for a reroute, in one unit of work."""
+    with store.locked(rid, now=now, pipelined=False) as tx:
+        if tx.current.status is RefundStatus.REROUTED:
+            assert tx.current.rerouted_to is not None
+            return tx.current, store.get(tx.current.rerouted_to)
+        linked = tx.add_linked(new_id=new_id, route=Route.BALANCE, arrival=None, note="")
+        original = tx.apply(lifecycle.reroute(tx.current, linked_id=linked.id,
+                                              route="balance", note="", confirmed=None))
+        return original, linked
+
+
 def test_conflict_on_changed_request(store: RefundStore) -> None:
     reserve(store, "k", 100, "RF1")
     with pytest.raises(IdempotencyConflict) as err:
@@ -66,8 +86,8 @@ def test_payment_recorded_differently_is_refused(store: RefundStore) -> None:
 def test_due_refunds_found_and_leased(store: RefundStore) -> None:
     reserve(store, "a", 100, "RF1")
     reserve(store, "b", 100, "RF2")
-    store.apply("RF2", lambda _: Decision(status=RefundStatus.SUCCEEDED,
-                                          fields={"next_check_at": None}), now=NOW)
+    apply(store, "RF2", Change(status=RefundStatus.SUCCEEDED,
+                               update=Update(next_check_at=None)))
     due = store.claim_due(NOW, limit=10, lease=timedelta(minutes=2))
     assert [r.id for r in due] == ["RF1"]
     assert store.claim_due(NOW, limit=10, lease=timedelta(minutes=2)) == []
@@ -77,7 +97,7 @@ def test_due_refunds_found_and_leased(store: RefundStore) -> None:
 
 def test_events_are_append_only(store: RefundStore) -> None:
     reserve(store, "a", 100, "RF1")
-    store.apply("RF1", lambda _: Decision(status=RefundStatus.PROCESSING), now=NOW)
+    apply(store, "RF1", Change(status=RefundStatus.PROCESSING))
     events = store.events("RF1")
     assert [e.kind for e in events] == [EventKind.REQUESTED, EventKind.STATUS_CHANGED]
     assert [e.seq for e in events] == [1, 2]
@@ -98,13 +118,11 @@ def test_notification_keys_dedupe(store: RefundStore) -> None:
 
 def test_reroute_is_atomic_and_idempotent(store: RefundStore) -> None:
     reserve(store, "a", 10_000, "RF1")
-    store.apply("RF1", lambda _: Decision(status=RefundStatus.ABNORMAL), now=NOW)
-    original, linked = store.reroute("RF1", new_id="RF2", route=Route.BALANCE, now=NOW,
-                                     arrival=None, note="card closed")
+    apply(store, "RF1", Change(status=RefundStatus.ABNORMAL))
+    original, linked = reroute(store, "RF1", "RF2")
     assert original.status is RefundStatus.REROUTED and linked.rerouted_from == "RF1"
     assert store.sum_counting(Route.WECHATPAY, "ORD1") == Money(10_000)
-    _, again = store.reroute("RF1", new_id="RF3", route=Route.BALANCE, now=NOW,
-                             arrival=None, note="")
+    _, again = reroute(store, "RF1", "RF3")
     assert again.id == "RF2"
 
 
@@ -127,11 +145,13 @@ def test_fast_path_reads_and_writes_agree_with_sqlalchemy_core(store: RefundStor
                              now=odd, next_check_at=odd + timedelta(seconds=1),
                              arrival=ArrivalWindow(date(2026, 11, 20), date(2026, 11, 25)),
                              max_refunds=None)
-    after = store.apply("RF1", lambda _: Decision(
+    after = apply(store, "RF1", Change(
         status=RefundStatus.SUCCEEDED,
-        fields={"succeeded_at": odd, "next_check_at": None, "channel_refund_id": "503",
-                "bank_ack": {"bank": "ICBC"}, "arrival_earliest": date(2026, 11, 21),
-                "arrival_latest": date(2026, 11, 26)}), now=odd, relaxed=True)
+        update=Update(succeeded_at=odd, next_check_at=None, channel_refund_id="503",
+                      bank_ack={"bank": "ICBC"},
+                      expected_arrival=ArrivalWindow(date(2026, 11, 21),
+                                                     date(2026, 11, 26)))),
+                  now=odd, relaxed=True)
     fast = store.get("RF1")                                    # driver cursor
     (core,) = store.list_refunds()                             # SQLAlchemy Core types
     assert fast == core == after
@@ -140,10 +160,34 @@ def test_fast_path_reads_and_writes_agree_with_sqlalchemy_core(store: RefundStor
     assert fast.expected_arrival == ArrivalWindow(date(2026, 11, 21), date(2026, 11, 26))
     assert first.created_at == odd
     # A row written through Core (a reroute) reads back the same on the fast path.
-    store.apply("RF1", lambda _: None, now=odd)
+    apply(store, "RF1", Change(), now=odd)
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE refunds SET status = 'abnormal' WHERE id = 'RF1'"))
-    _, linked = store.reroute("RF1", new_id="RF2", route=Route.BALANCE, now=odd,
-                              arrival=None, note="")
+    _, linked = reroute(store, "RF1", "RF2", now=odd)
     assert store.get("RF2") == linked
     assert [e.seq for e in store.events("RF1")] == list(range(1, len(store.events("RF1")) + 1))
+
+
+def test_a_new_linked_refund_must_fit_what_is_left(store: RefundStore) -> None:
+    """A failed linked refund releases its amount; replacing it only fits if nothing else
+    took that amount meanwhile (invariant 3 across a reroute chain)."""
+    reserve(store, "a", 10_000, "RF1")
+    apply(store, "RF1", Change(status=RefundStatus.ABNORMAL))
+    _, linked = reroute(store, "RF1", "RF2")
+    apply(store, "RF2", Change(status=RefundStatus.FAILED))
+    assert store.sum_counting(Route.WECHATPAY, "ORD1") == Money(0)
+    reserve(store, "b", 5_000, "RF3")            # the refund service refunded another way
+    with pytest.raises(OverRefund), store.locked("RF1", now=NOW, pipelined=False) as tx:
+        tx.add_linked(new_id="RF4", route=Route.BALANCE, arrival=None, note="")
+    assert store.get("RF1").rerouted_to == "RF2"
+
+
+def test_one_trade_is_one_payment(store: RefundStore) -> None:
+    reserve(store, "a", 100, "RF1")
+    renamed = request("b", 100)
+    renamed = type(renamed)(renamed.idempotency_key, type(renamed.payment)(
+        renamed.payment.route, "ord1", renamed.payment.channel_trade_no,
+        renamed.payment.amount), renamed.amount)
+    with pytest.raises(InvalidRequest, match="'ORD1'"):
+        store.reserve(renamed, refund_id="RF2", channel_refund_no="RF2", now=NOW,
+                      next_check_at=NOW, arrival=None, max_refunds=None)

@@ -50,7 +50,8 @@ def scripted(route: Route) -> ScriptedChannel:
     caps = Capabilities(
         idempotent_submit=True, refund_query=True, notifications=False, statements=True,
         partial_refunds=True, max_refunds=None, refund_window=timedelta(days=365),
-        arrival_working_days=ARRIVAL_WORKING_DAYS[route])
+        arrival_working_days=ARRIVAL_WORKING_DAYS[route],
+        takes_reroutes=route is Route.BALANCE)
     cls = type(f"Scripted{route.value.title()}", (ScriptedChannel,),
                {"route": route, "capabilities": caps})
     channel: ScriptedChannel = cls()

@@ -171,7 +171,9 @@ def test_capabilities() -> None:
     caps = AlipayAdapter.capabilities
     assert caps.idempotent_submit and caps.refund_query and caps.notifications
     assert caps.statements and caps.partial_refunds and not caps.abnormal_refund_api
-    assert caps.refund_no_max_length == 64 and caps.arrival_working_days == (0, 3)
+    assert caps.arrival_working_days == (0, 3) and caps.currencies == {"CNY"}
+    assert caps.refund_no.fullmatch("A" * 64) and not caps.refund_no.fullmatch("A" * 65)
+    assert caps.reason_max == 256 and caps.reason_unit == "chars"
 
 
 def test_build(app_keys: KeyPair, alipay_keys: KeyPair) -> None:

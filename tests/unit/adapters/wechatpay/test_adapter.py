@@ -558,7 +558,8 @@ def test_capabilities_follow_ch_5() -> None:
     assert caps.statements and caps.partial_refunds and caps.abnormal_refund_api
     assert caps.max_refunds == 50 and caps.refund_window is not None
     assert caps.refund_window.days == 365 and caps.arrival_working_days == (0, 3)
-    assert caps.refund_no_max_length == 64
+    assert caps.refund_no is adapter_mod.OUT_REFUND_NO and caps.currencies == {"CNY"}
+    assert caps.reason_max == 80 and caps.reason_unit == "utf8_bytes"   # addendum §9
     assert [s.total_seconds() for s in caps.query_schedule[:6]] == [60] * 5 + [600]
     assert caps.query_schedule is WECHAT_QUERY_SCHEDULE
     assert adapter_mod.OUT_REFUND_NO.fullmatch("A" * 64)
