@@ -6,7 +6,6 @@ driver exception leaking out of the public API."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 import structlog
