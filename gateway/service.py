@@ -259,6 +259,10 @@ class RefundGateway:
         except (ValueError, ConfigurationError):
             security_log.warning("notification.unknown_route", route=str(route)[:32])
             return NotificationAck(404, b"unknown route", accepted=False)
+        if not adapter.capabilities.notifications:   # the wallet notifies nobody
+            security_log.warning("notification.route_sends_none", route=route.value)
+            return NotificationAck(404, b"this route sends no notifications",
+                                   accepted=False)
         if isinstance(body, str):
             body = body.encode("utf-8")
         if not isinstance(body, bytes | bytearray | memoryview):

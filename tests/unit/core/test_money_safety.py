@@ -295,3 +295,30 @@ def test_a_database_error_after_the_call_is_outcome_unknown(
     gw.resolve_due()
     assert gw.get(refund_id).status is S.PROCESSING
     assert len(channel.ledger.executed) == 1        # found, not refunded again
+
+
+def test_the_cli_exits_3_for_an_outcome_unknown_never_1() -> None:
+    from gateway.cli import EXIT_UNKNOWN, handle_errors
+
+    @handle_errors
+    def refund_command() -> None:
+        raise OutcomeUnknown("db lost after the call", channel="store", operation="submit",
+                             refund_id="RF1")
+
+    with pytest.raises(SystemExit) as exited:
+        refund_command()
+    assert exited.value.code == EXIT_UNKNOWN == 3
+
+
+def test_a_route_that_sends_no_notifications_takes_none(gw: RefundGateway,
+                                                        balance: FakeBalance) -> None:
+    ack = gw.handle_notification(Route.BALANCE, GOOD, b"x:succeeded:1")
+    assert ack.http_status == 404 and not ack.accepted
+
+
+def test_a_notification_body_may_be_text(gw: RefundGateway, channel: FakeChannel) -> None:
+    refund = gw.refund(request())
+    body = f"{refund.channel_refund_no}:succeeded:2500"
+    assert gw.handle_notification("wechatpay", {**GOOD, "x-nonce": "t"}, body).accepted
+    with pytest.raises(InvalidRequest, match="body"):
+        gw.handle_notification("wechatpay", GOOD, 12345)  # type: ignore[arg-type]
