@@ -61,6 +61,9 @@ class BankcardSettings(BaseModel):
     cert_id: str
     unionpay_public_key: SecretStr            # PEM public key or certificate
     base_url: str = "https://gateway.95516.com"
+    # The file transfer's own host (CHANNELS-ADDENDUM §1); None: UnionPay's, derived from
+    # base_url for gateway(.test).95516.com (adapters/bankcard/files.py).
+    file_trans_url: str | None = None
     back_url: str | None = None
     channel_type: str = "07"
     timeouts: Timeouts = Timeouts()

@@ -139,7 +139,8 @@ class State:
             day = datetime.now(BEIJING).strftime("%Y%m%d")
             trade = {"alipay": f"{day}2200140{n}{self.rng.randrange(10**6):06d}",
                      "wechatpay": f"42000{day}{n}{self.rng.randrange(10**5):05d}",
-                     "bankcard": f"{day}{n}{self.rng.randrange(10**7):07d}",
+                     # UnionPay queryId: 21 digits (an21, ZM field 10; addendum §1)
+                     "bankcard": f"{day}{n}{self.rng.randrange(10**5):05d}",
                      "balance": f"W{day}{n}"}[route]
             payment = Payment(route=route, merchant_order_no=f"ORD{day}{n}",
                               channel_trade_no=trade, amount_fen=amount_fen,

@@ -1,10 +1,13 @@
 """UnionPay online gateway 5.1.0 (银联全渠道, CH §6): refunds to bank cards (route ``bankcard``).
 
-Endpoints (``prefixes = ("/gateway/api/", "/unionpay/")``)
------------------------------------------------------------
+Endpoints (``prefixes = ("/gateway/api/", "/filedownload/")``)
+---------------------------------------------------------------
 ``POST /gateway/api/backTransReq.do``  refund (退货, txnType 04), form UTF-8.
 ``POST /gateway/api/queryTrans.do``    single query (txnType 00) of a refund.
-``GET  /unionpay/settlement/{YYYYMMDD}`` the day's settlement file (layout below).
+``POST /filedownload/``                file transfer (txnType 76): the settlement file.
+                                       Stands for the ROOT of UnionPay's own host
+                                       ``https://filedownload.95516.com/`` (addendum §1);
+                                       one sandbox host serves both, hence the path.
 
 Signing (both directions, CH §6 "5.1.0 / signMethod=01")
 ---------------------------------------------------------
@@ -71,39 +74,28 @@ txnTime, txnAmt, currencyCode, queryId, origQryId, respCode (00 | 63), respMsg,
 settleAmt, settleCurrencyCode, settleDate (MMDD), traceNo, traceTime, signPubKeyCert,
 signature. Fault ``bad_signature`` on operation ``notify`` signs one with the wrong key.
 
-Settlement file (``GET /unionpay/settlement/{YYYYMMDD}``, also ``statement(day)``)
--------------------------------------------------------------------------------------
-Modelled on UnionPay's 对账文件 but simplified (the real one is a fixed-width file inside a
-zip fetched with txnType 76; that transfer is not emulated). Exact layout:
+Settlement file: file transfer (CHANNELS-ADDENDUM §1), also ``statement(day)``
+----------------------------------------------------------------------------------
+Request (form, signed like a refund): version 5.1.0, encoding (UTF-8 in any case),
+signMethod 01, txnType 76, txnSubType 01, bizType 000000, accessType 0, fileType 00, merId,
+txnTime (YYYYMMDDhhmmss), settleDate (MMDD: the latest such day not after today, Beijing),
+certId, signature; reqReserved optional. Missing field 13, bad value 10, signature 11,
+another merId 31 (fault ``rate_limited``: 06, ``bad_signature``: a wrongly signed answer).
+Answer (signed, ``k=v`` as above): version, encoding, signMethod, bizType, accessType,
+merId, txnTime, txnType, txnSubType, settleDate, fileType, reqReserved (echoed), respCode
+``00``, respMsg, fileName ``<merId>_<YYYYMMDD>.zip``, fileContent = base64(zlib(ZIP)),
+signPubKeyCert, signature. Every day has a file; one without transactions holds an empty
+ZM member (whether UnionPay then answers 98 文件不存在 instead: UNCONFIRMED).
 
-* Encoding UTF-8, no BOM; lines end with ``\\n`` (also the last one).
-* Line 1, fixed header, exactly:
-  ``txnType|merId|orderId|txnTime|queryId|origQryId|txnAmt|currencyCode|settleDate|traceNo|respCode|accNo``
-* Then one line per transaction of the day, sorted by txnTime then orderId: the
-  consumes (txnType 01) of bank-card payments made on the day, and the refunds
-  (txnType 04) the sandbox accepted on the day (Beijing time). 12 fields split by ``|``
-  (no field contains ``|``, no quoting, no padding):
-  1. txnType: ``01`` consume | ``04`` refund (退货)
-  2. merId: 15 digits
-  3. orderId: consume: the payment's merchant order number; refund: the merchant's
-     refund orderId
-  4. txnTime: YYYYMMDDhhmmss, Beijing time (refund: as the merchant sent it)
-  5. queryId: consume: its queryId (= the payment's channel trade number); refund: the
-     refund's own queryId (21 digits)
-  6. origQryId: refund: the original consume's queryId; consume: empty
-  7. txnAmt: the amount in fen, a plain positive integer (no sign, no decimals)
-  8. currencyCode: ``156``
-  9. settleDate: MMDD of the file's day (the sandbox clears on the day it accepted the
-     transaction; no 23:00 cut-off)
-  10. traceNo: 6 digits
-  11. respCode: ``00`` done (for a refund: the money reached the card); ``63`` a refund
-      that failed after acceptance (no money moved; txnAmt is what was asked)
-  12. accNo: the card number masked to BIN (first 6) + ``*`` for the middle digits +
-      last 4, e.g. ``622202******1234`` (same length as the card number)
-* No trailer, no totals. A refund still processing when the file is produced is not
-  listed; a day without transactions is the header line alone. Statement faults apply
-  to refund lines (a missing line, a line twice, txnAmt drifted); consume lines are
-  always exact.
+The ZIP (``sandbox/unionpay_files.py`` has the record layout) holds
+``INN<yymmdd>88ZM_<merId>``: one fixed-width GBK record per transaction cleared that day
+(Beijing; no 23:00 cut-off here, so settleDate is the day of acceptance): the bank-card
+payments (consumes, txnType 01) made on it and the refunds (txnType 04) accepted on it
+that reached the card. A refund still processing, or failed after acceptance (63), moved
+no money and is not listed. Then ``RD2010<yymmdd>01_<merId>``, the summary report.
+``GET /_sandbox/statements/bankcard/{YYYY-MM-DD}`` serves the same ZIP bytes as the decoded
+fileContent. Statement faults apply to refund records (one missing, one twice, an amount
+drifted); consume records are always exact.
 """
 
 from __future__ import annotations
@@ -114,6 +106,7 @@ import re
 from datetime import date, datetime
 from urllib.parse import urlencode
 
+from sandbox import unionpay_files as files
 from sandbox.channel import Channel
 from sandbox.http import Request, Response
 from sandbox.keys import KeyPair, SandboxKeys, verify_b64
@@ -149,11 +142,10 @@ QUERY_REQUIRED = (*QUERY_FIXED, "merId", "orderId", "txnTime", "certId", "signat
 ECHO = ("version", "encoding", "signMethod", "txnType", "txnSubType", "bizType",
         "accessType", "merId", "orderId", "txnTime", "txnAmt")
 FINGERPRINT = ("merId", "txnTime", "txnAmt", "origQryId", "currencyCode")
-HEADER = ("txnType|merId|orderId|txnTime|queryId|origQryId|txnAmt|currencyCode|"
-          "settleDate|traceNo|respCode|accNo")
 ORDER_ID = re.compile(r"[A-Za-z0-9]{8,32}")
 AMOUNT = re.compile(r"[1-9][0-9]{0,11}")
 FAILED_CODE = "63"
+FILE_TRANS_PATH = "/filedownload/"
 
 
 def signing_digest(fields: dict[str, str]) -> bytes:
@@ -186,7 +178,7 @@ def mask_card(card_no: str) -> str:
 
 class UnionPayChannel(Channel):
     route = "bankcard"
-    prefixes = ("/gateway/api/", "/unionpay/")
+    prefixes = ("/gateway/api/", FILE_TRANS_PATH)
 
     def __init__(self, state: State, keys: SandboxKeys) -> None:
         super().__init__(state, keys)
@@ -201,7 +193,7 @@ class UnionPayChannel(Channel):
             return "refund"
         if request.method == "POST" and path == "/gateway/api/queryTrans.do":
             return "query"
-        if request.method == "GET" and path.startswith("/unionpay/settlement/"):
+        if request.method == "POST" and path == FILE_TRANS_PATH:
             return "statement"
         return None
 
@@ -216,6 +208,7 @@ class UnionPayChannel(Channel):
             "REFUND_GATEWAY_BANKCARD__CERT_ID": MERCHANT_CERT_ID,
             "REFUND_GATEWAY_BANKCARD__UNIONPAY_PUBLIC_KEY": self.platform_cert,
             "REFUND_GATEWAY_BANKCARD__BASE_URL": base_url,
+            "REFUND_GATEWAY_BANKCARD__FILE_TRANS_URL": base_url + FILE_TRANS_PATH,
         }
         back_url = self.state.notify_urls.get(self.route)
         if back_url:
@@ -225,8 +218,6 @@ class UnionPayChannel(Channel):
     def handle(self, request: Request) -> Response:
         self._sweep()
         operation = self.operation(request)
-        if operation == "statement":
-            return self._settlement(request)
         if operation is None:
             return Response.text("404 Not Found", 404)
         try:
@@ -235,6 +226,8 @@ class UnionPayChannel(Channel):
             return self._answer({"respCode": "10"}, request)
         if operation == "refund":
             return self._answer(self._refund(fields, request), request)
+        if operation == "statement":
+            return self._answer(self._file_transfer(fields, request), request)
         return self._answer(self._query(fields, request), request)
 
     # -- refund -------------------------------------------------------------------------
@@ -295,6 +288,7 @@ class UnionPayChannel(Channel):
                 extra={"txnTime": fields["txnTime"], "merId": fields["merId"],
                        "currencyCode": fields["currencyCode"],
                        "card_no": payment.card_no,
+                       "reqReserved": fields.get("reqReserved", ""),
                        "settleDate": beijing.strftime("%m%d"),
                        "traceNo": f"{self.state.rng.randrange(10**6):06d}",
                        "traceTime": beijing.strftime("%m%d%H%M%S")})
@@ -394,35 +388,51 @@ class UnionPayChannel(Channel):
         signed = self._sign(fields, self.keys.wrong if bad else None)
         return Response.text(encode_answer(signed))
 
-    # -- settlement file ----------------------------------------------------------------
-    def _settlement(self, request: Request) -> Response:
-        day_text = request.path.rsplit("/", 1)[-1]
-        try:
-            day = datetime.strptime(day_text, "%Y%m%d").date()  # noqa: DTZ007 - a date
-        except ValueError:
-            return Response.text("settlement date must be YYYYMMDD", 400)
-        return Response(200, self.statement(day, request.base_url),
-                        {"Content-Type": "text/plain; charset=utf-8",
-                         "Content-Disposition":
-                             f'attachment; filename="INN{day:%y%m%d}01ZM_{MER_ID}.txt"'})
+    # -- settlement file (file transfer, addendum §1) ----------------------------------
+    def _file_transfer(self, fields: dict[str, str], request: Request) -> dict[str, str]:
+        echo = {k: fields[k] for k in files.ECHO if fields.get(k)}
+        code = files.request_problem(fields)
+        if code is None and (fields["certId"] != MERCHANT_CERT_ID or not verify_b64(
+                self.keys.unionpay_merchant.public, signing_digest(fields),
+                fields["signature"])):
+            code = "11"
+        if code is None and fields["merId"] != MER_ID:
+            code = "31"
+        if code is None and request.fault is not None and \
+                request.fault.kind == "rate_limited":
+            code = "06"
+        if code is not None:
+            return {**echo, "respCode": code}
+        today = datetime.now(BEIJING).date()
+        day = files.settle_day(fields["settleDate"], today)
+        if day is None:
+            return {**echo, "respCode": "10"}
+        return {**echo, "respCode": "00", "fileName": files.archive_name(day, MER_ID),
+                "fileContent": files.file_content(self.statement(day, request.base_url))}
 
     def statement(self, day: date, base_url: str) -> bytes:
+        """The day's settlement ZIP (as the file transfer's fileContent decodes)."""
         self._sweep()
         with self.state.lock:
-            final = [r for r in self.refunds_on(day) if r.status in ("SUCCESS", "ABNORMAL")]
+            done = [r for r in self.refunds_on(day) if r.status == "SUCCESS"]
             consumes = [p for p in self.state.payments.values() if p.route == self.route
                         and p.created_at.astimezone(BEIJING).date() == day]
-        rows = [(p.created_at.astimezone(BEIJING).strftime("%Y%m%d%H%M%S"),
-                 p.merchant_order_no, "01", p.channel_trade_no, "", p.amount_fen,
-                 p.channel_trade_no[-6:], "00", p.card_no) for p in consumes]
-        rows += [(r.extra["txnTime"], r.channel_refund_no, "04", r.channel_refund_id,
-                  r.channel_trade_no, fen, r.extra["traceNo"],
-                  "00" if r.status == "SUCCESS" else FAILED_CODE, r.extra["card_no"])
-                 for r, fen in self.statement_faults(final)]
-        lines = [HEADER]
-        for txn_time, order_id, txn_type, query_id, orig, fen, trace, code, card in \
-                sorted(rows, key=lambda row: (row[0], row[1])):
-            lines.append("|".join((txn_type, MER_ID, order_id, txn_time, query_id, orig,
-                                   str(fen), "156", f"{day:%m%d}", trace, code,
-                                   mask_card(card))))
-        return ("\n".join(lines) + "\n").encode("utf-8")
+            lines = [files.Line("01", p.channel_trade_no[-6:], self._trace_time(p.created_at),
+                                mask_card(p.card_no), p.amount_fen, p.channel_trade_no,
+                                p.merchant_order_no) for p in consumes]
+            for refund, fen in self.statement_faults(done):
+                paid = self.state.find_payment(self.route, trade_no=refund.channel_trade_no)
+                lines.append(files.Line(
+                    "04", refund.extra["traceNo"], refund.extra["traceTime"],
+                    mask_card(refund.extra["card_no"]), fen, refund.channel_refund_id,
+                    refund.channel_refund_no,
+                    orig_trace_no=refund.channel_trade_no[-6:],
+                    orig_trace_time=self._trace_time(paid.created_at) if paid else "",
+                    orig_query_id=refund.channel_trade_no,
+                    orig_order_id=refund.merchant_order_no,
+                    reserved=refund.extra.get("reqReserved", "")))
+        return files.settlement_zip(day, MER_ID, lines)
+
+    @staticmethod
+    def _trace_time(at: datetime) -> str:
+        return at.astimezone(BEIJING).strftime("%m%d%H%M%S")

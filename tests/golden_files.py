@@ -38,7 +38,7 @@ PLANTED_STATEMENTS = ["statements/alipay_trade_20240611.zip",
                       "statements/wechat_refund_20240611.csv.gz",
                       "statements/wechat_fundflow_20240611.csv",
                       "statements/balance_20240611.csv",
-                      "reconciliation/unionpay_duplicate_20240611.txt"]
+                      "reconciliation/unionpay_duplicate_20240611.zip"]
 PLANTED_DATE = "2024-06-11"
 
 

@@ -14,14 +14,8 @@ from typing import ClassVar, Final
 
 import structlog
 
-from adapters.bankcard import notify, signing, translate
-from adapters.bankcard.client import (
-    BACK_TRANS_PATH,
-    CHANNEL,
-    QUERY_PATH,
-    SETTLEMENT_PATH,
-    UnionPayClient,
-)
+from adapters.bankcard import files, notify, signing, translate
+from adapters.bankcard.client import BACK_TRANS_PATH, CHANNEL, QUERY_PATH, UnionPayClient
 from adapters.bankcard.translate import Verdict
 from gateway import failpoints
 from gateway.clock import Clock, to_beijing, utcnow
@@ -74,8 +68,10 @@ class BankcardAdapter(ChannelAdapter):
     # injected ``clock``: it is a fact about the real world, and tests that move the
     # business clock must not make UnionPay's certificate look expired.
     def __init__(self, client: UnionPayClient, *, back_url: str, channel_type: str,
-                 trust: signing.TrustAnchor, clock: Clock) -> None:
+                 trust: signing.TrustAnchor, clock: Clock,
+                 file_trans_url: str | None = None) -> None:
         self._client = client
+        self._file_trans_url = file_trans_url
         self._back_url = back_url
         self._channel_type = channel_type
         self._trust = trust
@@ -134,17 +130,9 @@ class BankcardAdapter(ChannelAdapter):
         return NotificationAck(400, b"rejected", "text/plain", accepted=False)
 
     def download_statement(self, day: date) -> bytes:
-        """The day's settlement file, raw. Layout and endpoint: ``sandbox/unionpay.py``
-        (``GET {base}/unionpay/settlement/YYYYMMDD``, ``|``-separated UTF-8). Production
-        fetches a zip with the file-transfer transaction (txnType 76) from another host,
-        which neither the settings nor the sandbox model yet."""
-        answer = self._client.fetch("statement", f"{SETTLEMENT_PATH}/{day:%Y%m%d}")
-        if answer.http_status != 200:
-            raise OutcomeUnknown(f"UnionPay settlement file: HTTP {answer.http_status}",
-                                 channel=CHANNEL, operation="statement",
-                                 http_status=answer.http_status,
-                                 code=f"HTTP_{answer.http_status}")
-        return answer.content
+        """The settlement ZIP of clearing day ``day``: the file transfer (txnType 76) on
+        UnionPay's file-download host, ``fileContent`` decoded as the SDK does (``files``)."""
+        return files.download(self._client, self._file_trans_url, day, self._clock())
 
     def close(self) -> None:
         self._client.close()
@@ -228,4 +216,6 @@ def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
                             connect_timeout=cfg.timeouts.connect,
                             read_timeout=cfg.timeouts.read)
     return BankcardAdapter(client, back_url=cfg.back_url, channel_type=cfg.channel_type,
-                           trust=trust, clock=clock)
+                           trust=trust, clock=clock,
+                           file_trans_url=files.file_trans_url(cfg.base_url,
+                                                               cfg.file_trans_url))

@@ -28,9 +28,6 @@ CHANNEL: Final = Route.BANKCARD.value
 # acp_sdk.properties (CH §6): back-channel transactions and single query.
 BACK_TRANS_PATH: Final = "/gateway/api/backTransReq.do"
 QUERY_PATH: Final = "/gateway/api/queryTrans.do"
-# The settlement file as the sandbox serves it (sandbox/unionpay.py); not UnionPay's own
-# file transfer (txnType 76 on filedownload.95516.com), see BankcardAdapter.
-SETTLEMENT_PATH: Final = "/unionpay/settlement"
 FORM: Final = "application/x-www-form-urlencoded;charset=UTF-8"
 
 
@@ -121,18 +118,17 @@ class UnionPayClient:
 
     def send(self, operation: str, path: str, fields: Mapping[str, str]) -> RawAnswer:
         """POST the signed form; transport trouble raises, any HTTP answer is returned."""
-        return self._request(operation, "POST", path, self.signed(fields))
+        return self._post(operation, self.base_url + path, self.signed(fields))
 
-    def fetch(self, operation: str, path: str) -> RawAnswer:
-        """A plain GET (the settlement file); transport trouble raises."""
-        return self._request(operation, "GET", path, None)
+    def send_url(self, operation: str, url: str, fields: Mapping[str, str]) -> RawAnswer:
+        """``send`` to a whole URL: the file transfer lives on a host of its own
+        (``https://filedownload.95516.com/``, CHANNELS-ADDENDUM §1)."""
+        return self._post(operation, url, self.signed(fields))
 
-    def _request(self, operation: str, method: str, path: str,
-                 form: Mapping[str, str] | None) -> RawAnswer:
-        url = self.base_url + path
-        headers = {"Content-Type": FORM} if form is not None else {}
+    def _post(self, operation: str, url: str, form: Mapping[str, str]) -> RawAnswer:
         try:
-            resp = self._session.request(method, url, data=form, headers=headers,
+            resp = self._session.request("POST", url, data=form,
+                                         headers={"Content-Type": FORM},
                                          timeout=self._timeout, allow_redirects=False)
         except requests.RequestException as exc:
             raise transport.classify(exc, channel=CHANNEL, operation=operation,

@@ -21,6 +21,8 @@ from reconciliation.statements import BadLines, TooManyBadLines, read_batches
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "statements"
 FILES = sorted(p for p in GOLDEN.iterdir() if not p.name.endswith(".json"))
+UNIONPAY = Path(__file__).resolve().parents[1] / "fixtures" / "statements" / "unionpay"
+ZM_MEMBER = "INN24061188ZM_777290058110048"
 
 
 def parse_all(data: bytes, name: str) -> int:
@@ -71,10 +73,28 @@ def test_fuzzed_text_statements_raise_only_statement_errors(path: Path,
         parse_all(b"\n".join(lines), path.name.removesuffix(".gz"))
 
 
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_fuzzed_unionpay_zm_records_raise_only_statement_errors(data: st.DataObject) -> None:
+    """UnionPay's fixed-width GBK records (CHANNELS-ADDENDUM §1), bare and zipped: bytes
+    flipped (GBK lead bytes, CR/LF, NUL among them), records cut or doubled."""
+    blob = bytearray((UNIONPAY / ZM_MEMBER).read_bytes())
+    for _ in range(data.draw(st.integers(1, 12))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.sampled_from(
+            [0x00, 0x0A, 0x0D, 0x20, 0x81, 0xB2, 0xFE, 0xFF, ord("x"), ord("9")]))
+    if data.draw(st.booleans()):
+        blob = blob[: data.draw(st.integers(0, len(blob)))]
+    with contextlib.suppress(StatementError, TooManyBadLines):
+        parse_all(bytes(blob), ZM_MEMBER)
+    zipped = _zip({ZM_MEMBER: bytes(blob)})
+    with contextlib.suppress(StatementError, TooManyBadLines):
+        parse_all(zipped, "777290058110048_20240611.zip")
+
+
 @settings(max_examples=40, deadline=None)
 @given(noise=st.binary(min_size=0, max_size=4096))
 def test_random_bytes_are_refused_cleanly(noise: bytes) -> None:
-    for name in ("x.csv", "x.zip", "x.csv.gz"):
+    for name in ("x.csv", "x.zip", "x.csv.gz", ZM_MEMBER, "777290058110048_20240611.zip"):
         with contextlib.suppress(StatementError, TooManyBadLines):
             parse_all(noise, name)
 

@@ -323,52 +323,6 @@ def test_bad_signature_fault_answer_fails_verification(client: Client) -> None:
     assert client.truth()[0]["executions"] == 1      # executed all the same
 
 
-def test_settlement_file(client: Client) -> None:
-    requests.post(client.base + "/_sandbox/config",
-                  json={"settle": {"bankcard": {"mode": "after_queries", "n": 1}}}, timeout=5)
-    pay = client.payment(10000)
-    done = client.refund_fields("R20260101A0020", pay["channel_trade_no"], 1234)
-    client.refund(done)
-    client.query("R20260101A0020", done["txnTime"])
-    client.refund(client.refund_fields("R20260101A0021", pay["channel_trade_no"], 1))
-    day = datetime.now(BEIJING)
-    r = requests.get(f"{client.base}/unionpay/settlement/{day:%Y%m%d}", timeout=5)
-    assert r.status_code == 200
-    lines = r.content.decode("utf-8").split("\n")
-    assert lines[0] == ("txnType|merId|orderId|txnTime|queryId|origQryId|txnAmt|currencyCode|"
-                        "settleDate|traceNo|respCode|accNo")
-    assert lines[-1] == "" and len(lines) == 4         # the processing one is not listed
-    consume = lines[1].split("|")
-    assert consume[:3] == ["01", "777290058110048", pay["merchant_order_no"]]
-    assert consume[4:9] == [pay["channel_trade_no"], "", "10000", "156", f"{day:%m%d}"]
-    assert consume[10] == "00"
-    cells = lines[2].split("|")
-    truth = {t["channel_refund_no"]: t for t in client.truth()}
-    assert cells[:9] == ["04", "777290058110048", "R20260101A0020", done["txnTime"],
-                         truth["R20260101A0020"]["channel_refund_id"],
-                         pay["channel_trade_no"], "1234", "156", f"{day:%m%d}"]
-    assert cells[9].isdigit() and len(cells[9]) == 6 and cells[10] == "00"
-    assert cells[11] == "622202" + "*" * 6 + pay["card_last4"]
-    empty = client.sandbox.statement("bankcard", (day - timedelta(days=3)).date())
-    assert empty.decode().splitlines() == [lines[0]]
-
-
-def test_settlement_file_faults(client: Client) -> None:
-    pay = client.payment(10000)
-    for n, fen in ((1, 100), (2, 200), (3, 300)):
-        client.refund(client.refund_fields(f"R20260101B000{n}", pay["channel_trade_no"], fen))
-    client.fault("statement", "duplicate_in_statement")
-    client.fault("statement", "amount_drift", drift=5, drift_fen=5)
-    client.fault("statement", "missing_from_statement")
-    day = datetime.now(BEIJING)
-    text = requests.get(f"{client.base}/_sandbox/statements/bankcard/{day:%Y-%m-%d}",
-                        timeout=5).content.decode()
-    refunds = [(c[2], c[6]) for c in (line.split("|") for line in text.splitlines()[1:])
-               if c[0] == "04"]
-    assert refunds == [("R20260101B0001", "100"), ("R20260101B0001", "100"),
-                       ("R20260101B0002", "205")]
-
-
 def test_after_seconds_settles_and_notifies_without_a_query(client: Client,
                                                             catcher: Catcher) -> None:
     requests.post(client.base + "/_sandbox/config", timeout=5,

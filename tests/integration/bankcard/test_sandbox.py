@@ -9,7 +9,8 @@ from datetime import datetime
 import pytest
 
 from gateway import Money, OverRefund, RefundGateway, RefundRequest, RefundStatus, Route
-from gateway.clock import BEIJING
+from gateway.clock import BEIJING, to_beijing
+from reconciliation.statements import LineKind, Source, read_lines
 from tests.integration.bankcard.conftest import Receiver, fault, paid, settle, truth
 
 S = RefundStatus
@@ -142,11 +143,29 @@ def test_refusal_is_failed(gw: RefundGateway, sandbox_url: str) -> None:
     assert (refund.status, refund.failure_code) == (S.FAILED, "35")
 
 
-def test_settlement_file_lists_the_refund(gw: RefundGateway, sandbox_url: str) -> None:
-    refund = gw.refund(ask(gw, sandbox_url)[0])
-    gw.sync(refund.id)
+def test_settlement_file_lists_the_refunds(gw: RefundGateway, sandbox_url: str) -> None:
+    """Refunds made here appear in the file UnionPay's file transfer hands out (txnType 76,
+    fileContent decoded as the SDK does, ZM records read by byte position), with their
+    amounts and numbers; one still processing is not cleared, so not listed."""
+    first = gw.sync(gw.refund(ask(gw, sandbox_url, fen=2_500, key="k1")[0]).id)
+    second = gw.sync(gw.refund(ask(gw, sandbox_url, fen=1, key="k2")[0]).id)
+    settle(sandbox_url, BANK, "after_queries", 5)
+    open_ = gw.refund(ask(gw, sandbox_url, fen=300, key="k3")[0])
+    assert (first.status, second.status, open_.status) == (S.SUCCEEDED, S.SUCCEEDED,
+                                                           S.PROCESSING)
     today = datetime.now(BEIJING).date()
     data = gw.adapters[BANK].download_statement(today)
-    lines = data.decode("utf-8").splitlines()
-    assert lines[0].startswith("txnType|merId|orderId|txnTime|queryId")
-    assert any(f"|{refund.channel_refund_no}|" in line for line in lines[1:])
+    assert data.startswith(b"PK\x03\x04")
+    lines = list(read_lines(Source.of(data, f"bankcard-{today}"), route=BANK))
+    refunds = {ln.channel_refund_no: ln for ln in lines if ln.kind is LineKind.REFUND}
+    assert set(refunds) == {first.channel_refund_no, second.channel_refund_no}
+    for refund in (first, second):
+        line = refunds[refund.channel_refund_no]
+        assert line.amount == refund.amount
+        assert line.channel_refund_id == refund.channel_refund_id
+        assert line.channel_trade_no == refund.payment.channel_trade_no
+        assert line.merchant_order_no == refund.payment.merchant_order_no
+        assert line.time is not None and to_beijing(line.time).date() == today
+    payments = [ln for ln in lines if ln.kind is LineKind.PAYMENT]
+    assert {ln.channel_trade_no for ln in payments} >= {
+        r.payment.channel_trade_no for r in (first, second, open_)}

@@ -103,12 +103,12 @@ def test_two_runs_carry_open_items_over_and_close_them(
     day1 = tmp_path / "day1"
     day1.mkdir()
     # The card refund is still processing: the settlement file lists no line for it.
-    (day1 / "unionpay.txt").write_bytes(unionpay_settlement([]))
+    (day1 / "unionpay.zip").write_bytes(unionpay_settlement([], DAY1))
     (day1 / "alipay.csv").write_bytes(alipay_detail(
         [Line(ali_ok.channel_refund_no, "ORD-A", 1_000),
          Line("RFNOBODY", "ORD-X", 777)]))                             # unknown to platform
     first = _cli(database_url, "reconcile", "--date", DAY1.isoformat(),
-                 "--statement", str(day1 / "unionpay.txt"),
+                 "--statement", str(day1 / "unionpay.zip"),
                  "--statement", str(day1 / "alipay.csv"), "--out", str(tmp_path / "r1"),
                  "--format", "json")
     assert first.exit_code == 1, (first.output, repr(first.exception))
@@ -133,12 +133,12 @@ def test_two_runs_carry_open_items_over_and_close_them(
     # Day 2: the card refund's success arrives; the late Alipay refund is on this bill.
     day2 = tmp_path / "day2"
     day2.mkdir()
-    (day2 / "unionpay.txt").write_bytes(unionpay_settlement(
-        [Line(card.channel_refund_no, "ORD-C", 4_500, "00", at=_at(DAY2, 9, 0))]))
+    (day2 / "unionpay.zip").write_bytes(unionpay_settlement(
+        [Line(card.channel_refund_no, "ORD-C", 4_500, "00", at=_at(DAY2, 9, 0))], DAY2))
     (day2 / "alipay.csv").write_bytes(alipay_detail(
         [Line(ali_late.channel_refund_no, "ORD-A", 2_000, at=_at(DAY2, 0, 0, 3))]))
     second = _cli(database_url, "reconcile", "--date", DAY2.isoformat(),
-                  "--statement", str(day2 / "unionpay.txt"),
+                  "--statement", str(day2 / "unionpay.zip"),
                   "--statement", str(day2 / "alipay.csv"), "--out", str(tmp_path / "r2"),
                   "--format", "json")
     assert second.exit_code == 0, (second.output, repr(second.exception))

@@ -24,7 +24,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 STATEMENTS = ["statements/alipay_trade_20240611.zip", "statements/wechat_refund_20240611.csv.gz",
               "statements/wechat_fundflow_20240611.csv", "statements/balance_20240611.csv",
-              "reconciliation/unionpay_duplicate_20240611.txt"]
+              "reconciliation/unionpay_duplicate_20240611.zip"]
 CHART_CLASSES = ["count-class", "amount-class", "count-route", "amount-route", "ageing"]
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")

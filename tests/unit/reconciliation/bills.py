@@ -1,14 +1,16 @@
 # ruff: noqa: E501  (channel header rows are kept whole, as the channels write them)
-"""Test-side writers of real-format statements (CH §4.6, §5.7, and the UnionPay layout the
-parser reads) and of the platform CSV export, so tests can say "this set of refunds, with
+"""Test-side writers of real-format statements (CH §4.6, §5.7, CHANNELS-ADDENDUM §1 for
+UnionPay's ZM file) and of the platform CSV export, so tests can say "this set of refunds, with
 these mutations" and get the bytes a channel would send. Writers only; no assertions.
 """
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from gateway.clock import BEIJING
@@ -88,17 +90,38 @@ def alipay_detail(lines: Sequence[Line]) -> bytes:
     return text.encode("gbk")
 
 
-def unionpay_settlement(lines: Sequence[Line]) -> bytes:
-    """The settlement file ``sandbox/unionpay.py`` documents (``|``-separated, header
-    line, refunds as txnType 04); ``status`` is the respCode (00 done, 63 failed)."""
-    rows = ["txnType|merId|orderId|txnTime|queryId|origQryId|txnAmt|currencyCode|"
-            "settleDate|traceNo|respCode|accNo"]
+# CHANNELS-ADDENDUM §1: the 42 ZM widths, in GBK bytes (official Java DemoBase.parseZMFile).
+ZM_WIDTHS = (3, 11, 11, 6, 10, 19, 12, 4, 2, 21, 2, 32, 2, 6, 10, 13, 13, 4, 15, 2, 2, 6, 2,
+             4, 32, 1, 21, 15, 1, 15, 32, 13, 13, 8, 32, 13, 13, 12, 2, 1, 32, 98)
+UNIONPAY_MER_ID = "777290058110048"
+
+
+def zm_record(fields: dict[int, str]) -> bytes:
+    """One 607-byte ZM record: field number -> text, GBK, left-aligned, blank-padded, one
+    blank after every field but the last."""
+    return b" ".join(fields.get(n, "").encode("gbk").ljust(w, b" ")
+                     for n, w in enumerate(ZM_WIDTHS, start=1))
+
+
+def unionpay_settlement(lines: Sequence[Line], day: date = date(2024, 6, 11)) -> bytes:
+    """UnionPay's settlement ZIP for clearing day ``day`` (addendum §1): one
+    ``INN<yymmdd>88ZM_<merId>`` member of ZM records, refunds as txnType 04 (fields 5, 7,
+    10, 12, 20, 27, 28, 41; CRLF). Only cleared refunds are in UnionPay's file: a line
+    whose ``status`` is not ``00`` is left out, as the channel leaves it out."""
+    records = []
     for n, ln in enumerate(lines):
-        t = (ln.at or datetime(2024, 6, 11, 10, 0, tzinfo=BEIJING)).astimezone(BEIJING)
-        rows.append(f"04|777290058110048|{ln.refund_no}|{t:%Y%m%d%H%M%S}|"
-                    f"{ln.refund_id or f'76{n:019d}'}|76{ln.order_no}|{ln.amount_minor}|156|"
-                    f"{t:%m%d}|{n:06d}|{ln.status}|622202******1234")
-    return ("\n".join(rows) + "\n").encode()
+        if ln.status != "00":
+            continue
+        t = (ln.at or datetime(day.year, day.month, day.day, 10, 0, tzinfo=BEIJING)
+             ).astimezone(BEIJING)
+        records.append(zm_record({
+            1: "S30", 5: f"{t:%m%d%H%M%S}", 7: f"{ln.amount_minor:012d}",
+            10: ln.refund_id or f"76{n:019d}", 12: ln.refund_no, 20: "04",
+            27: f"76{ln.order_no}"[:21], 28: UNIONPAY_MER_ID, 41: ln.order_no}) + b"\r\n")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"INN{day:%y%m%d}88ZM_{UNIONPAY_MER_ID}", b"".join(records))
+    return buf.getvalue()
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def test_same_number_under_two_routes_is_not_matched_across_them(tmp_path: Path)
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 PLANTED = ["statements/alipay_trade_20240611.zip", "statements/wechat_refund_20240611.csv.gz",
            "statements/wechat_fundflow_20240611.csv", "statements/balance_20240611.csv",
-           "reconciliation/unionpay_duplicate_20240611.txt"]
+           "reconciliation/unionpay_duplicate_20240611.zip"]
 
 
 def _planted(monkeypatch: pytest.MonkeyPatch, partition_rows: int,

@@ -356,19 +356,3 @@ def test_build_rejects_bad_keys_without_echoing_them() -> None:
         build(settings, lambda: None)   # type: ignore[arg-type,return-value]
     assert info.value.setting == "REFUND_GATEWAY_BANKCARD__PRIVATE_KEY"
     assert "xx" not in str(info.value)
-
-
-# -- statement ---------------------------------------------------------------------------
-def test_statement_is_the_raw_settlement_file(adapter: BankcardAdapter,
-                                              mocked: responses.RequestsMock) -> None:
-    from datetime import date
-
-    from adapters.bankcard.client import SETTLEMENT_PATH
-
-    data = b"txnType|merId|orderId\n04|777290058110048|RF1\n"
-    url = f"{BASE}{SETTLEMENT_PATH}/20261120"
-    mocked.get(url, body=data)
-    assert adapter.download_statement(date(2026, 11, 20)) == data
-    mocked.replace(responses.GET, url, status=404, body="no")
-    with pytest.raises(OutcomeUnknown):
-        adapter.download_statement(date(2026, 11, 20))
