@@ -7,7 +7,13 @@ import zipfile
 
 import pytest
 
-from gateway.archives import ArchiveLimits, check_entries, entry_name, unsafe_entry_name
+from gateway.archives import (
+    ArchiveLimits,
+    check_entries,
+    decode_name,
+    entry_name,
+    unsafe_entry_name,
+)
 from gateway.errors import StatementError
 
 
@@ -47,3 +53,15 @@ def test_declared_total_and_ratio() -> None:
                       ArchiveLimits(max_total_bytes=100))
     with pytest.raises(StatementError, match="compression ratio"):
         check_entries(infos({"a": b"0" * 300_000}), "a.zip", ArchiveLimits(max_ratio=10))
+
+
+@pytest.mark.parametrize(("raw", "flags", "shown"), [
+    ("2088_20240611_业务明细(汇总).csv".encode("gbk"), 0, "2088_20240611_业务明细(汇总).csv"),
+    # Unzipped and zipped again by a tool that writes UTF-8 without setting the flag: the
+    # GBK reading would be mojibake ("涓氬姟...") and the 汇总 file would pass as a detail.
+    ("2088_20240611_业务明细(汇总).csv".encode(), 0, "2088_20240611_业务明细(汇总).csv"),
+    ("账务明细.csv".encode(), 0x800, "账务明细.csv"),
+    (b"\x81\x20.csv", 0, "\u00fc .csv"),           # neither UTF-8 nor GBK: cp437 stays
+])
+def test_names_decoded_for_people(raw: bytes, flags: int, shown: str) -> None:
+    assert decode_name(raw, flags) == shown
