@@ -21,9 +21,15 @@ BEIJING = timezone(timedelta(hours=8))
 ROUTES = ("alipay", "wechatpay", "bankcard", "balance")
 FRAMEWORK_FAULTS = ("drop_before_commit", "http_500", "timeout_after_commit")
 STATEMENT_FAULTS = ("missing_from_statement", "duplicate_in_statement", "amount_drift")
+# UnionPay answer codes the bank-card sandbox can be told to answer with, one kind per
+# code of CHANNELS-ADDENDUM §2 ("resp_code_A6" ...); what each does: sandbox/unionpay.py
+# "Fault kinds resp_code_<code>". Other routes ignore them.
+UNIONPAY_CODES = ("A6", "02", "03", "04", "05", "06", "12", "34", "37")
+RESP_CODE_FAULTS = tuple(f"resp_code_{code}" for code in UNIONPAY_CODES)
 FAULT_KINDS = (*FRAMEWORK_FAULTS, "rate_limited", "abnormal", "bad_signature",
                "duplicate_notification", "out_of_order_notification",
-               "missing_from_statement", "duplicate_in_statement", "amount_drift")
+               "missing_from_statement", "duplicate_in_statement", "amount_drift",
+               *RESP_CODE_FAULTS)
 OPERATIONS = ("refund", "query", "notify", "statement")
 
 

@@ -58,7 +58,22 @@ count). ``34`` 查无此交易 (query of an unknown refund). ``35`` 原交易不
 (origQryId unknown). ``63`` 卡状态不正确 (origRespCode and notification respCode of a refund
 that was accepted but failed afterwards: fault ``abnormal``, the card was cancelled; no
 money reached the card). Only 00/05 (and 06 for rate limiting) reflect state; every other
-code is a refusal and nothing was executed.
+code is a refusal and nothing was executed, except under the faults below.
+
+Fault kinds ``resp_code_<code>`` (CHANNELS-ADDENDUM §2 codes; ``sandbox.state.UNIONPAY_CODES``)
+-------------------------------------------------------------------------------------------
+* operation ``refund``: ``resp_code_A6`` 有缺陷的成功: the refund is executed and SUCCEEDS at
+  once (whatever the Settle rule), the answer says A6 with the refund's queryId, and from
+  then on its query origRespCode and its back notification respCode are A6 too.
+  ``resp_code_03`` 交易通讯超时 / ``_04`` 交易状态未明 / ``_05`` 交易已受理 / ``_12`` 重复交易:
+  the refund IS executed (accepted, then as the Settle rule says), but the answer carries
+  only that code and no queryId: the query tells the truth. ``resp_code_02`` 系统未开放 /
+  ``_06`` 系统繁忙 / ``_37`` 过于频繁 / ``_34``: NOTHING executed, answered with the code.
+* operation ``query``: ``resp_code_A6``: a refund that has succeeded is answered (now and
+  later, notifications too) with origRespCode A6. Any other: the query's own respCode is
+  that code, with no origRespCode, and the refund does not progress.
+* operation ``notify``: the next back notification of a refund carries that respCode
+  (``resp_code_A6`` only changes a success notice).
 
 Progression: an accepted refund is PROCESSING in the truth; the route's Settle rule
 (``/_sandbox/config``) moves it to SUCCESS (ABNORMAL under the abnormal fault) when a
@@ -110,7 +125,7 @@ from sandbox import unionpay_files as files
 from sandbox.channel import Channel
 from sandbox.http import Request, Response
 from sandbox.keys import KeyPair, SandboxKeys, verify_b64
-from sandbox.state import BEIJING, Refund, State, now_utc
+from sandbox.state import BEIJING, RESP_CODE_FAULTS, Fault, Refund, State, now_utc
 
 MER_ID = "777290058110048"
 MERCHANT_CERT_ID = "68759663125"          # decimal serial of the merchant signing cert
@@ -130,7 +145,17 @@ MESSAGES = {
     "34": "查无此交易",
     "35": "原交易不存在或状态不正确",
     "63": "卡状态不正确",
+    # CHANNELS-ADDENDUM §2 meanings (the ACP 应答码 table), for the resp_code_* faults.
+    "A6": "有缺陷的成功",
+    "02": "系统未开放",
+    "03": "交易通讯超时，请发起查询交易",
+    "04": "交易状态未明，请查询对账结果",
+    "37": "超过最大查询次数或操作过于频繁",
 }
+# resp_code_* faults on a refund after which the refund has been executed (addendum §2:
+# accepted / unknown / duplicate); the rest leave nothing executed.
+EXECUTED_CODES = frozenset({"A6", "03", "04", "05", "12"})
+WITH_DEFECTS = "A6"
 REFUND_FIXED = {"version": "5.1.0", "encoding": "UTF-8", "signMethod": "01",
                 "txnType": "04", "txnSubType": "00", "bizType": "000201",
                 "accessType": "0", "currencyCode": "156"}
@@ -170,6 +195,13 @@ def _valid_time(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def fault_code(fault: Fault | None) -> str | None:
+    """The UnionPay code a ``resp_code_<code>`` fault names, else None."""
+    if fault is None or fault.kind not in RESP_CODE_FAULTS:
+        return None
+    return fault.kind.removeprefix("resp_code_")
 
 
 def mask_card(card_no: str) -> str:
@@ -259,6 +291,9 @@ class UnionPayChannel(Channel):
             return {**echo, "respCode": code}
         if request.fault is not None and request.fault.kind == "rate_limited":
             return {**echo, "respCode": "06"}
+        forced = fault_code(request.fault)
+        if forced is not None and forced not in EXECUTED_CODES:
+            return {**echo, "respCode": forced}
         fingerprint = json.dumps([fields[k] for k in FINGERPRINT])
         order_id = fields["orderId"]
         settled: Refund | None = None
@@ -294,11 +329,17 @@ class UnionPayChannel(Channel):
                        "traceTime": beijing.strftime("%m%d%H%M%S")})
             self.state.refunds[(self.route, order_id)] = refund
             payment.refunded_fen = self._refunded(payment.channel_trade_no)
-            if self.settle(refund, query=False):
+            if forced == WITH_DEFECTS:   # final success on the answer itself
+                refund.extra["success_code"] = WITH_DEFECTS
+                refund.status, refund.succeeded_at = "SUCCESS", now
+                settled = refund
+            elif self.settle(refund, query=False):
                 settled = refund
         if settled is not None:
             self._notify(settled)
-        return {**echo, "queryId": query_id, "respCode": "00"}
+        if forced is not None and forced != WITH_DEFECTS:
+            return {**echo, "respCode": forced}     # executed, but the answer does not say
+        return {**echo, "queryId": query_id, "respCode": forced or "00"}
 
     def _refunded(self, trade_no: str) -> int:
         """Σ of the consume's refunds that still count (failed ones gave the room back)."""
@@ -314,12 +355,17 @@ class UnionPayChannel(Channel):
             return {**echo, "respCode": code}
         if request.fault is not None and request.fault.kind == "rate_limited":
             return {**echo, "respCode": "06"}
+        forced = fault_code(request.fault)
+        if forced is not None and forced != WITH_DEFECTS:
+            return {**echo, "respCode": forced}
         changed = False
         with self.state.lock:
             refund = self.state.refunds.get((self.route, fields["orderId"]))
             if refund is None or refund.extra["txnTime"] != fields["txnTime"]:
                 return {**echo, "respCode": "34"}
             changed = self.settle(refund, query=True)
+            if forced == WITH_DEFECTS and refund.status == "SUCCESS":
+                refund.extra["success_code"] = WITH_DEFECTS
             self._release(refund)
             answer = {**echo, "txnType": "04", "txnSubType": "00", "bizType": "000201",
                       **self._state_fields(refund), "respCode": "00"}
@@ -336,13 +382,14 @@ class UnionPayChannel(Channel):
 
     def _state_fields(self, refund: Refund) -> dict[str, str]:
         """A refund's fields as queries and notifications state them (``_code`` = its code)."""
-        code = {"SUCCESS": "00", "ABNORMAL": FAILED_CODE}.get(refund.status, "05")
+        code = {"SUCCESS": refund.extra.get("success_code", "00"),
+                "ABNORMAL": FAILED_CODE}.get(refund.status, "05")
         fields = {"merId": refund.extra["merId"], "orderId": refund.channel_refund_no,
                   "txnTime": refund.extra["txnTime"], "txnAmt": str(refund.amount_fen),
                   "currencyCode": refund.extra["currencyCode"],
                   "queryId": refund.channel_refund_id, "origQryId": refund.channel_trade_no,
                   "_code": code}
-        if code == "00":
+        if refund.status == "SUCCESS":
             fields.update(settleAmt=str(refund.amount_fen), settleCurrencyCode="156",
                           settleDate=refund.extra["settleDate"],
                           traceNo=refund.extra["traceNo"],
@@ -366,9 +413,12 @@ class UnionPayChannel(Channel):
         with self.state.lock:
             fields = self._state_fields(refund)
         code = fields.pop("_code")
+        forced = fault_code(self.state.take_fault(self.route, "notify", RESP_CODE_FAULTS))
+        if forced is not None and (forced != WITH_DEFECTS or refund.status == "SUCCESS"):
+            code = forced
         fields.update(version="5.1.0", encoding="UTF-8", signMethod="01", txnType="04",
                       txnSubType="00", bizType="000201", accessType="0", respCode=code,
-                      respMsg=MESSAGES[code])
+                      respMsg=MESSAGES.get(code, "交易失败"))
         fault = self.state.take_fault(self.route, "notify", ("bad_signature",))
         signed = self._sign(fields, self.keys.wrong if fault is not None else None)
         self.notify(refund, {"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8"},
