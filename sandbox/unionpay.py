@@ -38,7 +38,8 @@ Query request fields: version, encoding, signMethod, txnType 00, txnSubType 00, 
 000000, accessType 0, merId, orderId + txnTime OF THE REFUND, certId, signature.
 Query answer: respCode 00 (the query worked) with origRespCode/origRespMsg (the refund's
 state), txnType 04, txnSubType 00, bizType 000201, merId, orderId, txnTime, txnAmt,
-currencyCode, queryId, origQryId; on origRespCode 00 also settleAmt, settleCurrencyCode,
+currencyCode, queryId, origQryId; when the refund succeeded (origRespCode 00, or A6 under
+a ``resp_code_A6`` fault) also settleAmt, settleCurrencyCode,
 settleDate (MMDD), traceNo (6 digits), traceTime (MMDDhhmmss). Unknown orderId, or an
 orderId whose txnTime differs: respCode 34.
 
@@ -85,7 +86,8 @@ Back notification: form POST (``application/x-www-form-urlencoded; charset=UTF-8
 the refund's ``backUrl`` (``/_sandbox/config`` notify_url for ``bankcard`` overrides it),
 retried on non-2xx, signed as above with signPubKeyCert. Fields: version, encoding,
 signMethod, txnType 04, txnSubType 00, bizType 000201, accessType 0, merId, orderId,
-txnTime, txnAmt, currencyCode, queryId, origQryId, respCode (00 | 63), respMsg,
+txnTime, txnAmt, currencyCode, queryId, origQryId, respCode (00 | 63; A6 or another code
+under a ``resp_code_*`` fault), respMsg,
 settleAmt, settleCurrencyCode, settleDate (MMDD), traceNo, traceTime, signPubKeyCert,
 signature. Fault ``bad_signature`` on operation ``notify`` signs one with the wrong key.
 
