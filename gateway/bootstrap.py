@@ -2,11 +2,15 @@
 
 Adapters are found through the entry-point group ``refund_gateway.adapters`` (route
 value -> ``build(settings, clock)``), so ``gateway`` never imports ``adapters`` and a
-deployment can plug in its own. Only routes whose settings are present are built.
+deployment can plug in its own. Only routes whose settings are present are built. A
+route's declared ``Capabilities`` are read from its adapter class without building it
+(``capabilities_of``), so reconciliation and receipts share the adapters' one source.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -17,7 +21,7 @@ from gateway.clock import Clock, utcnow
 from gateway.errors import ConfigurationError
 from gateway.logging import configure_logging
 from gateway.models import Route
-from gateway.ports import ChannelAdapter
+from gateway.ports import Capabilities, ChannelAdapter
 from gateway.service import RefundGateway
 from gateway.settings import GatewaySettings, load_settings
 from gateway.store import RefundStore, make_engine, upgrade
@@ -40,6 +44,29 @@ def adapter_factory(route: Route) -> AdapterFactory:
                                      f"imported: {exc}") from exc
         return factory
     raise ConfigurationError(f"no adapter installed for route {route.value}")
+
+
+def adapter_class(route: Route) -> type[ChannelAdapter]:
+    """The adapter class registered for ``route``: the ``ChannelAdapter`` subclass for
+    that route defined beside its factory (an adapter package's ``adapter.py``)."""
+    factory = adapter_factory(route)
+    module = sys.modules[getattr(factory, "__module__", "")]
+    found = [c for c in vars(module).values()
+             if isinstance(c, type) and issubclass(c, ChannelAdapter)
+             and c.__module__ == module.__name__ and getattr(c, "route", None) is route]
+    if len(found) != 1:
+        raise ConfigurationError(f"the adapter module {module.__name__} for route "
+                                 f"{route.value} defines {len(found)} adapter classes for "
+                                 "it (one expected, beside its build factory)")
+    return found[0]
+
+
+@functools.cache
+def capabilities_of(route: Route) -> Capabilities:
+    """What ``route`` declares (its adapter's ``capabilities``), with no settings and
+    nothing built: e.g. the arrival window in working days that reconciliation and
+    receipts use, the same one the lifecycle gives each refund."""
+    return adapter_class(route).capabilities
 
 
 def build_adapters(settings: GatewaySettings, clock: Clock = utcnow,

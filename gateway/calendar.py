@@ -3,31 +3,21 @@
 Chinese working days are not "Monday to Friday": public holidays move, and make-up
 Saturdays/Sundays (调休) are working days. The data comes from the maintained
 ``chinese-calendar`` package; a date outside the years it covers is a
-``CalendarRangeError``, never a guess. Arrival windows per route come from DOMAIN.md.
+``CalendarRangeError``, never a guess. How many working days a route takes is declared
+once, on its adapter (``Capabilities.arrival_working_days``, DOMAIN.md); this module only
+counts them.
 """
 
 from __future__ import annotations
 
 import functools
 from datetime import date, datetime, timedelta
-from typing import Final
 
 import chinese_calendar
 
 from gateway.clock import to_beijing
 from gateway.errors import CalendarRangeError
-from gateway.models import ArrivalWindow, Route
-
-# DOMAIN.md "Routes and how long money takes" (working days after the refund succeeds
-# at the channel or is accepted by it).
-ARRIVAL_WORKING_DAYS: Final[dict[Route, tuple[int, int]]] = {
-    Route.BALANCE: (0, 0),
-    Route.ALIPAY: (0, 3),
-    Route.WECHATPAY: (0, 3),
-    Route.BANKCARD: (1, 5),
-}
-# A reviewed manual transfer to an account the user supplies (协商退款).
-MANUAL_TRANSFER_WORKING_DAYS: Final = (5, 7)
+from gateway.models import ArrivalWindow
 
 
 @functools.lru_cache(maxsize=4096)
@@ -68,7 +58,3 @@ def arrival_window(days: tuple[int, int], moment: datetime) -> ArrivalWindow:
     earliest = start if lo == 0 else add_working_days(start, lo)
     return ArrivalWindow(earliest=earliest, latest=start if hi == 0 else
                          add_working_days(start, hi))
-
-
-def expected_arrival(route: Route, moment: datetime) -> ArrivalWindow:
-    return arrival_window(ARRIVAL_WORKING_DAYS[route], moment)

@@ -5,7 +5,9 @@ Keys only (DESIGN.md "Reconciliation"): channel refund number, then channel refu
 (a line without a number takes the number of the platform refund with that id). Amounts
 and times never decide a match. Partial refunds of one order have distinct numbers, so
 they stay apart. Classes are DESIGN.md's table; "in transit" vs "refunded, not received"
-uses the route's expected arrival in working days (``gateway.calendar``). Pure: no I/O.
+uses the route's arrival window in working days, as its adapter declares it
+(``Capabilities.arrival_working_days`` via ``gateway.bootstrap.capabilities_of``: the
+window the gateway gives each refund), counted by ``gateway.calendar``. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Final
 
 import polars as pl
 
-from gateway.calendar import expected_arrival
+from gateway.bootstrap import capabilities_of
+from gateway.calendar import arrival_window
 from gateway.clock import BEIJING
 from gateway.errors import GatewayError
 from gateway.models import ChannelStatus, RefundStatus, Route
@@ -77,7 +80,8 @@ def arrival_latest(platform: pl.DataFrame) -> pl.Series:
     days = platform.select(pl.col("route"), moment.dt.convert_time_zone("Asia/Shanghai")
                            .dt.date().alias("_day"))
     keys = days.unique().drop_nulls()
-    table = {(r, d): expected_arrival(Route(r), datetime.combine(d, time(12), BEIJING)).latest
+    table = {(r, d): arrival_window(capabilities_of(Route(r)).arrival_working_days,
+                                    datetime.combine(d, time(12), BEIJING)).latest
              for r, d in keys.iter_rows()}
     lookup = pl.DataFrame(
         {"route": [k[0] for k in table], "_day": [k[1] for k in table],

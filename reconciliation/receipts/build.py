@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final, Protocol
 
-from gateway.calendar import ARRIVAL_WORKING_DAYS
+from gateway.bootstrap import capabilities_of
 from gateway.clock import to_beijing, utcnow
-from gateway.errors import RefundNotFound
+from gateway.errors import ConfigurationError, RefundNotFound
 from gateway.masking import ACCOUNT_FIELDS, mask_account, mask_text
 from gateway.models import Refund, RefundEvent, RefundStatus
 from gateway.settings import GatewaySettings, load_settings
@@ -148,6 +148,15 @@ def situation_of(refund: Refund, recon: StatementRef | None) -> Situation:
     return Situation.SUCCEEDED
 
 
+def _arrival_days(refund: Refund) -> tuple[int, int] | None:
+    """The route's declared arrival in working days (its adapter's ``Capabilities``, the
+    source of the refund's window); None when no adapter is installed for the route."""
+    try:
+        return capabilities_of(refund.route).arrival_working_days
+    except ConfigurationError:
+        return None
+
+
 def _linked(source: RefundSource, refund: Refund) -> tuple[LinkedRefund, ...]:
     out = []
     for relation, other_id in (("rerouted_to", refund.rerouted_to),
@@ -180,7 +189,7 @@ def build_unsigned(source: RefundSource, refund_id: str, *, platform: str = "ref
     acks = _acks(refund)
     linked = _linked(source, refund)
     window = refund.expected_arrival
-    days = ARRIVAL_WORKING_DAYS.get(refund.route)
+    days = _arrival_days(refund)
     working_days = f"{days[0]}-{days[1]}" if days and days[0] != days[1] else \
         (str(days[0]) if days else None)
     success = iso(refund.succeeded_at)

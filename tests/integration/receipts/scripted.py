@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from typing import ClassVar
 
-from gateway.calendar import ARRIVAL_WORKING_DAYS
+from gateway.bootstrap import capabilities_of
 from gateway.models import ChannelResult, ChannelStatus, Refund, Route
 from gateway.ports import Capabilities, ChannelAdapter
 
@@ -50,7 +50,7 @@ def scripted(route: Route) -> ScriptedChannel:
     caps = Capabilities(
         idempotent_submit=True, refund_query=True, notifications=False, statements=True,
         partial_refunds=True, max_refunds=None, refund_window=timedelta(days=365),
-        arrival_working_days=ARRIVAL_WORKING_DAYS[route],
+        arrival_working_days=capabilities_of(route).arrival_working_days,   # the real one
         takes_reroutes=route is Route.BALANCE)
     cls = type(f"Scripted{route.value.title()}", (ScriptedChannel,),
                {"route": route, "capabilities": caps})
