@@ -14,8 +14,10 @@ from gateway.errors import (
     OutcomeUnknown,
     OverRefund,
     RefundNotFound,
+    RerouteRefused,
     SignatureInvalid,
     StatementError,
+    StoreUnavailable,
 )
 from gateway.models import (
     ArrivalWindow,
@@ -66,8 +68,10 @@ __all__ = [
     "RefundNotFound",
     "RefundRequest",
     "RefundStatus",
+    "RerouteRefused",
     "ResolveReport",
     "Route",
     "SignatureInvalid",
     "StatementError",
+    "StoreUnavailable",
 ]

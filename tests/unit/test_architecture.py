@@ -89,7 +89,8 @@ def test_public_api_is_pinned() -> None:
         "GatewaySettings", "IdempotencyConflict", "InvalidRequest", "Money",
         "NotificationAck", "OutcomeUnknown", "OverRefund", "Payment", "Refund",
         "RefundEvent", "RefundGateway", "RefundNotFound", "RefundRequest", "RefundStatus",
-        "ResolveReport", "Route", "SignatureInvalid", "StatementError"]
+        "RerouteRefused", "ResolveReport", "Route", "SignatureInvalid", "StatementError",
+        "StoreUnavailable"]
     for name in gateway.__all__:
         assert getattr(gateway, name) is not None
     # The names DESIGN.md promises to the refund service.
@@ -106,6 +107,9 @@ def test_error_tree_retry_semantics() -> None:
     assert issubclass(e.OutcomeUnknown, e.ChannelError)
     assert (e.ChannelUnavailable.retryable, e.ChannelUnavailable.resubmit_safe) == (True, True)
     assert (e.OutcomeUnknown.retryable, e.OutcomeUnknown.resubmit_safe) == (True, False)
+    # nothing was sent when the store failed first: the same request may simply be retried
+    assert (e.StoreUnavailable.retryable, e.StoreUnavailable.resubmit_safe) == (True, True)
+    assert issubclass(e.RerouteRefused, e.InvalidRequest)
     for cls in (e.ChannelAuthError, e.SignatureInvalid, e.InvalidRequest, e.OverRefund,
                 e.IdempotencyConflict, e.ConfigurationError, e.StatementError):
         assert not cls.retryable and not cls.resubmit_safe
