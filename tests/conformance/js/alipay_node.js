@@ -1,0 +1,85 @@
+// Drive the sandbox with Alipay's official Node SDK (alipay-sdk, pinned in package.json) as a
+// merchant's refund service would. `node alipay_node.js COMMAND` reads one JSON object on
+// stdin (gateway, appId, keys, arguments) and prints one JSON object: the SDK's answer
+// (camelCase, as the SDK returns it) or {"error": <class>, "message": ...} when it threw.
+// Commands: refund, query, bill, verify_notify. Every exec passes validateSign: true, so the
+// answer's signature is checked by the SDK (AlipaySdk.checkResponseSign).
+'use strict';
+
+const { AlipaySdk } = require('alipay-sdk');
+
+function sdk(cfg) {
+  return new AlipaySdk({
+    appId: cfg.appId,
+    privateKey: cfg.privateKey,
+    keyType: cfg.keyType || 'PKCS8',
+    alipayPublicKey: cfg.alipayPublicKey,
+    gateway: cfg.gateway,
+    timeout: 10000,
+  });
+}
+
+const commands = {
+  async refund(cfg) {
+    const params = {
+      bizContent: {
+        outTradeNo: cfg.outTradeNo,
+        refundAmount: cfg.refundAmount,
+        outRequestNo: cfg.outRequestNo,
+        refundReason: cfg.refundReason,
+      },
+    };
+    if (cfg.notifyUrl) params.notify_url = cfg.notifyUrl;
+    return sdk(cfg).exec('alipay.trade.refund', params, { validateSign: true });
+  },
+
+  async query(cfg) {
+    return sdk(cfg).exec('alipay.trade.fastpay.refund.query', {
+      bizContent: {
+        tradeNo: cfg.tradeNo,
+        outRequestNo: cfg.outRequestNo,
+        queryOptions: ['gmt_refund_pay', 'refund_detail_item_list', 'deposit_back_info'],
+      },
+    }, { validateSign: true });
+  },
+
+  // The SDK gives the URL; the file is a plain GET (CH §4.5), fetched with Node's fetch.
+  async bill(cfg) {
+    const answer = await sdk(cfg).exec('alipay.data.dataservice.bill.downloadurl.query', {
+      bizContent: { billType: cfg.billType || 'trade', billDate: cfg.billDate },
+    }, { validateSign: true });
+    if (answer.billDownloadUrl) {
+      const response = await fetch(answer.billDownloadUrl);
+      answer.downloadStatus = response.status;
+      answer.zipB64 = Buffer.from(await response.arrayBuffer()).toString('base64');
+    }
+    return answer;
+  },
+
+  // checkNotifySignV2: the SDK's notify check on the form values as received (decoded once
+  // by the web framework; here by URLSearchParams), without decoding them again.
+  async verify_notify(cfg) {
+    const postData = Object.fromEntries(new URLSearchParams(cfg.body));
+    return {
+      verified: sdk(cfg).checkNotifySignV2(postData),
+      verifiedV1: sdk(cfg).checkNotifySign(postData),
+      params: postData,
+    };
+  },
+};
+
+async function main() {
+  const chunks = [];
+  for await (const chunk of process.stdin) chunks.push(chunk);
+  const cfg = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  let result;
+  try {
+    result = await commands[process.argv[2]](cfg);
+  } catch (err) {
+    result = { error: err.name || err.constructor.name, message: String(err.message).slice(0, 2000),
+      code: err.code, responseDataRaw: err.responseDataRaw };
+  }
+  process.stdout.write(JSON.stringify(result));
+}
+
+main();
