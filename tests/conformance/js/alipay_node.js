@@ -6,6 +6,7 @@
 // answer's signature is checked by the SDK (AlipaySdk.checkResponseSign).
 'use strict';
 
+const { run } = require('./cli.js');
 const { AlipaySdk } = require('alipay-sdk');
 
 function sdk(cfg) {
@@ -68,18 +69,4 @@ const commands = {
   },
 };
 
-async function main() {
-  const chunks = [];
-  for await (const chunk of process.stdin) chunks.push(chunk);
-  const cfg = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  let result;
-  try {
-    result = await commands[process.argv[2]](cfg);
-  } catch (err) {
-    result = { error: err.name || err.constructor.name, message: String(err.message).slice(0, 2000),
-      code: err.code, responseDataRaw: err.responseDataRaw };
-  }
-  process.stdout.write(JSON.stringify(result));
-}
-
-main();
+run(commands);

@@ -7,6 +7,7 @@
 // Commands: refund, query, bill, verify_notify.
 'use strict';
 
+const { run } = require('./cli.js');
 const { Wechatpay, Rsa, Aes: { AesGcm }, Formatter, Hash } = require('wechatpay-axios-plugin');
 const { gunzipSync } = require('node:zlib');
 
@@ -88,21 +89,4 @@ const commands = {
   },
 };
 
-async function main() {
-  const chunks = [];
-  for await (const chunk of process.stdin) chunks.push(chunk);
-  const cfg = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  let result;
-  try {
-    result = await commands[process.argv[2]](cfg);
-  } catch (err) {
-    result = {
-      error: err.name || err.constructor.name, code: err.code,
-      message: String(err.message).slice(0, 2000),
-      status: err.response && err.response.status, data: err.response && err.response.data,
-    };
-  }
-  process.stdout.write(JSON.stringify(result));
-}
-
-main();
+run(commands);
