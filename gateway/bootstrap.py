@@ -84,7 +84,8 @@ def build_adapters(settings: GatewaySettings, clock: Clock = utcnow,
 
 
 def build_store(settings: GatewaySettings) -> RefundStore:
-    engine: Engine = make_engine(settings.database_url)
+    engine: Engine = make_engine(settings.database_url,
+                                 lock_timeout=settings.database_lock_timeout)
     if settings.auto_migrate and needs_upgrade(engine):
         upgrade(engine)
     elif needs_upgrade(engine):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
@@ -24,14 +25,18 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
+import structlog
 from dotenv import dotenv_values
 
 from gateway.errors import ConfigurationError, GatewayError, OutcomeUnknown
 from gateway.logging import configure_logging
 from gateway.models import Payment, Refund, RefundRequest, RefundStatus, Route
 from gateway.money import Money
-from gateway.service import RefundGateway
+from gateway.resolver import run_loop
+from gateway.service import RefundGateway, ResolveReport
 from gateway.settings import GatewaySettings, load_settings
+
+log = structlog.get_logger("gateway.cli")
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 P = ParamSpec("P")
@@ -252,16 +257,31 @@ def status_cmd(app: AppContext, refund_id: str, do_sync: bool, show_events: bool
 @pass_app
 @handle_errors
 def resolve_cmd(app: AppContext, loop: bool, interval: int, limit: int | None) -> None:
-    """Query refunds whose check is due; resend under the same number when needed."""
+    """Query refunds whose check is due; resend under the same number when needed.
+
+    With --loop it runs until SIGTERM or SIGINT, finishing the refund in hand; a database
+    or channel outage is logged and retried with backoff, never a reason to exit."""
     gw = app.gateway
-    while True:
-        report = gw.resolve_due(limit)
+
+    def emit(report: ResolveReport) -> None:
         app.emit(report, f"claimed {report.claimed}, changed {report.changed}, "
                          f"resent {report.resent}, final {report.final}, "
                          f"errors {report.errors}")
-        if not loop:
-            sys.exit(EXIT_PROBLEM if report.errors else EXIT_OK)
-        time.sleep(interval)
+
+    if not loop:
+        report = gw.resolve_due(limit)
+        emit(report)
+        sys.exit(EXIT_PROBLEM if report.errors else EXIT_OK)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("resolver.signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    run_loop(gw, interval=interval, limit=limit, stop=stop, on_cycle=emit)
+    sys.exit(EXIT_OK)
 
 
 @main.command("reroute")

@@ -65,11 +65,16 @@ def new_refund_id(now: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ResolveReport:
+    """One resolver cycle: refunds claimed, whose status changed, resent under their
+    number, that raised, that ended final; ``stopped`` when a stop request handed the
+    rest of the batch back."""
+
     claimed: int
     changed: int
     resent: int
     errors: int
     final: int
+    stopped: bool = False
 
 
 _RELEARNABLE = frozenset({ChannelStatus.PROCESSING, ChannelStatus.NOT_FOUND})
@@ -159,15 +164,36 @@ class RefundGateway:
             return refund
         return self._check(refund)
 
-    def resolve_due(self, limit: int | None = None) -> ResolveReport:
+    def resolve_due(self, limit: int | None = None, *,
+                    stop: Callable[[], bool] | None = None) -> ResolveReport:
         """Query every refund whose check is due; resend under the same number when the
-        channel has no record of it. Safe to run from several processes (PostgreSQL)."""
+        channel has no record of it. Safe to run from several processes (PostgreSQL).
+
+        The batch is hidden from other resolvers by a lease, renewed while the batch
+        runs (so a slow channel never lets a peer claim the same refunds in the same
+        cycle). ``stop()`` is asked between refunds: once true, the refund in hand is
+        finished and the rest of the batch is handed back, due at once."""
         now = self._clock()
+        lease = timedelta(seconds=self._resolver.lease_seconds)
         due = self.store.claim_due(now, limit=limit or self._resolver.batch_size,
-                                   lease=timedelta(seconds=self._resolver.lease_seconds))
+                                   lease=lease)
+        held_until = now + lease
         changed = errors = final = 0
         resends_before = self._resends
-        for refund in due:
+        stopped = False
+        for index, refund in enumerate(due):
+            if stop is not None and stop():
+                self.store.release([r.id for r in due[index:]], held_until=held_until,
+                                   now=self._clock())
+                stopped = True
+                log.info("resolver.stopping", handed_back=len(due) - index)
+                break
+            moment = self._clock()
+            if moment >= held_until - lease / 3:
+                renewed = moment + lease
+                self.store.renew_lease([r.id for r in due[index:]], held_until=held_until,
+                                       until=renewed)
+                held_until = renewed
             try:
                 after = self._check(refund)
             except Exception:  # one bad refund must not stop the rest; logged, retried
@@ -178,7 +204,7 @@ class RefundGateway:
             final += after.status.is_final
         report = ResolveReport(claimed=len(due), changed=changed,
                                resent=self._resends - resends_before,
-                               errors=errors, final=final)
+                               errors=errors, final=final, stopped=stopped)
         if due:
             log.info("resolver.cycle", claimed=report.claimed, changed=report.changed,
                      errors=report.errors, final=report.final)

@@ -24,10 +24,18 @@ from gateway.errors import ConfigurationError
 
 
 class Timeouts(BaseModel):
-    """Seconds. ``connect`` failing proves a request was not sent; ``read`` does not."""
+    """Seconds. ``connect`` failing proves a request was not sent; ``read`` does not.
+
+    ``read`` bounds each socket read, not the answer; ``deadline`` bounds a whole call
+    however slowly its answer trickles (issue 16 #5), past it the outcome is unknown.
+    ``download_deadline`` bounds one statement/bill file download. None: the defaults of
+    ``gateway.transport`` (connect + read + 2; 600).
+    """
 
     connect: float = Field(3.0, gt=0, le=60)
     read: float = Field(10.0, gt=0, le=120)
+    deadline: float | None = Field(None, gt=0, le=600)
+    download_deadline: float | None = Field(None, gt=0, le=86_400)
 
 
 class AlipaySettings(BaseModel):
@@ -109,6 +117,9 @@ class GatewaySettings(BaseSettings):
     # Commit every outcome record with a full sync, not only reservations and refusals
     # (README, "Durability"); costs one more fsync per refund and per notification.
     sync_every_outcome: bool = False
+    # SQLite: the longest a write waits for the file's write lock (queue and BEGIN
+    # IMMEDIATE together) before StoreUnavailable; also the busy timeout of reads.
+    database_lock_timeout: float = Field(30.0, gt=0, le=600)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     retry: RetrySettings = RetrySettings()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +25,18 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, StoreUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+# The whole wait for SQLite's write lock (the writer turn plus BEGIN IMMEDIATE), and the
+# busy timeout of other statements: past it, StoreUnavailable (GatewaySettings).
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+
+def make_engine(url: str, *, pool_size: int = 5,
+                lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database in (None, "", ":memory:"):
@@ -37,10 +44,11 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
                 "SQLite needs a file path (several connections share it), e.g. "
                 "sqlite:///refund-gateway.db", setting="REFUND_GATEWAY_DATABASE_URL")
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+        engine = create_engine(url, connect_args={"timeout": lock_timeout,
+                                                  "check_same_thread": False},
                                pool_size=pool_size)
-        _sqlite_pragmas(engine)
-        _sqlite_writer_lock_files(engine, Path(parsed.database).expanduser())
+        _sqlite_pragmas(engine, lock_timeout)
+        _sqlite_writer_lock_files(engine, Path(parsed.database).expanduser(), lock_timeout)
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
@@ -52,7 +60,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
                              setting="REFUND_GATEWAY_DATABASE_URL")
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_pragmas(engine: Engine, lock_timeout: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" below decide how transactions start (pysqlite's own
@@ -62,7 +70,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -74,15 +82,20 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 
 _LOCK_FD = "refund_gateway.writer_lock_fd"
+_LOCK_TIMEOUT = "refund_gateway.lock_timeout"
 _turns = threading.local()
+# Polling the lock file: first tries come fast (a commit takes ~0.5 ms), then at most
+# every millisecond, so a waiter notices a released turn within about a millisecond.
+_POLL_FIRST, _POLL_MAX = 0.0001, 0.001
 
 
-def _sqlite_writer_lock_files(engine: Engine, database: Path) -> None:
+def _sqlite_writer_lock_files(engine: Engine, database: Path, lock_timeout: float) -> None:
     lock_path = str(database) + ".writer.lock"
 
     @event.listens_for(engine, "connect")
     def _open(_dbapi_conn: Any, record: Any) -> None:
         record.info[_LOCK_FD] = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        record.info[_LOCK_TIMEOUT] = lock_timeout
 
     @event.listens_for(engine, "close")
     def _close(_dbapi_conn: Any, record: Any) -> None:
@@ -102,20 +115,45 @@ def sqlite_writer_turn(conn: Connection) -> Iterator[None]:
     each pooled connection has its own descriptor) and wakes the next one the moment
     the lock is released. Writers that do not take it (migrations, reconciliation runs)
     still meet SQLite's own lock and busy timeout, so correctness never depends on it.
+
+    Bounded: the turn and the ``BEGIN IMMEDIATE`` after it share one deadline (the
+    engine's ``lock_timeout``). A blocking ``flock`` cannot time out, and a busy timeout
+    that only starts once the turn is had made the k-th queued writer wait k times it,
+    so the turn is polled until the deadline and SQLite's busy timeout is set to what
+    is left; past the deadline, ``StoreUnavailable``.
     """
-    fd = conn.connection.info.get(_LOCK_FD)
+    info = conn.connection.info
+    fd = info.get(_LOCK_FD)
     if fd is None or getattr(_turns, "held", False):
         # Nested in a write transaction of this same thread (a programming error): the
         # kernel lock would wait forever on itself; SQLite's busy timeout reports it.
         yield
         return
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    timeout = float(info.get(_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT))
+    deadline = time.monotonic() + timeout
+    pause = _POLL_FIRST
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreUnavailable(
+                    f"SQLite's write lock was not free within {timeout:g} s (another "
+                    f"writer holds it); nothing was written", operation="lock") from None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _POLL_MAX)
+    left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+    driver: Any = conn.connection.driver_connection
+    driver.execute(f"PRAGMA busy_timeout={left_ms}")
     _turns.held = True
     try:
         yield
     finally:
         _turns.held = False
         fcntl.flock(fd, fcntl.LOCK_UN)
+        driver.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
 
 @contextmanager

@@ -17,7 +17,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, func, select, update
+import structlog
+from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from gateway.errors import (
@@ -60,6 +61,11 @@ _TS_COLUMNS = ("created_at", "updated_at", "succeeded_at", "next_check_at",
 _DATE_COLUMNS = ("arrival_earliest", "arrival_latest")
 
 _DUE = [RefundStatus.PENDING.value, RefundStatus.PROCESSING.value]
+# How far ahead of this clock a refund's last write may be before its schedule is
+# distrusted (claim_due): NTP slews by far less; a step of minutes is an anomaly.
+CLOCK_TOLERANCE = timedelta(minutes=5)
+
+log = structlog.get_logger("gateway.store")
 
 # kind, data, status_from, status_to
 _EventRow = tuple[EventKind, Mapping[str, Any], RefundStatus | None, RefundStatus | None]
@@ -621,9 +627,15 @@ class RefundStore:
         """Refunds due for a check, hidden from other resolvers for ``lease``.
 
         PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so several resolvers split the work.
+        A refund last written "in the future" (its ``updated_at`` beyond
+        ``CLOCK_TOLERANCE`` from now) was scheduled by a clock that ran ahead and was
+        stepped back since: its ``next_check_at`` carries the step, so it is due now
+        (a first check promised within a minute must not wait out a day's step).
         """
-        q = (select(refunds.c.id).where(and_(refunds.c.status.in_(_DUE),
-                                              refunds.c.next_check_at <= now))
+        scheduled_ahead = refunds.c.updated_at > now + CLOCK_TOLERANCE
+        q = (select(refunds.c.id).where(and_(
+            refunds.c.status.in_(_DUE),
+            or_(refunds.c.next_check_at <= now, scheduled_ahead)))
              .order_by(refunds.c.next_check_at, refunds.c.id).limit(limit))
         if self._pg:
             q = q.with_for_update(skip_locked=True)
@@ -631,11 +643,39 @@ class RefundStore:
             ids = [r.id for r in conn.execute(q)]
             if not ids:
                 return []
+            ahead = conn.execute(select(func.count()).where(
+                refunds.c.id.in_(ids), scheduled_ahead)).scalar_one()
+            if ahead:
+                log.warning("clock.anomaly", reason="refunds written by a clock ahead of "
+                            "this one are checked now", refunds=int(ahead))
+            # updated_at too: a refund written by a clock that ran ahead is now this
+            # clock's, so the anomaly is handled once
             conn.execute(update(refunds).where(refunds.c.id.in_(ids)).values(
-                next_check_at=now + lease))
+                next_check_at=now + lease, updated_at=func.least(refunds.c.updated_at, now)
+                if self._pg else func.min(refunds.c.updated_at, now)))
             rows = conn.execute(self._select_refund().where(refunds.c.id.in_(ids))
                                 .order_by(refunds.c.id))
             return [self._to_refund(r) for r in rows]
+
+    def renew_lease(self, ids: Sequence[str], *, held_until: datetime,
+                    until: datetime) -> int:
+        """Extend this resolver's lease on ``ids`` that it still holds (their
+        ``next_check_at`` is still the lease it set: a refund already checked, or taken
+        by a peer after an expiry, is left alone). Returns how many were renewed."""
+        return self._move_lease(ids, held_until=held_until, to=until)
+
+    def release(self, ids: Sequence[str], *, held_until: datetime, now: datetime) -> int:
+        """Hand claimed refunds back, due at ``now`` (a resolver asked to stop)."""
+        return self._move_lease(ids, held_until=held_until, to=now)
+
+    def _move_lease(self, ids: Sequence[str], *, held_until: datetime, to: datetime) -> int:
+        if not ids:
+            return 0
+        with self._tx() as conn:
+            result = conn.execute(update(refunds).where(
+                refunds.c.id.in_(list(ids)), refunds.c.status.in_(_DUE),
+                refunds.c.next_check_at == held_until).values(next_check_at=to))
+            return int(result.rowcount)
 
     def remember_notification(self, route: Route, kind: str, key: str, *, now: datetime,
                               refund_id: str | None, outcome: str) -> bool:
