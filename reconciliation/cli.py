@@ -173,10 +173,13 @@ def list_command(ctx: click.Context, show_all: bool) -> None:
     for i in items:
         amount = i["platform_amount_minor"] if i["platform_amount_minor"] is not None \
             else i["statement_amount_minor"]
+        # An open item's note is the run's (a paid-twice item's linked refunds); a
+        # resolved one's is the person's (or "matched in run N"), shown with who.
+        by = f"{i['resolved_by']}: " if i["resolved_by"] else ""
         click.echo(f"{i['id']:>6}  {i['state']:<8} {i['class']:<22} {i['route']:<9} "
                    f"{i['item_key']:<32} {i['refund_id'] or '-':<32} {amount} "
                    f"runs {i['first_seen_run']}-{i['last_seen_run']}"
-                   + (f"  [{i['resolved_by']}: {i['note']}]" if i["note"] else ""))
+                   + (f"  [{by}{i['note']}]" if i["note"] else ""))
     if not items:
         click.echo("no discrepancies")
 

@@ -5,7 +5,12 @@ Carry-over: an item left open (in transit, not received, unknown...) is re-match
 later runs: its refund is loaded again by key, and for an unknown-to-platform item the
 stored statement line stands in for today's. A later match closes it (state resolved,
 note "matched in run N"). A person's resolution is kept unless the class changes.
-No report formatting here (``reports``), no CLI (``cli``).
+
+Paid twice: every run with a store also reads the refunds the gateway saw paid after
+their amount was released (``platform.paid_twice``) and classifies each "paid twice",
+whatever the statement says and whatever day it was made, until a person resolves its
+item; the item's note names the other refunds of the release. No report formatting here
+(``reports``), no CLI (``cli``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from reconciliation.matching import (
     classify_spilled,
     summarise,
 )
+from reconciliation.platform import PaidTwice, paid_twice
 from reconciliation.rows import RunRows
 from reconciliation.schema import recon_items, recon_runs
 from reconciliation.spill import RunParts
@@ -60,6 +66,8 @@ class RunResult:
     summary: pl.DataFrame
     bad_lines: list[StatementError] = field(default_factory=list)
     states: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # (route, number) -> the other refunds of a paid-twice refund's release
+    linked: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def rows(self) -> pl.DataFrame:
@@ -218,20 +226,32 @@ def persist(engine: Engine, result: RunResult, *, platform_source: str,
                                          resolved_at=now, note=f"matched in run {run_id}"))
                     result.states[key] = {"state": "resolved", "item_id": old["id"]}
                 continue
+            # An open paid-twice item names the other refunds of the release in its note
+            # (until a person's resolution note replaces it).
+            note = ({"note": linked_note(result.linked.get(key, ()))}
+                    if row["class"] == Klass.PAID_TWICE.value else {})
             if old is None:
                 item_id = _new_id(conn.execute(insert(recon_items).values(
-                    **values, route=row["route"], item_key=row["channel_refund_no"],
+                    **values, **note, route=row["route"], item_key=row["channel_refund_no"],
                     state="open", first_seen_run=run_id)))
                 result.states[key] = {"state": "open", "item_id": item_id}
                 continue
             reopen = old["state"] == "resolved" and old["class"] != row["class"]
             state = "open" if old["state"] == "open" or reopen else "resolved"
-            extra = {"resolved_by": None, "resolved_at": None, "note": None} if reopen else {}
+            extra: dict[str, Any] = ({"resolved_by": None, "resolved_at": None, "note": None}
+                                     if reopen else {})
+            if state == "open":
+                extra.update(note)
             conn.execute(update(recon_items).where(recon_items.c.id == old["id"])
                          .values(**values, state=state, **extra))
             result.states[key] = {"state": state, "item_id": old["id"]}
     result.run_id = run_id
     return run_id
+
+
+def linked_note(linked: Sequence[str]) -> str:
+    """The note of an open paid-twice item: the other refunds of the release."""
+    return f"paid after release; linked refunds: {', '.join(linked) or 'none'}"[:512]
 
 
 def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[Source],
@@ -247,6 +267,7 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
     started = utcnow()
     bad = BadLines(limit=max_bad_lines)
     items = open_items(engine, routes) if engine is not None else []
+    twice = paid_twice(engine, routes) if engine is not None else PaidTwice()
     carried = [i["item_key"] for i in items if i["refund_id"] is not None]
     parts = RunParts(PLATFORM_SCHEMA, spill_rows=PARTITION_ROWS, buckets=SPILL_BUCKETS,
                      routes=[r.value for r in routes], directory=spill_dir)
@@ -254,7 +275,7 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
         # The platform side loads while the statements parse (both release the GIL);
         # both hand each part over as it is read.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            loading = pool.submit(_load_platform, platform, carried, parts)
+            loading = pool.submit(_load_platform, platform, carried, parts, twice)
             statement_parts(statements, bad, progress,
                             sink=lambda df: parts.add("statement", df))
             loading.result()
@@ -262,7 +283,8 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
         parts.add("statement", carried_lines(
             items, parts.statement_keys(unknown_keys) if unknown_keys else None))
         if parts.spilled:
-            stored, summary = classify_spilled(parts, run_date, spill_dir)
+            stored, summary = classify_spilled(parts, run_date, spill_dir,
+                                               paid_twice=twice.numbers)
         else:
             frames = {"platform": pl.concat([pl.DataFrame(schema=PLATFORM_SCHEMA),
                                              *parts.in_memory("platform")], how="vertical"),
@@ -270,12 +292,14 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
                                               *parts.in_memory("statement")],
                                              how="vertical")}
             # Handed over without other references, so ``classify`` frees them once joined.
-            rows = classify(frames.pop("platform"), frames.pop("statement"), run_date)
+            rows = classify(frames.pop("platform"), frames.pop("statement"), run_date,
+                            paid_twice=twice.numbers)
             stored, summary = RunRows(rows), summarise(rows)
             del rows
     finally:
         parts.close()
-    result = RunResult(None, run_date, list(routes), stored, summary, bad.errors)
+    result = RunResult(None, run_date, list(routes), stored, summary, bad.errors,
+                       linked=twice.linked)
     if engine is not None:
         try:
             persist(engine, result, platform_source=platform_source,
@@ -289,10 +313,15 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
 
 
 def _load_platform(platform: Callable[[list[str]], pl.DataFrame | Iterable[pl.DataFrame]],
-                   carried: list[str], parts: RunParts) -> None:
+                   carried: list[str], parts: RunParts, twice: PaidTwice) -> None:
+    """The platform side, with the store's paid-twice refunds (``twice.rows``) in place
+    of the loader's rows for them, so each is there once whatever the source and day."""
     loaded = platform(carried)
+    taken = twice.rows.get_column("channel_refund_no").to_list()
     for frame in [loaded] if isinstance(loaded, pl.DataFrame) else loaded:
-        parts.add("platform", frame)
+        parts.add("platform", frame.filter(~pl.col("channel_refund_no").is_in(taken))
+                  if taken and frame.height else frame)
+    parts.add("platform", twice.rows)
 
 
 def list_items(engine: Engine, *, state: str | None = "open") -> list[dict[str, Any]]:

@@ -4,7 +4,9 @@ per refund (and per unknown channel refund). Columnar (polars joins), no per-lin
 Keys only (DESIGN.md "Reconciliation"): channel refund number, then channel refund id
 (a line without a number takes the number of the platform refund with that id). Amounts
 and times never decide a match. Partial refunds of one order have distinct numbers, so
-they stay apart. Classes are DESIGN.md's table; "in transit" vs "refunded, not received"
+they stay apart. Classes are DESIGN.md's table; "paid twice" is a refund the gateway saw
+paid after its amount was released (``paid_twice``: the job reads them from the store),
+whatever the statement says. "in transit" vs "refunded, not received"
 uses the route's arrival window in working days, as its adapter declares it
 (``Capabilities.arrival_working_days`` via ``gateway.bootstrap.capabilities_of``: the
 window the gateway gives each refund), counted by ``gateway.calendar``. Pure: no I/O.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping
 from datetime import date, datetime, time
 from enum import StrEnum
 from pathlib import Path
@@ -40,6 +43,7 @@ class Klass(StrEnum):
     AMOUNT = "amount_mismatch"
     DUPLICATE = "duplicate"
     STATUS = "status_mismatch"
+    PAID_TWICE = "paid_twice"
 
     @property
     def label(self) -> str:
@@ -53,7 +57,8 @@ class Klass(StrEnum):
 _LABELS: Final = {Klass.MATCHED: "matched", Klass.IN_TRANSIT: "in transit",
                   Klass.NOT_RECEIVED: "refunded, not received",
                   Klass.UNKNOWN: "unknown to platform", Klass.AMOUNT: "amount mismatch",
-                  Klass.DUPLICATE: "duplicate", Klass.STATUS: "status mismatch"}
+                  Klass.DUPLICATE: "duplicate", Klass.STATUS: "status mismatch",
+                  Klass.PAID_TWICE: "paid twice"}
 CLASS_ORDER: Final = list(Klass)
 
 # Repeated text (route, currency, status) is categorical, as on the statement side, so
@@ -225,11 +230,27 @@ def number_hash() -> pl.Expr:
     return pl.col("channel_refund_no").hash(seed=11)
 
 
+def paid_twice_flag(paid_twice: Mapping[str, str] | None) -> pl.Expr:
+    """Whether a row's (route, number) is one of ``paid_twice`` (number -> route): one
+    membership test per route that has any (normally none: then a constant)."""
+    by_route: dict[str, list[str]] = {}
+    for number, route in sorted((paid_twice or {}).items()):
+        by_route.setdefault(route, []).append(number)
+    flag = pl.lit(False)
+    for route, numbers in sorted(by_route.items()):
+        flag = flag | ((pl.col("route").cast(pl.String) == route)
+                       & pl.col("channel_refund_no").is_in(numbers)).fill_null(False)
+    return flag
+
+
 def classify(platform: pl.DataFrame, statement: pl.DataFrame, as_of: date, *,
-             sort: bool = True) -> pl.DataFrame:
+             sort: bool = True, paid_twice: Mapping[str, str] | None = None
+             ) -> pl.DataFrame:
     """Classify. ``platform`` has ``PLATFORM_SCHEMA``; ``statement`` ``ENGINE_SCHEMA``.
     ``as_of`` is the statement day: a refund is late once ``as_of`` > its latest arrival.
-    ``sort=False`` leaves report order to the caller (``classify_spilled``)."""
+    ``sort=False`` leaves report order to the caller (``classify_spilled``).
+    ``paid_twice``: channel refund number -> route of the platform refunds paid after
+    their amount was released; each is "paid twice" whatever the statement says."""
     # The trade number and the creation time are not in the result (the latter only
     # decides the arrival date): dropped before the join, which copies every column.
     platform = platform.with_columns(arrival_latest(platform).alias("arrival_latest")).drop(
@@ -246,6 +267,7 @@ def classify(platform: pl.DataFrame, statement: pl.DataFrame, as_of: date, *,
     late = pl.lit(as_of) > pl.col("arrival_latest")
     succeeded_p = p == _P.SUCCEEDED.value
     k = (pl.when(~has_p).then(pl.lit(Klass.UNKNOWN.value))
+         .when(paid_twice_flag(paid_twice)).then(pl.lit(Klass.PAID_TWICE.value))
          .when(has_s & (pl.col("statement_lines") > 1)).then(pl.lit(Klass.DUPLICATE.value))
          .when(has_s & (pl.col("statement_amount_minor") != pl.col("amount_minor")))
          .then(pl.lit(Klass.AMOUNT.value))
@@ -284,8 +306,8 @@ class DuplicateRefundNumber(GatewayError):
 
 
 def classify_parts(platform: list[pl.DataFrame], statement: list[pl.DataFrame],
-                   as_of: date, partitions: int, directory: Path | None = None
-                   ) -> pl.DataFrame:
+                   as_of: date, partitions: int, directory: Path | None = None, *,
+                   paid_twice: Mapping[str, str] | None = None) -> pl.DataFrame:
     """``classify`` through ``partitions`` hash buckets on disk (``spill.RunParts``),
     as ``job.reconcile`` does for big runs. Consumes both lists."""
     parts = RunParts(PLATFORM_SCHEMA, spill_rows=0, buckets=partitions, directory=directory)
@@ -294,7 +316,7 @@ def classify_parts(platform: list[pl.DataFrame], statement: list[pl.DataFrame],
             parts.add("platform", platform.pop(0))
         while statement:
             parts.add("statement", statement.pop(0))
-        rows, _ = classify_spilled(parts, as_of, directory)
+        rows, _ = classify_spilled(parts, as_of, directory, paid_twice=paid_twice)
         try:
             return rows.frame()
         finally:
@@ -303,7 +325,8 @@ def classify_parts(platform: list[pl.DataFrame], statement: list[pl.DataFrame],
         parts.close()
 
 
-def classify_spilled(parts: RunParts, as_of: date, directory: Path | None = None
+def classify_spilled(parts: RunParts, as_of: date, directory: Path | None = None, *,
+                     paid_twice: Mapping[str, str] | None = None
                      ) -> tuple[RunRows, pl.DataFrame]:
     """Classify a run whose parts went to buckets on disk; returns the rows (in report
     order, kept in files under a new directory in ``directory``) and their summary.
@@ -321,7 +344,7 @@ def classify_spilled(parts: RunParts, as_of: date, directory: Path | None = None
     tallies = []
     for k in range(parts.buckets):
         rows = classify(parts.take("platform", k), parts.take("statement", k), as_of,
-                        sort=False)
+                        sort=False, paid_twice=paid_twice)
         tallies.append(tally(rows))
         keys = rows.select(_sort_key().alias("_key")).to_series()
         if bounds is None:

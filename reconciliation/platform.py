@@ -6,22 +6,29 @@ CSV columns: ``refund_id, route, merchant_order_no, channel_trade_no, channel_re
 amount, currency, status, created_at, succeeded_at``; ``amount`` in yuan (``12.30``,
 ``Money.parse`` rules), ``status`` a ``RefundStatus`` value, times ISO 8601 with an offset.
 A bad row is a ``PlatformInputError`` naming file and line (the CLI exits 2).
+
+``paid_twice``: the refunds the gateway saw paid after their amount was released
+(``refunds.paid_after_release_at``, set with the ``paid_after_release`` event), read from
+the store whatever the platform source, with the refunds that took over their amount.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import polars as pl
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import ColumnElement, Engine, and_, or_, select
 
 from gateway.errors import GatewayError
 from gateway.models import RefundStatus, Route
 from gateway.store.schema import payments, refunds
-from reconciliation.matching import PLATFORM_SCHEMA
+from reconciliation.matching import PLATFORM_SCHEMA, Klass
+from reconciliation.schema import recon_items
 from reconciliation.statements.base import (
     CHUNK_BYTES,
     amount_minor,
@@ -135,6 +142,14 @@ def _chunk(data: bytes, header: list[str], first_line: int, name: str,
         [pl.col(c).cast(t) for c, t in PLATFORM_SCHEMA.items()])
 
 
+def _platform_columns() -> list[ColumnElement[Any]]:
+    """``PLATFORM_SCHEMA``'s columns from ``refunds`` joined with ``payments``."""
+    return [refunds.c.id, refunds.c.route, payments.c.merchant_order_no,
+            payments.c.channel_trade_no, refunds.c.channel_refund_no,
+            refunds.c.channel_refund_id, refunds.c.amount_minor, refunds.c.currency,
+            refunds.c.status, refunds.c.created_at, refunds.c.succeeded_at]
+
+
 def from_store(engine: Engine, start: datetime, end: datetime, routes: Iterable[Route],
                carried_refund_nos: Iterable[str] = ()) -> pl.DataFrame:
     """Refunds that succeeded in [start, end), or were created then and have not
@@ -146,12 +161,68 @@ def from_store(engine: Engine, start: datetime, end: datetime, routes: Iterable[
         refunds.c.succeeded_at.is_(None) & (refunds.c.created_at >= start)
         & (refunds.c.created_at < end))
     cond = window if not carried else or_(window, refunds.c.channel_refund_no.in_(carried))
-    q = (select(refunds.c.id, refunds.c.route, payments.c.merchant_order_no,
-                payments.c.channel_trade_no, refunds.c.channel_refund_no,
-                refunds.c.channel_refund_id, refunds.c.amount_minor, refunds.c.currency,
-                refunds.c.status, refunds.c.created_at, refunds.c.succeeded_at)
+    q = (select(*_platform_columns())
          .join_from(refunds, payments, refunds.c.payment_id == payments.c.id)
          .where(refunds.c.route.in_(route_values)).where(cond))
     with engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(q)]
     return pl.DataFrame(rows, schema=PLATFORM_SCHEMA, orient="row")
+
+
+@dataclass(frozen=True)
+class PaidTwice:
+    """The store's refunds paid after their amount was released, for one run's routes.
+
+    ``rows`` (``PLATFORM_SCHEMA``): those whose "paid twice" item is not resolved, added to
+    every run so finance sees them whatever the statement and the day. ``numbers``:
+    channel refund number -> route of every one (resolved too: loaded again, each is still
+    classified paid twice). ``linked``: (route, number) -> the other refunds of the same
+    release, oldest first (see ``paid_twice``)."""
+
+    rows: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=PLATFORM_SCHEMA))
+    numbers: dict[str, str] = field(default_factory=dict)
+    linked: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+
+
+def paid_twice(engine: Engine, routes: Iterable[Route]) -> PaidTwice:
+    """The refunds of ``routes`` with ``paid_after_release_at`` set (DESIGN.md "paid
+    twice"). Their linked refunds: the reroute chain (``linked_refunds``, else
+    ``rerouted_to``) for a rerouted refund; otherwise the payment's other refunds whose
+    amount counts against it (a failed or closed refund whose amount a later refund
+    took). Two small queries: such refunds are an alarm, rare by construction."""
+    route_values = [r.value for r in routes]
+    item = and_(recon_items.c.route == refunds.c.route,
+                recon_items.c.item_key == refunds.c.channel_refund_no)
+    q = (select(*_platform_columns(), refunds.c.payment_id, refunds.c.linked_refunds,
+                refunds.c.rerouted_to, recon_items.c["class"].label("item_class"),
+                recon_items.c.state.label("item_state"))
+         .join_from(refunds, payments, refunds.c.payment_id == payments.c.id)
+         .outerjoin(recon_items, item)
+         .where(refunds.c.paid_after_release_at.is_not(None),
+                refunds.c.route.in_(route_values))
+         .order_by(refunds.c.route, refunds.c.channel_refund_no))
+    width = len(PLATFORM_SCHEMA)
+    with engine.connect() as conn:
+        found = [tuple(r) for r in conn.execute(q)]
+        payment_ids = sorted({r[width] for r in found})
+        others = [tuple(r) for r in conn.execute(
+            select(refunds.c.id, refunds.c.payment_id, refunds.c.status,
+                   refunds.c.paid_after_release_at)
+            .where(refunds.c.payment_id.in_(payment_ids))
+            .order_by(refunds.c.created_at, refunds.c.id))] if payment_ids else []
+    counting: dict[int, list[str]] = {}
+    for refund_id, payment_id, status, paid_after in others:
+        if RefundStatus(status).counts_against_payment or paid_after is not None:
+            counting.setdefault(payment_id, []).append(refund_id)
+    rows, numbers, linked = [], {}, {}
+    for r in found:
+        refund_id, route, number = r[0], r[1], r[4]
+        payment_id, chain, rerouted_to, item_class, item_state = r[width:]
+        ids = tuple(json.loads(chain or "[]")) or ((rerouted_to,) if rerouted_to else ())
+        numbers[number] = route
+        linked[(route, number)] = ids or tuple(
+            i for i in counting.get(payment_id, []) if i != refund_id)
+        if not (item_class == Klass.PAID_TWICE.value and item_state == "resolved"):
+            rows.append(r[:width])
+    return PaidTwice(pl.DataFrame(rows, schema=PLATFORM_SCHEMA, orient="row"), numbers,
+                     linked)

@@ -29,10 +29,13 @@ from reconciliation.job import RunResult
 from reconciliation.matching import CLASS_ORDER, Klass
 
 FORMATS: Final = ("csv", "xlsx", "html", "json")
-COLUMNS: Final = ["class", "route", "refund_id", "channel_refund_no", "channel_refund_id",
+# linked_refunds: for a "paid twice" row, the other refunds of the release ("RF1, RF2").
+COLUMNS: Final = ["class", "route", "refund_id", "linked_refunds", "channel_refund_no",
+                  "channel_refund_id",
                   "merchant_order_no", "platform_amount", "statement_amount", "currency",
                   "platform_status", "statement_status", "succeeded_at", "statement_time",
                   "arrival_latest", "statement_lines", "source", "line", "state", "item_id"]
+LINKED_SEPARATOR: Final = ", "
 _AMOUNT_COLS: Final = {"platform_amount", "statement_amount"}
 _DANGEROUS: Final = ("=", "+", "-", "@", "\t", "\r")
 DETAIL_CAP: Final = 100_000   # rows per class sheet / HTML table (CSV has every row)
@@ -64,6 +67,10 @@ def records(result: RunResult, *, classes: Sequence[str] | None = None,
                           ("statement_amount", "statement_amount_minor")):
             minor = row[src]
             rec[name] = None if minor is None else Money(int(minor)).format()
+        linked = result.linked.get((row["route"], row["channel_refund_no"]))
+        rec["linked_refunds"] = (LINKED_SEPARATOR.join(linked)
+                                 if linked and row["class"] == Klass.PAID_TWICE.value
+                                 else None)
         state = result.states.get((row["route"], row["channel_refund_no"]), {})
         rec["state"] = state.get("state", "" if row["class"] == Klass.MATCHED.value
                                  else "unsaved")
@@ -86,17 +93,26 @@ def write_csv(result: RunResult, path: Path) -> Path:
         [(k[0], k[1], v.get("state"), v.get("item_id")) for k, v in result.states.items()],
         schema={"route": pl.String(), "channel_refund_no": pl.String(),
                 "state": pl.String(), "item_id": pl.Int64()}, orient="row")
+    linked = pl.DataFrame(
+        [(k[0], k[1], Klass.PAID_TWICE.value, LINKED_SEPARATOR.join(v))
+         for k, v in result.linked.items() if v],
+        schema={"route": pl.String(), "channel_refund_no": pl.String(),
+                "class": pl.String(), "linked_refunds": pl.String()}, orient="row")
     with path.open("wb") as fh:
         for i, piece in enumerate(result.stored.pieces()):
-            _csv_cells(piece, states).write_csv(
+            _csv_cells(piece, states, linked).write_csv(
                 fh, include_bom=i == 0, include_header=i == 0, line_terminator="\r\n",
                 null_value="", quote_style="necessary")
     return path
 
 
-def _csv_cells(rows: pl.DataFrame, states: pl.DataFrame) -> pl.DataFrame:
-    df = rows.with_columns(pl.col("route").cast(pl.String)).join(
-        states, on=["route", "channel_refund_no"], how="left", maintain_order="left")
+def _csv_cells(rows: pl.DataFrame, states: pl.DataFrame, linked: pl.DataFrame
+               ) -> pl.DataFrame:
+    df = rows.with_columns(pl.col("route").cast(pl.String), pl.col("class").cast(pl.String)
+                           ).join(states, on=["route", "channel_refund_no"], how="left",
+                                  maintain_order="left"
+                                  ).join(linked, on=["route", "channel_refund_no", "class"],
+                                         how="left", maintain_order="left")
     text = [c for c in COLUMNS if c not in _AMOUNT_COLS | {"statement_lines", "line",
                                                            "item_id"}]
     # Two steps: the cells as text first, then the spreadsheet guard on those columns
@@ -249,6 +265,7 @@ td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}td.n{text-align:right
 <h1>Refund reconciliation — {{ run_date }}</h1>
 <p>Run {{ run_id if run_id is not none else "(not saved)" }}; routes: {{ routes }};
 {{ total }} rows; {{ discrepancies }} discrepancies; {{ bad_lines|length }} bad statement lines.</p>
+{% if paid_twice %}<p class="d" id="paid-twice-alarm"><strong>{{ paid_twice }} paid twice</strong>: money moved after its amount was released; finance, recover at once (the refunds of each release are in the <a href="#paid_twice">paid twice</a> table).</p>{% endif %}
 <h2>Summary</h2>
 <table id="summary"><tr><th>class</th><th>count</th><th>amount (CNY)</th></tr>
 {% for c in classes %}<tr><td class="{{ 'd' if c.discrepancy else '' }}">{{ c.label }}</td>
@@ -288,6 +305,7 @@ def write_html(result: RunResult, path: Path) -> Path:
         run_date=result.run_date.isoformat(), run_id=result.run_id,
         routes=", ".join(r.value for r in result.routes), total=result.total,
         discrepancies=sum(counts[k.value] for k in Klass if k.is_discrepancy),
+        paid_twice=counts[Klass.PAID_TWICE.value],
         bad_lines=sorted(mask_text(str(e)) for e in result.bad_lines), classes=classes,
         charts=charts(result), sections=sections, columns=COLUMNS)
     path.write_text(html, encoding="utf-8")

@@ -32,8 +32,9 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 STATEMENTS = GOLDEN / "statements"
 REPORT = GOLDEN / "reconciliation" / "expected_report.json"
 REGENERATE = ".venv/bin/python -m tests.golden_files"
-# The planted-fault run: every class of DESIGN.md, one statement per route (UnionPay's
-# with a duplicate line) against reconciliation/platform.csv.
+# The planted-fault run: every class of DESIGN.md that a statement can show, one statement
+# per route (UnionPay's with a duplicate line) against reconciliation/platform.csv. ("paid
+# twice" comes from the store's paid-after-release alarms; its golden count is zero.)
 PLANTED_STATEMENTS = ["statements/alipay_trade_20240611.zip",
                       "statements/wechat_refund_20240611.csv.gz",
                       "statements/wechat_fundflow_20240611.csv",

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from gateway.models import Payment, RefundRequest, Route
 from gateway.money import Money
 from reconciliation.matching import Klass
+
+if TYPE_CHECKING:
+    from reconciliation.job import RunResult
 
 
 class FakeClock:
@@ -57,3 +63,18 @@ def printed_summaries(output: str) -> list[dict[str, int]]:
             continue
         rows[by_label[row["label"]]] = int(row["count"])
     return tables
+
+
+def records_csv(result: RunResult) -> bytes:
+    """The CSV report as the per-row ``reports.records`` rendering gives it: the reference
+    the columnar ``write_csv`` must equal byte for byte (formulas neutralised)."""
+    from reconciliation.reports import COLUMNS, neutralise, records
+
+    ref = io.StringIO()
+    w = csv.writer(ref, lineterminator="\r\n")
+    w.writerow(COLUMNS)
+    for rec in records(result):
+        w.writerow([neutralise(v) if isinstance(v, str) and c not in
+                    ("platform_amount", "statement_amount") else ("" if v is None else v)
+                    for c, v in rec.items()])
+    return ("\ufeff" + ref.getvalue()).encode()

@@ -34,7 +34,7 @@ EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 CLASSES: Final[dict[str, str]] = {
     "refunded-not-received": "refunded_not_received", "in-transit": "in_transit",
     "amount-mismatch": "amount_mismatch", "duplicate": "duplicate",
-    "status-mismatch": "status_mismatch"}
+    "status-mismatch": "status_mismatch", "paid-twice": "paid_twice"}
 DEFAULT_COMMAND: Final = "make"
 
 

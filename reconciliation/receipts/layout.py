@@ -25,7 +25,7 @@ CLASS_NAMES: Final[dict[str, str]] = {
     "matched": "已核对一致 matched", "in_transit": "在途 in transit",
     "refunded_not_received": "已退款未到账 refunded, not received",
     "amount_mismatch": "金额不符 amount mismatch", "duplicate": "重复 duplicate",
-    "status_mismatch": "状态不符 status mismatch"}
+    "status_mismatch": "状态不符 status mismatch", "paid_twice": "重复退款 paid twice"}
 
 
 @dataclass(frozen=True, slots=True)
