@@ -54,6 +54,39 @@ class KeyPair:
                 .sign(self.private, hashes.SHA256()))
         return cert.public_bytes(serialization.Encoding.PEM).decode()
 
+    def certificate_chain_pem(self, common_name: str, serial: int) -> tuple[str, str, str]:
+        """(leaf, middle, root) PEMs: this key's certificate issued by a fresh middle CA
+        under a fresh root CA. UnionPay's ``signPubKeyCert`` is such a leaf: clients built
+        on the ACP SDK trust it only through the middle and root certificates they are
+        configured with (``CertUtil.VerifyCertificateChain``; CH §6)."""
+        now = dt.datetime.now(dt.UTC)
+        root_key, middle_key = KeyPair.generate(), KeyPair.generate()
+        root_name = _name("Sandbox UnionPay Test Root CA")
+        middle_name = _name("Sandbox UnionPay Test Middle CA")
+        root = _issue(root_key.public, root_name, root_name, root_key, 1, now, ca=True)
+        middle = _issue(middle_key.public, middle_name, root_name, root_key, 2, now, ca=True)
+        leaf = _issue(self.public, _name(common_name), middle_name, middle_key, serial, now,
+                      ca=False)
+        leaf_pem, middle_pem, root_pem = (c.public_bytes(serialization.Encoding.PEM).decode()
+                                          for c in (leaf, middle, root))
+        return leaf_pem, middle_pem, root_pem
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Sandbox")])
+
+
+def _issue(public: rsa.RSAPublicKey, subject: x509.Name, issuer: x509.Name,
+           issuer_key: KeyPair, serial: int, now: dt.datetime, *, ca: bool
+           ) -> x509.Certificate:
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+            .public_key(public).serial_number(serial)
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(issuer_key.private, hashes.SHA256()))
+
 
 def verify_b64(public: rsa.RSAPublicKey, message: bytes, signature_b64: str) -> bool:
     try:

@@ -17,9 +17,11 @@ string = every field except ``signature``, sorted by name, ``k=v`` joined by ``&
 Requests are verified with the MERCHANT public key and ``certId`` must equal
 ``REFUND_GATEWAY_BANKCARD__CERT_ID``. Answers and back notifications carry
 ``signPubKeyCert`` (the PEM of the sandbox UnionPay signing certificate, the same PEM as
-``REFUND_GATEWAY_BANKCARD__UNIONPAY_PUBLIC_KEY``; self-signed, CN
-``041@Z12@00040000:SIGN@00000062`` like UnionPay's test environment) and are signed the
-same way with its key; ``signPubKeyCert`` is a signed field like any other.
+``REFUND_GATEWAY_BANKCARD__UNIONPAY_PUBLIC_KEY``; CN ``041@Z12@00040000:SIGN@00000062``
+like UnionPay's test environment; issued by a sandbox middle CA under a sandbox root CA,
+whose PEMs are ``REFUND_GATEWAY_BANKCARD__MIDDLE_CERT`` / ``__ROOT_CERT``, the
+acpsdk.middleCert / acpsdk.rootCert an ACP-SDK client verifies the chain with) and are
+signed the same way with its key; ``signPubKeyCert`` is a signed field like any other.
 
 Answers are ``k=v&k=v`` in name order, values NOT URL-encoded (the PEM keeps its
 newlines), ``Content-Type: text/plain; charset=utf-8``.
@@ -27,7 +29,8 @@ newlines), ``Content-Type: text/plain; charset=utf-8``.
 Refund request fields: version 5.1.0, encoding UTF-8, signMethod 01, txnType 04,
 txnSubType 00, bizType 000201, accessType 0, channelType (2 digits), merId, orderId
 (8-32 ASCII letters/digits, no ``-``/``_``), txnTime (YYYYMMDDhhmmss), txnAmt (fen, positive
-integer, no leading zero), currencyCode 156, origQryId (the consume's queryId = the
+integer, no leading zero), currencyCode (optional, 156 when sent: CH §6 lists none and
+UnionPay's Form_6_4_Refund demo sends none), origQryId (the consume's queryId = the
 payment's ``channel_trade_no``), backUrl, certId, signature; reqReserved optional.
 Refund answer: version, encoding, signMethod, txnType, txnSubType, bizType, accessType,
 merId, orderId, txnTime, txnAmt, queryId (only when accepted: the refund's own 21-digit
@@ -160,7 +163,8 @@ EXECUTED_CODES = frozenset({"A6", "03", "04", "05", "12"})
 WITH_DEFECTS = "A6"
 REFUND_FIXED = {"version": "5.1.0", "encoding": "UTF-8", "signMethod": "01",
                 "txnType": "04", "txnSubType": "00", "bizType": "000201",
-                "accessType": "0", "currencyCode": "156"}
+                "accessType": "0"}
+CURRENCY = "156"
 QUERY_FIXED = {"version": "5.1.0", "encoding": "UTF-8", "signMethod": "01",
                "txnType": "00", "txnSubType": "00", "bizType": "000000", "accessType": "0"}
 REFUND_REQUIRED = (*REFUND_FIXED, "channelType", "merId", "orderId", "txnTime", "txnAmt",
@@ -216,9 +220,10 @@ class UnionPayChannel(Channel):
 
     def __init__(self, state: State, keys: SandboxKeys) -> None:
         super().__init__(state, keys)
-        # One certificate per run: the client pins it (__UNIONPAY_PUBLIC_KEY).
-        self.platform_cert = keys.unionpay_platform.certificate_pem(
-            PLATFORM_CERT_CN, PLATFORM_CERT_SERIAL)
+        # One chain per run: the adapter pins the leaf (__UNIONPAY_PUBLIC_KEY), ACP-SDK
+        # clients verify it through the middle and root (__MIDDLE_CERT, __ROOT_CERT).
+        self.platform_cert, self.middle_cert, self.root_cert = \
+            keys.unionpay_platform.certificate_chain_pem(PLATFORM_CERT_CN, PLATFORM_CERT_SERIAL)
 
     # -- framework hooks ----------------------------------------------------------------
     def operation(self, request: Request) -> str | None:
@@ -241,6 +246,8 @@ class UnionPayChannel(Channel):
             "REFUND_GATEWAY_BANKCARD__PRIVATE_KEY": self.keys.unionpay_merchant.private_pem(),
             "REFUND_GATEWAY_BANKCARD__CERT_ID": MERCHANT_CERT_ID,
             "REFUND_GATEWAY_BANKCARD__UNIONPAY_PUBLIC_KEY": self.platform_cert,
+            "REFUND_GATEWAY_BANKCARD__MIDDLE_CERT": self.middle_cert,
+            "REFUND_GATEWAY_BANKCARD__ROOT_CERT": self.root_cert,
             "REFUND_GATEWAY_BANKCARD__BASE_URL": base_url,
             "REFUND_GATEWAY_BANKCARD__FILE_TRANS_URL": base_url + FILE_TRANS_PATH,
         }
@@ -289,6 +296,8 @@ class UnionPayChannel(Channel):
     def _refund(self, fields: dict[str, str], request: Request) -> dict[str, str]:
         echo = {k: fields[k] for k in ECHO if fields.get(k)}
         code = self._check(fields, REFUND_FIXED, REFUND_REQUIRED)
+        if code is None and fields.setdefault("currencyCode", CURRENCY) != CURRENCY:
+            code = "10"
         if code is not None:
             return {**echo, "respCode": code}
         if request.fault is not None and request.fault.kind == "rate_limited":
