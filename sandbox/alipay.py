@@ -7,15 +7,53 @@ Endpoints (``prefixes = ("/gateway.do", "/alipay/")``)
 ``GET /alipay/bills/download?fileId=…`` the bill ZIP a ``bill_download_url`` points at
                                     (valid 30 s, no auth, like Alipay's bill centre).
 
-Request checks (CH §0 #8, §1.2), in this order; failures are UNSIGNED
-``{"error_response":{"code","msg","sub_code","sub_msg"}}`` bodies, which make the SDK raise
-``AliPayException``: ``sign`` missing (40001 isv.missing-signature), ``method`` missing
-(40001 isv.missing-method), ``app_id`` not ``APP_ID`` (40002 isv.invalid-app-id),
-``sign_type`` not RSA2 (40002 isv.invalid-signature-type), signature wrong (40002
-isv.invalid-signature), ``method`` not one of the three below (40002 isv.invalid-method).
-The signed string is every parameter except ``sign`` (``sign_type`` INCLUDED), sorted by
-name, ``k=v`` joined by ``&``, values as sent (URL-decoded once); RSA2 = SHA256withRSA
-PKCS#1 v1.5, verified with the app public key.
+Gateway errors (CHANNELS-ADDENDUM §6): the request checks, in this order
+-------------------------------------------------------------------------
+HTTP 200 and JSON ``{"code","msg","sub_code","sub_msg"}`` under one key, signed or not as
+Alipay does it: before the app is known there is no key to sign with; once it is, the
+answer is signed like any other (the bad-signature, 40006 and 20000 answers in the
+addendum and Alipay's docs carry ``sign``). Unsigned answers (and ``error_response`` even
+when signed) make the SDK raise ``AliPayException``; signed ``<method>_response`` failures
+are returned as dicts (CH §1.3).
+
+1. ``sign`` missing: ``{"error_response":{40001 isv.missing-signature 缺少签名参数}}``,
+   unsigned (a real answer quoted in public code). ``method`` missing: the same with
+   isv.missing-method.
+2. ``app_id`` missing: ``{"<method>_response":{40001 isv.missing-app-id}}``, unsigned.
+3. ``app_id`` unknown: ``{"<method>_response":{"code":"40002","msg":"Invalid
+   Arguments","sub_code":"isv.invalid-app-id","sub_msg":"无效的AppID参数，解决方案：
+   https://open.alipay.com/api/errCheck?traceId=…&source=openapi"}}``, unsigned.
+4. ``sign_type`` missing / not RSA2: 40001 isv.missing-signature-type / 40002
+   isv.invalid-signature-type under ``<method>_response``, unsigned (the sign type is
+   what Alipay would sign with; shape UNCONFIRMED).
+5. ``timestamp`` / ``version`` missing: 40001 isv.missing-timestamp / isv.missing-version
+   under ``<method>_response``, SIGNED (the app is known; shape UNCONFIRMED).
+6. Signature wrong: ``{"<method>_response":{"code":"40002","msg":"Invalid Arguments",
+   "sub_code":"isv.invalid-signature","sub_msg":"验签出错，建议检查签名字符串或签名私钥与应用
+   公钥是否匹配，网关生成的验签字符串为：<the string>"},"sign":"…"}``, SIGNED, the string
+   HTML-escaped (``&amp;``, ``&quot;``) exactly as Alipay echoes it. Braces inside
+   ``biz_content`` stay balanced, so the SDK's brace matching still finds the signed text
+   (a client value with an unbalanced brace would throw it off, as against Alipay).
+7. ``method`` not one of the three below: ``error_response`` 40002 isv.invalid-method,
+   unsigned.
+
+Unsigned answers go out as ``Content-Type: text/html;charset=utf-8`` (Alipay's probe
+notes). The signed string is every parameter except ``sign`` (``sign_type`` INCLUDED),
+sorted by name, ``k=v`` joined by ``&``, values as sent (URL-decoded once); RSA2 =
+SHA256withRSA PKCS#1 v1.5, verified with the app public key.
+
+Gateway-error faults (``sandbox.state.ALIPAY_GATEWAY_FAULTS``; operation refund, query or
+statement): the request passes the checks above, then is answered as if it had not, and
+NOTHING is executed: ``invalid_signature`` (6.), ``invalid_app_id`` (3.),
+``missing_parameter`` with ``"parameter"`` one of sign (default), method, app_id,
+sign_type, timestamp, version (1., 2., 4., 5.), ``invalid_auth_token`` (signed
+``{"error_response":{"code":"20001","msg":"Insufficient Token Permissions","sub_code":
+"aop.invalid-app-auth-token","sub_msg":"无效的应用授权令牌"},"sign":…}``, as a public
+answer shows), ``insufficient_permissions`` (signed ``<method>_response`` 40006
+"Insufficient Permissions" isv.insufficient-isv-permissions), ``service_unavailable``
+(signed ``<method>_response`` 20000 "Service Currently Unavailable" isp.unknow-error
+系统繁忙, Alipay's own refund error sample; with ``"executed": true`` the refund IS executed
+first and the answer still says 20000: the query tells the truth).
 
 Answers (CH §0 #7, §1.4): ``{"<method_with_underscores>_response":{…},"sign":"…"}``; the
 signature (Alipay platform key) covers exactly the inner JSON text as it appears in the
@@ -74,7 +112,8 @@ Faults: ``rate_limited`` (refund/query/statement): signed 40004 isv.app-call-lim
 nothing executed. ``abnormal`` (refund; or query of a refund whose bank leg is still P):
 bank leg ends F. ``bad_signature``: the answer (the refund still executes) or a
 notification (operation ``notify``) is signed with the wrong key. ``http_500``: a plain
-HTTP 500 page (the SDK raises ``HTTPError``).
+HTTP 500 page (the SDK raises ``HTTPError``). The gateway-error faults above. Operation
+``download`` (the bill file) takes the connection faults and ``latency`` only.
 
 Notifications (CH §1.5, §4.4), form POST, ``Content-Type:
 application/x-www-form-urlencoded; charset=utf-8``, to the request's ``notify_url`` when the
@@ -88,13 +127,14 @@ the sorted parameters EXCLUDING ``sign`` and ``sign_type``:
   sign_type, sign).
 
 Not emulated: RSA (SHA1) and certificate mode (DCAliPay), ISV ``app_auth_token``, the
-timestamp window, refund currencies/royalties/goods details, ``signcustomer`` and month
-bills, ``bill_file_code``, ACQ.SYSTEM_ERROR / isp.unknow-error answers (use the framework
-faults), the T+1 bill rule.
+timestamp window, refund currencies/royalties/goods details, month bills,
+``bill_file_code``, ACQ.SYSTEM_ERROR answers (isp.unknow-error: the
+``service_unavailable`` fault), the T+1 bill rule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -114,7 +154,7 @@ from sandbox.alipay_bill import (
 from sandbox.channel import Channel
 from sandbox.http import Request, Response
 from sandbox.keys import KeyPair, SandboxKeys, verify_b64
-from sandbox.state import BEIJING, Payment, Refund, State, now_utc
+from sandbox.state import BEIJING, Fault, Payment, Refund, State, now_utc
 
 APP_ID = "2021000000000001"
 PID = "2088000000000001"                 # the merchant's partner id (bill account)
@@ -126,26 +166,53 @@ BILL_URL_TTL = 30.0                      # seconds a bill_download_url stays val
 BANK_RECEIPT_DAYS = 3                    # est_bank_receipt_time = refund + 3 days
 NOTIFY_HEADERS = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 STAMP = "%Y-%m-%d %H:%M:%S"
+# 40001 sub_codes and sub_msgs per common parameter (Alipay's public 公共错误码 table as
+# copied in public code; addendum §6 lists the sub_codes).
+MISSING = {"sign": ("isv.missing-signature", "缺少签名参数"),
+           "method": ("isv.missing-method", "缺少方法名参数"),
+           "app_id": ("isv.missing-app-id", "缺少AppID参数"),
+           "sign_type": ("isv.missing-signature-type", "缺少签名类型参数"),
+           "timestamp": ("isv.missing-timestamp", "缺少时间戳参数"),
+           "version": ("isv.missing-version", "缺少版本参数")}
+BAD_SIGNATURE_MSG = ("验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配，"
+                     "网关生成的验签字符串为：")
 
 Fields = dict[str, Any]
 
 
 class _Refusal(Exception):
-    """A signed business failure (or an unsigned gateway error when ``unsigned``)."""
+    """A failure answer: signed or not, under ``<method>_response`` or ``error_response``
+    (``envelope`` "method" | "error"; addendum §6 says which one Alipay uses when)."""
 
-    def __init__(self, code: str, msg: str, sub_code: str, sub_msg: str,
-                 unsigned: bool = False) -> None:
+    def __init__(self, code: str, msg: str, sub_code: str, sub_msg: str, *,
+                 signed: bool = True, envelope: str = "method") -> None:
         super().__init__(sub_code)
         self.fields = {"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg}
-        self.unsigned = unsigned
+        self.signed = signed
+        self.envelope = envelope
 
 
 def _business(sub_code: str, sub_msg: str) -> _Refusal:
     return _Refusal("40004", "Business Failed", sub_code, sub_msg)
 
 
-def _invalid(sub_code: str, sub_msg: str, unsigned: bool = False) -> _Refusal:
-    return _Refusal("40002", "Invalid Arguments", sub_code, sub_msg, unsigned)
+def _invalid(sub_code: str, sub_msg: str, *, signed: bool = True,
+             envelope: str = "method") -> _Refusal:
+    return _Refusal("40002", "Invalid Arguments", sub_code, sub_msg, signed=signed,
+                    envelope=envelope)
+
+
+def _missing(name: str, *, signed: bool, envelope: str = "method") -> _Refusal:
+    sub_code, sub_msg = MISSING[name]
+    return _Refusal("40001", "Missing Required Arguments", sub_code, sub_msg,
+                    signed=signed, envelope=envelope)
+
+
+def _html_escape(text: str) -> str:
+    """As Alipay echoes its string-to-sign (addendum §6): ``&`` -> ``&amp;``, ``"`` ->
+    ``&quot;`` (a public answer shows ``biz_content={&quot;out_trade_no&quot;:…``)."""
+    return (text.replace("&", "&amp;").replace('"', "&quot;")
+            .replace("<", "&lt;").replace(">", "&gt;"))
 
 
 def _clean(value: Any) -> str:
@@ -174,6 +241,8 @@ class AlipayChannel(Channel):
 
     # -- framework hooks ----------------------------------------------------------------
     def operation(self, request: Request) -> str | None:
+        if request.path.startswith("/alipay/bills/download"):
+            return "download"      # connection faults and latency only
         if request.path != "/gateway.do":
             return None
         return METHODS.get(self._params(request).get("method", ""))
@@ -223,8 +292,12 @@ class AlipayChannel(Channel):
         params = self._params(request)
         method = params.get("method", "")
         self._sweep()
+        name = method.replace(".", "_") + "_response"
+        bad = request.fault is not None and request.fault.kind == "bad_signature"
         try:
             self._authenticate(params)
+            if request.fault is not None:
+                self._gateway_fault(request.fault, params, method, request.base_url)
             biz = self._biz(params)
             fault = request.fault.kind if request.fault is not None else None
             if fault == "rate_limited":
@@ -236,11 +309,13 @@ class AlipayChannel(Channel):
             else:
                 inner = self._bill_url(biz, request.base_url)
         except _Refusal as refusal:
-            if refusal.unsigned:
-                return Response.json({"error_response": refusal.fields})
+            if refusal.envelope == "error":
+                name = "error_response"
+            if not refusal.signed:
+                return Response.json({name: refusal.fields}, headers={
+                    "Content-Type": "text/html;charset=utf-8"})
             inner = refusal.fields
-        bad = request.fault is not None and request.fault.kind == "bad_signature"
-        return self._signed(method, inner, self.keys.wrong if bad else None)
+        return self._signed(name, inner, self.keys.wrong if bad else None)
 
     @staticmethod
     def _params(request: Request) -> dict[str, str]:
@@ -252,23 +327,75 @@ class AlipayChannel(Channel):
         return params
 
     def _authenticate(self, params: dict[str, str]) -> None:
+        """The gateway's checks, in order; each failure in Alipay's shape (addendum §6)."""
         sign = params.get("sign", "")
         if not sign:
-            raise _Refusal("40001", "Missing Required Arguments", "isv.missing-signature",
-                           "缺少签名参数", unsigned=True)
+            raise _missing("sign", signed=False, envelope="error")
         if not params.get("method"):
-            raise _Refusal("40001", "Missing Required Arguments", "isv.missing-method",
-                           "缺少方法名参数", unsigned=True)
-        if params.get("app_id") != APP_ID:
-            raise _invalid("isv.invalid-app-id", "无效的AppID参数", unsigned=True)
-        if params.get("sign_type") != "RSA2":
-            raise _invalid("isv.invalid-signature-type", "无效的签名类型", unsigned=True)
-        content = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "sign")
+            raise _missing("method", signed=False, envelope="error")
+        if not params.get("app_id"):
+            raise _missing("app_id", signed=False)
+        if params["app_id"] != APP_ID:
+            raise self._unknown_app()
+        if not params.get("sign_type"):
+            raise _missing("sign_type", signed=False)
+        if params["sign_type"] != "RSA2":
+            raise _invalid("isv.invalid-signature-type", "无效签名类型", signed=False)
+        for name in ("timestamp", "version"):
+            if not params.get(name):
+                raise _missing(name, signed=True)
+        content = self._string_to_sign(params)
         if not verify_b64(self.keys.alipay_app.public, content.encode("utf-8"), sign):
-            raise _invalid("isv.invalid-signature", "验签出错，建议检查签名字符串或签名私钥与"
-                           "应用公钥是否匹配", unsigned=True)
+            raise self._bad_signature(params)
         if params["method"] not in METHODS:
-            raise _invalid("isv.invalid-method", "不存在的方法名", unsigned=True)
+            raise _invalid("isv.invalid-method", "不存在的方法名", signed=False,
+                           envelope="error")
+
+    @staticmethod
+    def _string_to_sign(params: dict[str, str]) -> str:
+        return "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "sign")
+
+    def _bad_signature(self, params: dict[str, str]) -> _Refusal:
+        """Signed, echoing the gateway's string-to-sign HTML-escaped (addendum §6)."""
+        return _invalid("isv.invalid-signature",
+                        BAD_SIGNATURE_MSG + _html_escape(self._string_to_sign(params)))
+
+    def _unknown_app(self) -> _Refusal:
+        """Unsigned, under the method's own key (addendum §6): no app, no key to sign."""
+        with self.state.lock:
+            trace = f"{self.state.rng.getrandbits(96):024x}"
+        return _invalid("isv.invalid-app-id", "无效的AppID参数，解决方案：https://open.alipay.com"
+                        f"/api/errCheck?traceId={trace}&source=openapi", signed=False)
+
+    def _gateway_fault(self, fault: Fault, params: dict[str, str], method: str,
+                       base_url: str) -> None:
+        """Answer a gateway-error fault (see "Gateway errors" above) instead of ``method``."""
+        kind = fault.kind
+        if kind == "invalid_signature":
+            raise self._bad_signature(params)
+        if kind == "invalid_app_id":
+            raise self._unknown_app()
+        if kind == "missing_parameter":
+            name = str(fault.params.get("parameter", "sign"))
+            if name not in MISSING:
+                name = "sign"
+            signed = name in ("timestamp", "version")
+            raise _missing(name, signed=signed,
+                           envelope="error" if name in ("sign", "method") else "method")
+        if kind == "invalid_auth_token":
+            raise _Refusal("20001", "Insufficient Token Permissions",
+                           "aop.invalid-app-auth-token", "无效的应用授权令牌", envelope="error")
+        if kind == "insufficient_permissions":
+            raise _Refusal("40006", "Insufficient Permissions",
+                           "isv.insufficient-isv-permissions",
+                           "ISV权限不足，建议在开放平台控制台检查对应产品是否已经绑定")
+        if kind == "service_unavailable":
+            if fault.params.get("executed") and method == "alipay.trade.refund":
+                # refused anyway: the 20000 answer hides that just the same
+                with contextlib.suppress(_Refusal):
+                    self._refund(params, self._biz(params), None)
+            raise _Refusal("20000", "Service Currently Unavailable", "isp.unknow-error",
+                           "系统繁忙")
 
     @staticmethod
     def _biz(params: dict[str, str]) -> Fields:
@@ -282,10 +409,10 @@ class AlipayChannel(Channel):
             raise _business("ACQ.INVALID_PARAMETER", "biz_content 不是合法的JSON对象")
         return biz
 
-    def _signed(self, method: str, inner: Fields, key: KeyPair | None = None) -> Response:
+    def _signed(self, name: str, inner: Fields, key: KeyPair | None = None) -> Response:
+        """``{"<name>":{…},"sign":"…"}``: the sign covers the inner JSON text exactly."""
         text = json.dumps(inner, ensure_ascii=False, separators=(",", ":"))
         sign = (key or self.keys.alipay_platform).sign_b64(text.encode("utf-8"))
-        name = method.replace(".", "_") + "_response"
         body = f'{{"{name}":{text},"sign":"{sign}"}}'
         return Response(200, body.encode("utf-8"),
                         {"Content-Type": "application/json;charset=utf-8"})

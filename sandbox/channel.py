@@ -8,7 +8,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sandbox.http import Request, Response
-from sandbox.state import Notification, Refund, State, now_utc
+from sandbox.state import STATEMENT_FAULTS, Notification, Refund, State, now_utc
 
 if TYPE_CHECKING:
     from sandbox.keys import SandboxKeys
@@ -94,7 +94,7 @@ class Channel(abc.ABC):
         """Refunds as the statement lists them, after statement faults: (refund, fen)."""
         lines: list[tuple[Refund, int]] = []
         for refund in refunds:
-            fault = self.state.take_fault(self.route, "statement")
+            fault = self.state.take_fault(self.route, "statement", STATEMENT_FAULTS)
             if fault is None:
                 lines.append((refund, refund.amount_fen))
             elif fault.kind == "missing_from_statement":

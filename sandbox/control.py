@@ -3,11 +3,19 @@
 POST /_sandbox/payments      {"route", "amount_fen", "user_id"?, "funding"?} -> a paid
                              payment ("funding": "bankcard" = paid by bank card)
 GET  /_sandbox/refunds       the truth: every refund a channel executed
-POST /_sandbox/faults        {"route", "operation", "kind", "count", ...params}
+POST /_sandbox/faults        {"route", "operation"?, "kind", "count"?, ...params}
+                             operation omitted (or "*"): any operation of the route;
+                             count 1 by default, null: every match until reset. Kinds
+                             and their params: sandbox/server.py (connection faults,
+                             ``latency``), each channel module's docstring.
 GET  /_sandbox/faults        faults not yet used up
 POST /_sandbox/reset         {"seed"?} back to empty
 POST /_sandbox/config        {"settle": {"<route>": {"mode", "n", "seconds"}},
-                              "notify_url": {"<route>": URL}}
+                              "notify_url": {"<route>": URL},
+                              "limits": {"<route>": {"<rule>": number}}}
+                             limits: channel rules that are off by default, e.g.
+                             {"wechatpay": {"refund_interval_seconds": 60}}
+                             (sandbox/wechatpay.py); 0 turns a rule off again
 GET  /_sandbox/notifications pending (undelivered) notifications
 POST /_sandbox/notifications/deliver   deliver due notifications now
 GET  /_sandbox/statements/{route}/{YYYY-MM-DD}  raw statement bytes, real format
@@ -21,7 +29,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from sandbox.http import Request, Response
-from sandbox.state import FAULT_KINDS, OPERATIONS, ROUTES, Fault, Settle
+from sandbox.state import ANY_OPERATION, FAULT_KINDS, LATENCY, OPERATIONS, ROUTES, Fault, Settle
 
 if TYPE_CHECKING:
     from sandbox.server import SandboxServer
@@ -29,6 +37,22 @@ if TYPE_CHECKING:
 
 def _bad(message: str) -> Response:
     return Response.json({"error": message}, 400)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _latency_problem(params: dict[str, Any]) -> str | None:
+    """Why a ``latency`` fault's params are unusable, None when they are fine."""
+    for name in ("ms", "jitter_ms"):
+        if name in params and not (_number(params[name]) and params[name] >= 0):
+            return f"latency: {name} must be a non-negative number of milliseconds"
+    if "ms" not in params:
+        return "latency needs ms (and optionally jitter_ms)"
+    if params.get("where", "before") not in ("before", "after"):
+        return "latency: where is 'before' (the channel) or 'after' (the answer)"
+    return None
 
 
 def handle_control(server: SandboxServer, request: Request) -> Response:
@@ -60,15 +84,22 @@ def handle_control(server: SandboxServer, request: Request) -> Response:
         if request.method != "POST":
             with state.lock:
                 return Response.json({"faults": [asdict(f) for f in state.faults
-                                                 if f.remaining > 0]})
-        route, op, kind = body.get("route"), body.get("operation"), body.get("kind")
+                                                 if f.live]})
+        route, kind = body.get("route"), body.get("kind")
+        op = body.get("operation") or ANY_OPERATION
         count = body.get("count", 1)
-        if route not in ROUTES or op not in OPERATIONS or kind not in FAULT_KINDS:
-            return _bad(f"route in {ROUTES}, operation in {OPERATIONS}, kind in {FAULT_KINDS}")
-        if not isinstance(count, int) or count < 1:
-            return _bad("count must be a positive integer")
+        if route not in ROUTES or op not in (*OPERATIONS, ANY_OPERATION) \
+                or kind not in FAULT_KINDS:
+            return _bad(f"route in {ROUTES}, operation in {OPERATIONS} (or omitted: any), "
+                        f"kind in {FAULT_KINDS}")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 1):
+            return _bad("count must be a positive integer, or null for every request")
         params = {k: v for k, v in body.items()
                   if k not in ("route", "operation", "kind", "count")}
+        problem = _latency_problem(params) if kind == LATENCY else None
+        if problem:
+            return _bad(problem)
         state.add_fault(Fault(route, op, kind, count, params))
         return Response.json({"ok": True})
     if path == "/_sandbox/reset" and request.method == "POST":
@@ -87,6 +118,11 @@ def handle_control(server: SandboxServer, request: Request) -> Response:
                 if route not in ROUTES:
                     return _bad(f"unknown route {route!r}")
                 state.notify_urls[route] = str(url)
+            for route, rules in (body.get("limits") or {}).items():
+                if route not in ROUTES or not isinstance(rules, dict) or not all(
+                        _number(v) and v >= 0 for v in rules.values()):
+                    return _bad("limits: {route: {rule: non-negative number}}")
+                state.limits[route].update({str(k): float(v) for k, v in rules.items()})
         return Response.json({"ok": True})
     if path == "/_sandbox/notifications":
         with state.lock:

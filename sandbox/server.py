@@ -1,10 +1,30 @@
 """``SandboxServer``: one loopback HTTP server for all four channels and the control API.
 
 Framework-level faults live here because they are about the connection, not the
-channel: ``drop_before_commit`` (closed before anything executes), ``http_500`` (the
-channel's own 500 answer, nothing executed) and ``timeout_after_commit`` (the request
-executes, then the answer stalls past the client's read timeout and the connection is
-closed). Notifications are delivered by a background thread with the channel's retry
+channel (``POST /_sandbox/faults``, any route, operation refund | query | statement |
+download, or omitted for all of them):
+
+* ``drop_before_commit``: the connection is closed before anything executes.
+* ``http_500``: the channel's own 500 answer, nothing executed.
+* ``timeout_after_commit``: the request executes, then the answer stalls for
+  ``stall_seconds`` (default 3, past the client's read timeout) and the connection is
+  closed without an answer.
+* ``truncated_body``: the request executes and the answer goes out with its status,
+  headers and FULL ``Content-Length``, then only the first half of the body bytes, and
+  the connection is closed (a broken body: the client sees a short read).
+* ``latency``: ``{"ms": 150, "jitter_ms": 50, "where": "before"|"after"}`` delays the
+  answer by ``ms`` +- a uniform ``jitter_ms`` (never below 0; seeded). ``before``
+  (default): the delay comes before the channel handles the request, like a slow
+  channel, so a client that gives up early has left before the refund executes (it
+  still executes); ``after``: the request executes at once and the answer waits.
+  Stacks with every other fault (a slow 500, a slow cut body). ``"count": null`` delays
+  every matching request until reset; with no operation it covers the whole route.
+
+Every connection has its own thread (``ThreadingHTTPServer``) and nothing holds the
+state lock while stalling or delaying, so N concurrent requests under a 150 ms latency
+answer in about 150 ms, not N x 150 ms; the listen backlog is sized for bursts.
+
+Notifications are delivered by a background thread with the channel's retry
 schedule compressed into seconds; without a notify URL they wait in
 ``pending_notifications()`` for tests that feed them to a handler directly.
 """
@@ -15,6 +35,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +47,14 @@ from sandbox.channel import Channel
 from sandbox.control import handle_control
 from sandbox.http import Headers, Request, Response
 from sandbox.keys import SandboxKeys
-from sandbox.state import FAULT_KINDS, FRAMEWORK_FAULTS, STATEMENT_FAULTS, Notification, State
+from sandbox.state import (
+    FAULT_KINDS,
+    FRAMEWORK_FAULTS,
+    LATENCY,
+    STATEMENT_FAULTS,
+    Notification,
+    State,
+)
 
 INBOX_PATH = "/_sandbox/inbox/"
 INBOX_SETTINGS = {"alipay": "NOTIFY_URL", "wechatpay": "NOTIFY_URL", "bankcard": "BACK_URL"}
@@ -62,9 +90,11 @@ class _Handler(BaseHTTPRequestHandler):
         if outcome is None:       # drop the connection without an answer
             self.close_connection = True
             return
-        response, stall = outcome
-        if stall:
-            time.sleep(stall)
+        if outcome.delay:         # latency "after": executed, the answer waits
+            time.sleep(outcome.delay)
+        response = outcome.response
+        if outcome.stall:
+            time.sleep(outcome.stall)
             self.close_connection = True
             return
         self.send_response(response.status)
@@ -72,14 +102,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
+        if outcome.truncate:      # the full length announced, half of it sent
+            self.wfile.write(response.body[:len(response.body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         self.wfile.write(response.body)
 
     do_GET = do_POST = do_PUT = do_DELETE = _serve
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How the server sends an answer: as is, after ``delay`` s, stalled ``stall`` s then
+    dropped, or cut in half (``truncate``)."""
+
+    response: Response
+    stall: float = 0.0
+    delay: float = 0.0
+    truncate: bool = False
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of concurrent clients (the latency
+    # fault under load) would wait on SYN retries instead of being accepted at once.
+    request_queue_size = 512
     sandbox: SandboxServer
 
 
@@ -165,31 +214,41 @@ class SandboxServer:
         return target
 
     # -- requests ---------------------------------------------------------------------
-    def dispatch(self, request: Request) -> tuple[Response, float] | None:
+    def dispatch(self, request: Request) -> Outcome | None:
+        """The answer to one request and how to send it; None: drop the connection.
+        Runs on the connection's own thread; may sleep (latency), never under the lock."""
         if request.path.startswith("/_sandbox/"):
-            return handle_control(self, request), 0.0
+            return Outcome(handle_control(self, request))
         for channel in self.channels:
             if request.path.startswith(channel.prefixes):
                 return self._channel_request(channel, request)
-        return Response.json({"code": "NOT_FOUND", "message": request.path}, 404), 0.0
+        return Outcome(Response.json({"code": "NOT_FOUND", "message": request.path}, 404))
 
-    def _channel_request(self, channel: Channel, request: Request
-                         ) -> tuple[Response, float] | None:
+    def _channel_request(self, channel: Channel, request: Request) -> Outcome | None:
         operation = channel.operation(request)
+        if operation is None:
+            return Outcome(channel.handle(request))
+        slow = self.state.take_fault(channel.route, operation, (LATENCY,))
+        delay = self.state.latency_seconds(slow) if slow is not None else 0.0
+        if slow is not None and slow.params.get("where", "before") == "before":
+            time.sleep(delay)     # outside the state lock: other requests go on
+            delay = 0.0
         # Statement faults stay for the channel's statement_faults() (one per listed refund).
-        request_faults = tuple(k for k in FAULT_KINDS if k not in STATEMENT_FAULTS)
-        fault = self.state.take_fault(channel.route, operation, request_faults) \
-            if operation else None
+        request_faults = tuple(k for k in FAULT_KINDS
+                               if k not in STATEMENT_FAULTS and k != LATENCY)
+        fault = self.state.take_fault(channel.route, operation, request_faults)
         if fault is not None and fault.kind == "drop_before_commit":
             return None
         if fault is not None and fault.kind == "http_500":
-            return channel.server_error(), 0.0
+            return Outcome(channel.server_error(), delay=delay)
         request.fault = fault if fault is not None and \
             fault.kind not in FRAMEWORK_FAULTS else None
         response = channel.handle(request)
         if fault is not None and fault.kind == "timeout_after_commit":
-            return response, float(fault.params.get("stall_seconds", 3.0))
-        return response, 0.0
+            return Outcome(response, stall=float(fault.params.get("stall_seconds", 3.0)),
+                           delay=delay)
+        return Outcome(response, delay=delay,
+                       truncate=fault is not None and fault.kind == "truncated_body")
 
     # -- statements and notifications ---------------------------------------------------
     def statement(self, route: str, day: date) -> bytes:

@@ -19,8 +19,21 @@ from typing import Any
 
 BEIJING = timezone(timedelta(hours=8))
 ROUTES = ("alipay", "wechatpay", "bankcard", "balance")
-FRAMEWORK_FAULTS = ("drop_before_commit", "http_500", "timeout_after_commit")
+# Faults about the connection, applied by the server (sandbox/server.py docstring).
+FRAMEWORK_FAULTS = ("drop_before_commit", "http_500", "timeout_after_commit",
+                    "truncated_body")
 STATEMENT_FAULTS = ("missing_from_statement", "duplicate_in_statement", "amount_drift")
+# ``latency`` delays answers and stacks with every other fault (sandbox/server.py); it is
+# the one kind that may be given for a whole route (operation omitted: ANY_OPERATION) and
+# with "count": null (every matching request until reset).
+LATENCY = "latency"
+ANY_OPERATION = "*"
+# Alipay gateway-level errors (CHANNELS-ADDENDUM §6), answered instead of the method's
+# own answer, nothing executed (except ``service_unavailable`` with "executed": true);
+# what each answers: sandbox/alipay.py "Gateway errors". Other routes ignore them.
+ALIPAY_GATEWAY_FAULTS = ("invalid_signature", "invalid_app_id", "missing_parameter",
+                         "invalid_auth_token", "insufficient_permissions",
+                         "service_unavailable")
 # UnionPay answer codes the bank-card sandbox can be told to answer with, one kind per
 # code of CHANNELS-ADDENDUM §2 ("resp_code_A6" ...); what each does: sandbox/unionpay.py
 # "Fault kinds resp_code_<code>". Other routes ignore them.
@@ -29,8 +42,10 @@ RESP_CODE_FAULTS = tuple(f"resp_code_{code}" for code in UNIONPAY_CODES)
 FAULT_KINDS = (*FRAMEWORK_FAULTS, "rate_limited", "abnormal", "bad_signature",
                "duplicate_notification", "out_of_order_notification",
                "missing_from_statement", "duplicate_in_statement", "amount_drift",
-               *RESP_CODE_FAULTS)
-OPERATIONS = ("refund", "query", "notify", "statement")
+               *RESP_CODE_FAULTS, LATENCY, *ALIPAY_GATEWAY_FAULTS)
+# ``download``: fetching a bill file a statement answer pointed at (Alipay's
+# bill_download_url, WeChat's /v3/billdownload/file); UnionPay's file comes in the answer.
+OPERATIONS = ("refund", "query", "notify", "statement", "download")
 
 
 def now_utc() -> datetime:
@@ -83,8 +98,12 @@ class Fault:
     route: str
     operation: str
     kind: str
-    remaining: int
+    remaining: int | None          # None: every matching request, until reset
     params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.remaining is None or self.remaining > 0
 
 
 @dataclass
@@ -132,6 +151,12 @@ class State:
             self.settle: dict[str, Settle] = {r: Settle() for r in ROUTES}
             self.notify_urls: dict[str, str] = {}
             self.nonces: set[str] = set()
+            # Channel rules a test turns on through /_sandbox/config "limits" (off by
+            # default: the project's tests refund one order in quick succession), e.g.
+            # WeChat's refunds of one order >= 60 s apart (sandbox/wechatpay.py).
+            self.limits: dict[str, dict[str, float]] = {r: {} for r in ROUTES}
+            # Jitter of the latency fault: its own seeded RNG, so delays never shift ids.
+            self.latency_rng = random.Random(self.seed + 1)  # noqa: S311 - not a secret
 
     def next_id(self, width: int = 10) -> str:
         with self.lock:
@@ -174,14 +199,26 @@ class State:
 
     def take_fault(self, route: str, operation: str,
                    kinds: tuple[str, ...] | None = None) -> Fault | None:
-        """Consume one matching fault (oldest first)."""
+        """Consume one matching fault (oldest first). A fault given for ANY_OPERATION
+        matches every operation; one with ``remaining`` None is never used up."""
         with self.lock:
             for fault in self.faults:
-                if fault.route == route and fault.operation == operation and \
-                        fault.remaining > 0 and (kinds is None or fault.kind in kinds):
-                    fault.remaining -= 1
+                if fault.route == route and fault.operation in (operation, ANY_OPERATION) \
+                        and fault.live and (kinds is None or fault.kind in kinds):
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
                     return fault
             return None
+
+    def latency_seconds(self, fault: Fault) -> float:
+        """The delay a ``latency`` fault asks for: ``ms`` +- a uniform ``jitter_ms``,
+        never negative."""
+        ms = float(fault.params.get("ms", 0))
+        jitter = float(fault.params.get("jitter_ms", 0))
+        if jitter > 0:
+            with self.lock:
+                ms += self.latency_rng.uniform(-jitter, jitter)
+        return max(ms, 0.0) / 1000.0
 
     def settle_due(self, refund: Refund) -> bool:
         """Whether an accepted refund has reached its final status by now."""

@@ -236,6 +236,8 @@ class WechatPayChannel(Channel):
             return "query"
         if path in (TRADEBILL_PATH, FUNDFLOWBILL_PATH):
             return "statement"
+        if path == DOWNLOAD_PATH and request.method == "GET":
+            return "download"      # connection faults and latency only
         return None
 
     def handle(self, request: Request) -> Response:
