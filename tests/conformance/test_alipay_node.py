@@ -18,6 +18,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox.server import SandboxServer
 from sandbox.state import BEIJING
@@ -98,6 +100,20 @@ def test_client_bug_unsigned_gateway_error_crashes_validate_sign(sandbox: Sandbo
     answer = refund(sdk, payment, appId="2021000000009999")
     assert (answer.get("error"), answer.get("code")) == ("TypeError", "ERR_INVALID_ARG_TYPE")
     assert "signature" in answer["message"]
+    assert truth(sandbox, "alipay") == []
+
+
+def test_bad_request_signature_is_a_signed_refusal(sandbox: SandboxServer, sdk: Any) -> None:
+    """Addendum §6: answered signed under the method's key; the SDK verifies and returns it."""
+    payment = pay(sandbox, "alipay")
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    wrong_key = other.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+    answer = refund(sdk, payment, privateKey=wrong_key)
+    assert "error" not in answer, answer
+    assert (answer["code"], answer["subCode"]) == ("40002", "isv.invalid-signature")
+    assert "网关生成的验签字符串为" in answer["subMsg"]
     assert truth(sandbox, "alipay") == []
 
 

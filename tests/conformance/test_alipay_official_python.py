@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox.server import SandboxServer
 from sandbox.state import BEIJING
@@ -109,6 +110,25 @@ def test_wrongly_signed_answer_is_refused_by_the_sdk(sandbox: SandboxServer, sdk
     assert answer.get("error") == "ResponseException", answer
     assert "response sign verify failed" in answer["message"]
     assert truth(sandbox, "alipay")[0]["executions"] == 1     # executed, answer forged
+
+
+def test_gateway_errors(sandbox: SandboxServer, sdk: Any) -> None:
+    """Addendum §6: a bad request signature is answered SIGNED under the method's key (the
+    SDK verifies it and returns it as data); an unknown app_id UNSIGNED (the SDK cannot
+    verify it and raises: "response shape maybe illegal"). Neither executes anything."""
+    payment = pay(sandbox, "alipay")
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    wrong_key = other.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.TraditionalOpenSSL,
+                                    serialization.NoEncryption()).decode()
+    forged = refund(sdk, payment, app_private_key=wrong_key)
+    assert "error" not in forged, forged
+    assert (forged["code"], forged["sub_code"]) == ("40002", "isv.invalid-signature")
+    unknown = refund(sdk, payment, app_id="2021000000009999")
+    assert unknown.get("error") == "ResponseException", unknown
+    assert "response shape maybe illegal" in unknown["message"]
+    assert "isv.invalid-app-id" in unknown["message"]
+    assert truth(sandbox, "alipay") == []
 
 
 def test_bill_download(sandbox: SandboxServer, sdk: Any) -> None:
