@@ -26,8 +26,9 @@ signed the same way with its key; ``signPubKeyCert`` is a signed field like any 
 Answers are ``k=v&k=v`` in name order, values NOT URL-encoded (the PEM keeps its
 newlines), ``Content-Type: text/plain; charset=utf-8``.
 
-Refund request fields: version 5.1.0, encoding UTF-8, signMethod 01, txnType 04,
-txnSubType 00, bizType 000201, accessType 0, channelType (2 digits), merId, orderId
+Refund request fields: version 5.1.0, encoding UTF-8 (in any case, echoed as sent; queries
+too), signMethod 01, txnType 04, txnSubType 00, bizType 000201, accessType 0, channelType
+(2 digits), merId, orderId
 (8-32 ASCII letters/digits, no ``-``/``_``), txnTime (YYYYMMDDhhmmss), txnAmt (fen, positive
 integer, no leading zero), currencyCode (optional, 156 when sent: CH §6 lists none and
 UnionPay's Form_6_4_Refund demo sends none), origQryId (the consume's queryId = the
@@ -277,7 +278,9 @@ class UnionPayChannel(Channel):
         """The respCode of a malformed or forged request, None when it is sound."""
         if any(not fields.get(name) for name in required):
             return "13"
-        if any(fields[name] != value for name, value in fixed.items()):
+        # encoding in any case, echoed as sent (addendum §2: UnionPay's PHP SDK sends utf-8).
+        if any(fields[name] != value for name, value in fixed.items() if name != "encoding") \
+                or fields["encoding"].upper() != fixed["encoding"]:
             return "10"
         if not ORDER_ID.fullmatch(fields["orderId"]) or not _valid_time(fields["txnTime"]):
             return "10"

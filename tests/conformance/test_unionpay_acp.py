@@ -109,6 +109,21 @@ def test_currency_code_optional_but_checked(sandbox: SandboxServer, config: acp.
     assert [r["executions"] for r in truth(sandbox, "bankcard")] == [1]
 
 
+def test_lower_case_encoding_as_the_php_sdk_sends_it(sandbox: SandboxServer,
+                                                     config: acp.AcpConfig,
+                                                     mer_id: str) -> None:
+    """UnionPay's PHP demo and SDK send ``encoding=utf-8`` and the real gateway accepts and
+    echoes it (addendum §2); the answer is signed over the echoed value."""
+    php = acp.AcpConfig(**{**vars(config), "encoding": "utf-8"})
+    payment = pay(sandbox, "bankcard")
+    rsp, valid, txn_time = refund(php, mer_id, payment, "RFD20260101F")
+    assert valid, rsp
+    assert (rsp["respCode"], rsp["encoding"]) == ("00", "utf-8")
+    found, valid = send(php, acp.query_request(php, mer_id, "RFD20260101F", txn_time),
+                        php.single_query_url)
+    assert valid and (found["respCode"], found["encoding"]) == ("00", "utf-8")
+
+
 def test_forged_answer_and_notification_fail_validate(sandbox: SandboxServer,
                                                       config: acp.AcpConfig, mer_id: str,
                                                       catcher: Catcher) -> None:
