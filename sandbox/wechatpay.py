@@ -14,8 +14,23 @@ Emulated:
   id, CH §0 #4/#5, §2.4); errors are not signed, like WeChat's.
 * ``POST /v3/refund/domestic/refunds`` (CH §5.1): idempotent per ``out_refund_no`` (same
   content -> the same refund, no second execution; other content -> 400 INVALID_REQUEST),
-  404 RESOURCE_NOT_EXISTS, total/refundable/50-refunds checks (400 INVALID_REQUEST),
-  currency and field checks (400 PARAM_ERROR). Answers PROCESSING; the Settle rule of
+  404 RESOURCE_NOT_EXISTS, total/refundable checks (400 INVALID_REQUEST), currency and
+  field checks (400 PARAM_ERROR). The refund limits of addendum §9, all refusals with
+  nothing executed:
+  - ``reason`` longer than 80 BYTES of UTF-8 (26 CJK characters fit, 27 do not) -> 400
+    PARAM_ERROR with ``detail.field`` ``/reason`` (WeChat's over-length answer is
+    UNCONFIRMED; CH §5.3 files a malformed parameter under PARAM_ERROR);
+  - a 51st refund of one order -> 400 INVALID_REQUEST "该订单已退款50次…" (CH §5.3: a
+    business rule; the message text is UNCONFIRMED);
+  - refunds of one order less than ``refund_interval_seconds`` apart -> 429
+    FREQUENCY_LIMITED with the v3 error object ``{"code","message"}`` (addendum §9; the
+    message text is UNCONFIRMED). Off by default, because the project's tests refund one
+    order in quick succession; turn it on with ``POST /_sandbox/config {"limits":
+    {"wechatpay": {"refund_interval_seconds": 60}}}``. It counts from the last refund
+    of the order that was executed; a resend of an ``out_refund_no`` already executed is
+    answered as always (not a new refund), and one refused by the rule may be sent again
+    under the same number once the interval has passed.
+  Answers PROCESSING; the Settle rule of
   ``state.py`` then moves it to SUCCESS or ABNORMAL (at once after the answer in
   ``immediate`` mode, on the n-th query, or after T seconds via ``tick()`` without a
   query) and sends the notification.
@@ -39,15 +54,16 @@ Emulated:
   every delivery attempt; redelivery is the server's compressed schedule.
 * Faults: ``rate_limited`` -> 429 FREQUENCY_LIMITED (nothing executed); ``abnormal`` ->
   executed, settles ABNORMAL; ``bad_signature`` -> answer (or notification) signed with
-  the wrong key; ``http_500`` -> 500 SYSTEM_ERROR.
+  the wrong key; ``http_500`` -> 500 SYSTEM_ERROR; the connection faults and ``latency``
+  of sandbox/server.py, operation ``download`` included (the bill file).
 
 Not emulated: platform-certificate mode (``/v3/certificates``), partner mode
 (``sub_mchid``), ``amount.from``/``goods_detail``/promotions (payer amounts equal order
-amounts), the 1-year refund window, the 1-minute spacing between refunds of one order,
-403 NOT_ENOUGH / USER_ACCOUNT_ABNORMAL / NO_AUTH, 503 SERVICE_UNAVAILABLE, T+1 bill
-availability (today's bill is served at once) and STATEMENT_CREATING, bill types other
-than ALL/SUCCESS/REFUND (answered NO_STATEMENT_EXIST), fee rows in the fund-flow bill,
-nonce replay checks. ``apply-abnormal-refund`` takes no faults (operation None).
+amounts), the 1-year refund window, the 6 qps limit on bad requests, 403 NOT_ENOUGH /
+USER_ACCOUNT_ABNORMAL / NO_AUTH, 503 SERVICE_UNAVAILABLE, T+1 bill availability (today's
+bill is served at once) and STATEMENT_CREATING, bill types other than ALL/SUCCESS/REFUND
+(answered NO_STATEMENT_EXIST), fee rows in the fund-flow bill, nonce replay checks.
+``apply-abnormal-refund`` takes no faults (operation None).
 """
 
 from __future__ import annotations
@@ -87,6 +103,7 @@ PUB_KEY_ID_SANDBOX = f"PUB_KEY_ID_01{MCHID}2025010100000000"
 SIGN_TYPE = "WECHATPAY2-SHA256-RSA2048"
 CLOCK_SKEW_SECONDS = 300
 MAX_REFUNDS_PER_ORDER = 50
+REASON_MAX_BYTES = 80                      # addendum §9: 80 bytes of UTF-8, not characters
 BILL_URL_TTL_SECONDS = 30.0
 FEE_RATE_PER_MILLE = 6                     # 0.60%
 OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
@@ -356,8 +373,10 @@ class WechatPayChannel(Channel):
             raise _param_error("/amount/currency", "currency 仅支持 CNY",
                                amount.get("currency"))
         reason, notify_url = body.get("reason"), body.get("notify_url")
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 80):
-            raise _param_error("/reason", "reason 最长80个字符", reason)
+        if reason is not None and (not isinstance(reason, str)
+                                   or len(reason.encode("utf-8")) > REASON_MAX_BYTES):
+            raise _param_error("/reason", f"reason 最长{REASON_MAX_BYTES}个字节（UTF-8）",
+                               reason)
         if notify_url is not None:
             parts = urlsplit(notify_url) if isinstance(notify_url, str) else None
             if parts is None or parts.scheme not in ("http", "https") or not parts.netloc \
@@ -398,6 +417,14 @@ class WechatPayChannel(Channel):
                  total_fen: int, fingerprint: str, body: dict[str, Any], *,
                  abnormal: bool) -> Refund:
         """Business checks, then the one execution (caller holds the state lock)."""
+        interval = self.state.limits[self.route].get("refund_interval_seconds", 0.0)
+        if interval > 0:
+            last = max((r.created_at for r in self.state.refunds.values()
+                        if r.route == self.route
+                        and r.channel_trade_no == payment.channel_trade_no), default=None)
+            if last is not None and (now_utc() - last).total_seconds() < interval:
+                raise WechatPayError(429, "FREQUENCY_LIMITED",
+                                     "请求频率超限，同一笔订单多次退款的请求需相隔1分钟")
         if total_fen != payment.amount_fen:
             raise _invalid("订单金额 amount.total 与原订单金额不一致")
         count = sum(1 for r in self.state.refunds.values()

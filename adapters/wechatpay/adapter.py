@@ -115,7 +115,7 @@ class WechatPayAdapter(ChannelAdapter, AbnormalRefundPort):
                     "currency": "CNY"},
             transaction_id=transaction_id,
             out_trade_no=None if transaction_id else refund.payment.merchant_order_no,
-            reason=(refund.reason or "").strip()[:REASON_MAX] or None)
+            reason=reason_within(refund.reason))
         return self._refund_answer(answer, refund, Operation.SUBMIT)
 
     def query(self, refund: Refund) -> ChannelResult:
@@ -290,6 +290,14 @@ class WechatPayAdapter(ChannelAdapter, AbnormalRefundPort):
             raise InvalidRequest("out_refund_no must be 1-64 of [0-9A-Za-z_-|*@] (CH §5.1)",
                                  field="channel_refund_no")
         return refund.channel_refund_no
+
+
+def reason_within(reason: str | None) -> str | None:
+    """The reason cut to REASON_MAX bytes of UTF-8 at a character boundary (addendum §9:
+    WeChat counts bytes, so 80 characters of Chinese would be refused as PARAM_ERROR).
+    ``validate`` refuses a longer one before anything is stored; this guards the wire."""
+    cut = (reason or "").strip().encode("utf-8")[:REASON_MAX]
+    return cut.decode("utf-8", errors="ignore") or None   # a split last character goes
 
 
 def refund_result(doc: Mapping[str, Any], channel_refund_no: str,
