@@ -17,6 +17,7 @@ the project's own pinned files and run against the in-process sandbox.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -51,10 +52,19 @@ def _digest(*paths: Path) -> str:
 
 
 def _install_once(target: Path, install: list[str], cwd: Path | None = None) -> Path:
-    """Run ``install`` (which fills ``<target>.part``) unless ``target`` is complete."""
-    done = target / ".complete"
-    if done.exists():
+    """Run ``install`` (which fills ``<target>.part``) unless ``target`` is complete; one
+    process at a time (an exclusive lock beside it), so parallel runs share one install."""
+    if (target / ".complete").exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f"{target.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / ".complete").exists():
+            return target
+        return _install(target, install, cwd)
+
+
+def _install(target: Path, install: list[str], cwd: Path | None) -> Path:
     part = target.with_name(target.name + ".part")
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
