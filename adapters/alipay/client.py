@@ -2,7 +2,8 @@
 
 Owns: constructing the SDK once per adapter (PEM keys are parsed once), request building
 and RSA2 signing, response and notification verification (all by the SDK), one GET per
-call with separate connect/read timeouts, the bill download, and turning every transport
+call with separate connect/read timeouts and a total deadline (``gateway.transport``; the
+bill download its own, larger one), the bill download, and turning every transport
 failure and every SDK exception into the gateway's error tree. Must not translate business
 codes (``translate.py``), retry, sleep or log payloads.
 
@@ -35,6 +36,7 @@ from alipay.exceptions import AliPayException, AliPayValidationError  # noqa: TI
 from alipay.utils import AliPayConfig  # noqa: TID251
 
 from adapters.alipay import translate
+from gateway import transport
 from gateway.clock import Clock, to_beijing
 from gateway.errors import (
     ChannelAuthError,
@@ -51,8 +53,7 @@ MAX_ANSWER_BYTES: Final = 1 << 20
 _CHUNK: Final = 1 << 16
 
 
-class _ConnectFailed(OSError):
-    """Raised from ``connect()``: nothing of the request left this process."""
+_ConnectFailed = transport.ConnectFailed   # raised from connect(): nothing was sent
 
 
 def _connect(conn: http.client.HTTPConnection, connect: Callable[[], None],
@@ -70,6 +71,7 @@ class _TimedHTTPConnection(http.client.HTTPConnection):
     def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_timeout = read_timeout
+        self._create_connection = transport.create_connection   # the call's deadline
 
     def connect(self) -> None:
         _connect(self, super().connect, self._read_timeout)
@@ -81,6 +83,7 @@ class _TimedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_timeout = read_timeout
+        self._create_connection = transport.create_connection   # handshake included
 
     def connect(self) -> None:
         _connect(self, super().connect, self._read_timeout)
@@ -129,7 +132,10 @@ class AlipayClient:
 
     def __init__(self, *, app_id: str, app_private_key_pem: str, alipay_public_key_pem: str,
                  gateway_url: str, connect_timeout: float, read_timeout: float,
-                 clock: Clock) -> None:
+                 clock: Clock, deadline: float | None = None,
+                 download_deadline: float | None = None) -> None:
+        """``deadline`` bounds each call, ``download_deadline`` the bill file's download
+        (None: ``gateway.transport``'s defaults)."""
         try:
             self._sdk = AliPay(appid=app_id, app_notify_url=None,
                                app_private_key_string=app_private_key_pem,
@@ -148,6 +154,8 @@ class AlipayClient:
         self.gateway_url = gateway_url
         self._clock = clock
         self._connect_timeout = connect_timeout
+        self._deadline = transport.call_deadline(connect_timeout, read_timeout, deadline)
+        self._download_deadline = transport.download_deadline(download_deadline)
         self._opener = urllib.request.build_opener(_HTTPHandler(read_timeout),
                                                    _HTTPSHandler(read_timeout))
 
@@ -202,12 +210,16 @@ class AlipayClient:
         if not url.startswith(("http://", "https://")):
             raise OutcomeUnknown("bill_download_url is not an http(s) URL", channel=CHANNEL,
                                  operation=operation, code="BAD_URL")
-        return self._get(url, operation=operation, limit=limit)
+        return self._get(url, operation=operation, limit=limit,
+                         deadline=self._download_deadline)
 
     # -- transport --------------------------------------------------------------------
-    def _get(self, url: str, *, operation: str, limit: int) -> bytes:
+    def _get(self, url: str, *, operation: str, limit: int,
+             deadline: float | None = None) -> bytes:
+        seconds = self._deadline if deadline is None else deadline
         try:
-            with self._opener.open(url, timeout=self._connect_timeout) as resp:
+            with transport.deadline_guard(seconds), \
+                    self._opener.open(url, timeout=min(self._connect_timeout, seconds)) as resp:
                 chunks: list[bytes] = []
                 size = 0
                 while chunk := resp.read(_CHUNK):
@@ -221,8 +233,9 @@ class AlipayClient:
         except ChannelError:
             raise
         except BaseException as exc:
-            if isinstance(exc, urllib.error.HTTPError):
-                exc.close()   # it holds the response socket
+            for held in (exc, exc.__cause__):
+                if isinstance(held, urllib.error.HTTPError):
+                    held.close()   # it holds the response socket
             error = transport_error(exc, operation)
             if error is None:
                 raise
@@ -234,8 +247,12 @@ def transport_error(exc: BaseException, operation: str) -> ChannelError | None:
 
     Only a failure inside ``connect()`` proves nothing was sent (``ChannelUnavailable``).
     ``HTTPError`` is a ``URLError``: check it first. Everything after connecting (send
-    error, read timeout, reset, truncated answer, HTTP error status) is ``OutcomeUnknown``.
+    error, read timeout, reset, truncated answer, HTTP error status, the deadline passing)
+    is ``OutcomeUnknown``.
     """
+    if isinstance(exc, transport.DeadlineExceeded):
+        return transport.deadline_error(exc, channel=CHANNEL, operation=operation,
+                                        label="Alipay")
     if isinstance(exc, urllib.error.HTTPError):
         status = exc.code
         if status == 401:

@@ -1,8 +1,9 @@
 """HTTP client of the wallet service (the only balance module doing I/O).
 
-Owns: the HMAC-SHA256 request signature, one request per call with explicit timeouts,
-classifying transport trouble into the error tree, and decoding JSON answers. Must not
-interpret business codes (``translate.py``), retry or sleep. The wire contract is the
+Owns: the HMAC-SHA256 request signature, one request per call with explicit timeouts and
+a total deadline (the ledger download its own, larger one), classifying transport trouble
+into the error tree, and decoding JSON answers. Must not interpret business codes
+(``translate.py``), retry or sleep. The wire contract is the
 docstring of ``sandbox/balance.py`` (the wallet has no external spec); summary below.
 """
 
@@ -74,12 +75,17 @@ class WalletClient:
 
     def __init__(self, *, base_url: str, hmac_key: bytes, connect_timeout: float,
                  read_timeout: float, session: requests.Session | None = None,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, deadline: float | None = None,
+                 download_deadline: float | None = None) -> None:
+        """``deadline`` bounds each call, ``download_deadline`` the ledger's (operation
+        ``statement``; None: ``gateway.transport``'s defaults)."""
         self.base_url = base_url.rstrip("/")
         self._prefix = urlsplit(self.base_url).path   # signed: the path as on the wire
         self._key = hmac_key
-        self._timeout = (connect_timeout, read_timeout)
-        self._session = session or requests.Session()
+        self._connect, self._read = connect_timeout, read_timeout
+        self._deadline = transport.call_deadline(connect_timeout, read_timeout, deadline)
+        self._download_deadline = transport.download_deadline(download_deadline)
+        self._session = session or transport.session()
         self._now = now
 
     def __repr__(self) -> str:  # never print the key
@@ -97,24 +103,25 @@ class WalletClient:
         headers = self.headers(method, self._prefix + path, body)
         if payload is not None:
             headers["Content-Type"] = "application/json; charset=utf-8"
+        deadline = self._download_deadline if operation == "statement" else self._deadline
         try:
-            resp = self._session.request(method, self.base_url + path, data=body or None,
-                                         headers=headers, timeout=self._timeout,
-                                         allow_redirects=False)
+            resp = transport.exchange(self._session, method, self.base_url + path,
+                                      data=body or None, headers=headers,
+                                      connect=self._connect, read=self._read,
+                                      deadline=deadline)
         except requests.RequestException as exc:
             raise transport.classify(exc, channel=CHANNEL, operation=operation,
                                      label="wallet") from exc
-        answer = Answer(operation, resp.status_code, resp.content,
-                        resp.headers.get("X-Request-Id"))
-        if resp.status_code == 401:   # SIGN_ERROR, TIMESTAMP_EXPIRED, NONCE_REPLAYED
+        status = resp.http_status
+        answer = Answer(operation, status, resp.content, resp.headers.get("X-Request-Id"))
+        if status == 401:   # SIGN_ERROR, TIMESTAMP_EXPIRED, NONCE_REPLAYED
             raise ChannelAuthError("the wallet service rejected our signature",
-                                   channel=CHANNEL, operation=operation,
-                                   http_status=resp.status_code, code=_code(answer),
-                                   request_id=answer.request_id)
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise OutcomeUnknown(f"wallet answered HTTP {resp.status_code}", channel=CHANNEL,
-                                 operation=operation, http_status=resp.status_code,
-                                 code=_code(answer) or f"HTTP_{resp.status_code}",
+                                   channel=CHANNEL, operation=operation, http_status=status,
+                                   code=_code(answer), request_id=answer.request_id)
+        if status == 429 or status >= 500:
+            raise OutcomeUnknown(f"wallet answered HTTP {status}", channel=CHANNEL,
+                                 operation=operation, http_status=status,
+                                 code=_code(answer) or f"HTTP_{status}",
                                  request_id=answer.request_id)
         return answer
 

@@ -1,8 +1,9 @@
 """A thin UnionPay online-gateway 5.1.0 client (CH §6): the only bank-card module doing HTTP.
 
-Owns: form-encoding and signing requests, one POST per call with explicit timeouts,
-classifying transport trouble into the error tree, parsing the ``k=v&k=v`` answer and
-verifying its signature against a trusted ``signPubKeyCert``. Must not translate answer
+Owns: form-encoding and signing requests, one POST per call with explicit timeouts and a
+total deadline (the settlement file's download its own, larger one), classifying transport
+trouble into the error tree, parsing the ``k=v&k=v`` answer and verifying its signature
+against a trusted ``signPubKeyCert``. Must not translate answer
 codes (``translate.py``), retry or sleep. No Python UnionPay client is usable (CH §6).
 """
 
@@ -95,14 +96,19 @@ class UnionPayClient:
     def __init__(self, *, base_url: str, mer_id: str, cert_id: str,
                  private_key: rsa.RSAPrivateKey, trust: signing.TrustAnchor,
                  connect_timeout: float, read_timeout: float,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, deadline: float | None = None,
+                 download_deadline: float | None = None) -> None:
+        """``deadline`` bounds each call, ``download_deadline`` the file transfer's
+        (None: ``gateway.transport``'s defaults)."""
         self.base_url = base_url.rstrip("/")
         self.mer_id = mer_id
         self.cert_id = cert_id
         self._key = private_key
         self._trust = trust
-        self._timeout = (connect_timeout, read_timeout)
-        self._session = session or requests.Session()
+        self._connect, self._read = connect_timeout, read_timeout
+        self._deadline = transport.call_deadline(connect_timeout, read_timeout, deadline)
+        self._download_deadline = transport.download_deadline(download_deadline)
+        self._session = session or transport.session()
 
     def __repr__(self) -> str:  # never print keys
         return f"UnionPayClient(base_url={self.base_url!r}, mer_id={self.mer_id!r})"
@@ -118,22 +124,25 @@ class UnionPayClient:
 
     def send(self, operation: str, path: str, fields: Mapping[str, str]) -> RawAnswer:
         """POST the signed form; transport trouble raises, any HTTP answer is returned."""
-        return self._post(operation, self.base_url + path, self.signed(fields))
+        return self._post(operation, self.base_url + path, self.signed(fields),
+                          self._deadline)
 
     def send_url(self, operation: str, url: str, fields: Mapping[str, str]) -> RawAnswer:
         """``send`` to a whole URL: the file transfer lives on a host of its own
-        (``https://filedownload.95516.com/``, CHANNELS-ADDENDUM §1)."""
-        return self._post(operation, url, self.signed(fields))
+        (``https://filedownload.95516.com/``, CHANNELS-ADDENDUM §1), and its answer holds
+        the whole file: the download deadline applies."""
+        return self._post(operation, url, self.signed(fields), self._download_deadline)
 
-    def _post(self, operation: str, url: str, form: Mapping[str, str]) -> RawAnswer:
+    def _post(self, operation: str, url: str, form: Mapping[str, str],
+              deadline: float) -> RawAnswer:
         try:
-            resp = self._session.request("POST", url, data=form,
-                                         headers={"Content-Type": FORM},
-                                         timeout=self._timeout, allow_redirects=False)
+            resp = transport.exchange(self._session, "POST", url, data=form,
+                                      headers={"Content-Type": FORM}, connect=self._connect,
+                                      read=self._read, deadline=deadline)
         except requests.RequestException as exc:
             raise transport.classify(exc, channel=CHANNEL, operation=operation,
                                      label="UnionPay") from exc
-        return RawAnswer(operation, resp.status_code, resp.content)
+        return RawAnswer(operation, resp.http_status, resp.content)
 
     def decode(self, answer: RawAnswer, now: datetime) -> dict[str, str]:
         """Check the HTTP status, parse and verify; the verified fields or an error."""

@@ -11,8 +11,9 @@ Why a ``Core`` subclass instead of the SDK's ``request``: the SDK calls module-l
 bill download) and raises a bare ``Exception`` on an unverifiable answer. ``_GatewayCore``
 keeps the SDK's signing (``build_authorization``), verification (``_verify_signature``),
 field encryption and every endpoint function, and replaces only the transport: one pooled
-``requests.Session``, ``Request-ID`` kept on every answer (2xx or not), bounded bodies, the
-AFTER_SEND failpoint between answer and verification, typed errors.
+``requests.Session`` (``gateway.transport.session``), a total deadline on every request
+(the bill download its own, larger one), ``Request-ID`` kept on every answer (2xx or not),
+bounded bodies, the AFTER_SEND failpoint between answer and verification, typed errors.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ log = structlog.get_logger(__name__)
 
 CHANNEL: Final = Route.WECHATPAY.value
 REFUND_PATH: Final = "/v3/refund/domestic/refunds"          # CH §5.1
+CERTIFICATES_PATH: Final = "/v3/certificates"                # the SDK's _update_certificates
 USER_AGENT: Final = "refund-gateway (wechatpayv3 2.0.4)"
 SIGNATURE_TYPE: Final = "WECHATPAY2-SHA256-RSA2048"          # CH §2.4, §5.4
 MAX_JSON_BYTES: Final = 1 << 20        # refund/bill-URL answers are a few hundred bytes
@@ -82,14 +84,6 @@ class _Unverified(Exception):  # internal signal, never leaves this module
         self.http_status = http_status
 
 
-class _TooLarge(Exception):  # internal signal, never leaves this module
-    def __init__(self, request_id: str | None, http_status: int, limit: int) -> None:
-        super().__init__(f"answer larger than {limit} bytes")
-        self.request_id = request_id
-        self.http_status = http_status
-        self.limit = limit
-
-
 class _NoCertificateFetch(Exception):  # internal signal, never leaves this module
     """Certificate mode would have fetched /v3/certificates from the hard-coded host."""
 
@@ -110,10 +104,13 @@ class _GatewayCore(Core):  # type: ignore[misc] # the SDK is untyped
     """The SDK's ``Core`` with our transport (see the module docstring)."""
 
     def __init__(self, *, session: requests.Session, base_url: str,
-                 max_bill_bytes: int, **kwargs: Any) -> None:
+                 max_bill_bytes: int, deadline: float, download_deadline: float,
+                 **kwargs: Any) -> None:
         self._session = session
         self._base_url_set = False
         self._max_bill_bytes = max_bill_bytes
+        self._deadline = deadline
+        self._download_deadline = download_deadline
         super().__init__(**kwargs)
         self._gate_way = base_url
         self._base_url_set = True
@@ -164,36 +161,25 @@ class _GatewayCore(Core):  # type: ignore[misc] # the SDK is untyped
         sent["Authorization"] = build_authorization(
             path, method.value, self._mchid, self._cert_serial_no, self._private_key,
             data=sign_data if sign_data else (body or None))
-        resp = self._session.request(method.value, self._gate_way + path,
-                                     data=body.encode("utf-8") if body else None,
-                                     headers=sent, timeout=self._timeout, stream=True,
-                                     allow_redirects=False)
-        with resp:
-            request_id = resp.headers.get("Request-ID") or None
-            limit = self._max_bill_bytes if skip_verify else MAX_JSON_BYTES
-            content = _read(resp, limit, request_id)
+        connect, read = self._timeout
+        # The bill file (unsigned, CH §5.7) is big: its own limit and deadline. The SDK's
+        # certificate download skips verification too, but is a small JSON answer.
+        is_file = skip_verify and path.partition("?")[0] != CERTIFICATES_PATH
+        resp = transport.exchange(
+            self._session, method.value, self._gate_way + path,
+            data=body.encode("utf-8") if body else None, headers=sent,
+            connect=connect, read=read,
+            deadline=self._download_deadline if is_file else self._deadline,
+            limit=self._max_bill_bytes if is_file else MAX_JSON_BYTES)
+        request_id = resp.headers.get("Request-ID") or None
         if method == RequestType.POST and path == REFUND_PATH:
             failpoints.failpoint(failpoints.AFTER_SEND)
         is_json = "application/json" in resp.headers.get("Content-Type", "")
-        text = content.decode("utf-8", "replace")
-        if 200 <= resp.status_code < 300 and not skip_verify and \
+        text = resp.content.decode("utf-8", "replace")
+        if 200 <= resp.http_status < 300 and not skip_verify and \
                 not self._verify_signature(resp.headers, text):
-            raise _Unverified(request_id, resp.status_code)
-        return _SdkAnswer(resp.status_code, text if is_json else content, request_id)
-
-
-def _read(resp: requests.Response, limit: int, request_id: str | None) -> bytes:
-    declared = resp.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(request_id, resp.status_code, limit)
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in resp.iter_content(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge(request_id, resp.status_code, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+            raise _Unverified(request_id, resp.http_status)
+        return _SdkAnswer(resp.http_status, text if is_json else resp.content, request_id)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -266,12 +252,15 @@ class WechatPayClient:
                  public_key_pem: str | None = None, public_key_id: str | None = None,
                  cert_dir: str | None = None, notify_url: str | None = None,
                  session: requests.Session | None = None,
-                 max_bill_bytes: int = MAX_BILL_GZIP_BYTES) -> None:
+                 max_bill_bytes: int = MAX_BILL_GZIP_BYTES, deadline: float | None = None,
+                 download_deadline: float | None = None) -> None:
+        """``deadline`` bounds each call, ``download_deadline`` the bill file's download
+        (None: ``gateway.transport``'s defaults)."""
         self.mchid = mchid
         self.base_url = base_url.rstrip("/")    # CH §0 #2: no trailing slash
         self.notify_url = notify_url
         self.public_key_id = public_key_id
-        self._session = session or requests.Session()
+        self._session = session or transport.session()
         if (public_key_pem is None) != (public_key_id is None):
             raise ConfigurationError("public_key and public_key_id go together",
                                      setting="REFUND_GATEWAY_WECHATPAY__PUBLIC_KEY_ID")
@@ -298,8 +287,10 @@ class WechatPayClient:
             self._wx = WeChatPay(wechatpay_type=WeChatPayType.NATIVE, appid=appid,
                                  notify_url=notify_url, **common)
             # Same arguments, our transport (module docstring); replaces the SDK's Core.
-            self._wx._core = _GatewayCore(session=self._session, base_url=self.base_url,
-                                          max_bill_bytes=max_bill_bytes, **common)
+            self._wx._core = _GatewayCore(
+                session=self._session, base_url=self.base_url, max_bill_bytes=max_bill_bytes,
+                deadline=transport.call_deadline(connect_timeout, read_timeout, deadline),
+                download_deadline=transport.download_deadline(download_deadline), **common)
         except ConfigurationError:
             raise
         except _NoCertificateFetch as exc:
@@ -402,11 +393,11 @@ class WechatPayClient:
                                  channel=CHANNEL, operation=operation,
                                  http_status=exc.http_status, code="SIGNATURE_INVALID",
                                  request_id=exc.request_id) from None
-        except _TooLarge as exc:
+        except transport.AnswerTooLarge as exc:
             raise OutcomeUnknown(f"WeChat answer larger than {exc.limit} bytes",
                                  channel=CHANNEL, operation=operation,
                                  http_status=exc.http_status, code="ANSWER_TOO_LARGE",
-                                 request_id=exc.request_id) from None
+                                 request_id=exc.headers.get("Request-ID") or None) from None
         except requests.RequestException as exc:
             raise transport.classify(exc, channel=CHANNEL, operation=operation,
                                      label="WeChat") from exc
