@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -218,3 +219,56 @@ def test_resolve_loop_outlives_a_postgres_restart(cluster: OwnCluster, refund_sa
               statuses, loop_exit=code, cycle_failures=err.count("resolver.cycle_failed"))
     assert len(ids) == 4 and statuses == Counter({"succeeded": 4}), statuses
     assert code == 0
+
+
+@contextlib.contextmanager
+def small_filesystem(size: str = "4m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted for the test (root and a kernel that allows it)."""
+    where = Path(tempfile.mkdtemp(prefix="rg-small-fs-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(where)], capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        where.rmdir()
+        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+        where.rmdir()
+
+
+def test_sqlite_on_a_full_and_a_read_only_disk(refund_sandbox: SandboxServer, tmp_path: Path,
+                                               summary_path: Path) -> None:
+    with small_filesystem() as disk:
+        gw = gateway(refund_sandbox, tmp_path, f"sqlite:///{disk / 'gw.db'}")
+        seen: Counter[str] = Counter()
+        seen[outcome(lambda: gw.refund(alipay_request(refund_sandbox, "roomy")))] += 1
+        notes = refund_sandbox.pending_notifications()
+        filler = disk / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)   # fill the disk to the last block
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+        for i in range(3):
+            seen[outcome(lambda i=i: gw.refund(alipay_request(refund_sandbox,
+                                                              f"full-{i}")))] += 1
+        for note in notes:
+            ack = gw.handle_notification(note.route, note.headers, note.body)
+            seen[f"notification:{ack.http_status}"] += 1
+        filler.unlink()
+        seen[outcome(lambda: gw.refund(alipay_request(refund_sandbox, "freed")))] += 1
+        gw.store.engine.dispose()          # no file open for writing: remount allowed
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        seen[outcome(lambda: gw.refund(alipay_request(refund_sandbox, "read-only")))] += 1
+        gw.store.engine.dispose()
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        gw.close()
+    executed = Counter(r["channel_refund_no"] for r in refund_sandbox.state.truth())
+    summarise(summary_path, "sqlite on a full, then read-only, tmpfs", seen,
+              duplicates=sum(n > 1 for n in executed.values()))
+    assert [k for k in seen if k.startswith("LEAK")] == []
+    assert seen["succeeded"] == 2                       # before, and once freed
+    # full: refused before any call, or (if the disk filled between) unknown, never a leak
+    assert seen["StoreUnavailable"] + seen["OutcomeUnknown"] == 4
+    assert all(k == "notification:503" for k in seen if k.startswith("notification"))
