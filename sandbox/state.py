@@ -37,7 +37,11 @@ ALIPAY_GATEWAY_FAULTS = ("invalid_signature", "invalid_app_id", "missing_paramet
 # UnionPay answer codes the bank-card sandbox can be told to answer with, one kind per
 # code of CHANNELS-ADDENDUM §2 ("resp_code_A6" ...); what each does: sandbox/unionpay.py
 # "Fault kinds resp_code_<code>". Other routes ignore them.
-UNIONPAY_CODES = ("A6", "02", "03", "04", "05", "06", "12", "34", "37")
+# The addendum's final-failure row too: a refund refused with that code, nothing executed.
+UNIONPAY_FAILURE_CODES = ("01", "10", "11", "13", "30", "31", "32", "33", "35", "36", "38",
+                          "39", "45", "60", "61", "62", "63", "99")
+UNIONPAY_CODES = ("A6", "02", "03", "04", "05", "06", "12", "34", "37",
+                  *UNIONPAY_FAILURE_CODES)
 RESP_CODE_FAULTS = tuple(f"resp_code_{code}" for code in UNIONPAY_CODES)
 FAULT_KINDS = (*FRAMEWORK_FAULTS, "rate_limited", "abnormal", "bad_signature",
                "duplicate_notification", "out_of_order_notification",

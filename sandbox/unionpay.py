@@ -54,10 +54,14 @@ refund succeeded). ``05`` 交易已受理，请稍后查询交易结果 (origRes
 query again). ``06`` 系统繁忙，请稍后再试 (fault ``rate_limited``, refund or query: NOTHING
 executed; resending the same orderId + txnTime later is safe and executes once).
 ``10`` 报文格式错误 (a field has a bad value). ``11`` 验证签名失败 (bad signature or certId
-not the merchant's). ``12`` 重复交易 (orderId already used with different content: merId,
-txnTime, txnAmt, origQryId or currencyCode differ; same content gets the first answer
-again and nothing is executed twice). ``13`` 报文交易要素缺失 (a required field is
-missing). ``31`` 商户状态不正确 (merId is not the sandbox merchant). ``33`` 交易金额超限
+not the merchant's). ``12`` 重复交易[2010002] (the orderId is taken, addendum §2: by a
+refund already made under it, whether this is the same request resent - same orderId and
+txnTime - or other content; or by the consume itself, the mistake of
+lokielse/omnipay-unionpay#19/#22. Nothing is executed again, and the answer has no
+queryId: it is no proof of the first request, which the query of that orderId + txnTime
+tells; UnionPay keeps orderIds unique per day, the sandbox for good). ``13``
+报文交易要素缺失 (a required field is missing). ``31`` 商户状态不正确 (merId is not the
+sandbox merchant). ``33`` 交易金额超限
 (Σ refunds of the consume would exceed its amount; refunds that failed with 63 do not
 count). ``34`` 查无此交易 (query of an unknown refund). ``35`` 原交易不存在或状态不正确
 (origQryId unknown). ``63`` 卡状态不正确 (origRespCode and notification respCode of a refund
@@ -73,7 +77,9 @@ Fault kinds ``resp_code_<code>`` (CHANNELS-ADDENDUM §2 codes; ``sandbox.state.U
   ``resp_code_03`` 交易通讯超时 / ``_04`` 交易状态未明 / ``_05`` 交易已受理 / ``_12`` 重复交易:
   the refund IS executed (accepted, then as the Settle rule says), but the answer carries
   only that code and no queryId: the query tells the truth. ``resp_code_02`` 系统未开放 /
-  ``_06`` 系统繁忙 / ``_37`` 过于频繁 / ``_34``: NOTHING executed, answered with the code.
+  ``_06`` 系统繁忙 / ``_37`` 过于频繁 / ``_34``, and every code of the addendum's
+  final-failure row (``sandbox.state.UNIONPAY_FAILURE_CODES``: ``resp_code_63`` 卡状态不正确
+  ...): NOTHING executed, answered with the code.
 * operation ``query``: ``resp_code_A6``: a refund that has succeeded is answered (now and
   later, notifications too) with origRespCode A6. Any other: the query's own respCode is
   that code, with no origRespCode, and the refund does not progress.
@@ -88,7 +94,8 @@ origRespCode 00. On that change a back notification is sent.
 
 Back notification: form POST (``application/x-www-form-urlencoded; charset=UTF-8``) to
 the refund's ``backUrl`` (``/_sandbox/config`` notify_url for ``bankcard`` overrides it),
-retried on non-2xx, signed as above with signPubKeyCert. Fields: version, encoding,
+retried on non-2xx, signed as above with signPubKeyCert. Fields: version, encoding (as
+the refund request spelled it: ``utf-8`` stays ``utf-8``; inferred, UNCONFIRMED),
 signMethod, txnType 04, txnSubType 00, bizType 000201, accessType 0, merId, orderId,
 txnTime, txnAmt, currencyCode, queryId, origQryId, respCode (00 | 63; A6 or another code
 under a ``resp_code_*`` fault), respMsg,
@@ -144,7 +151,7 @@ MESSAGES = {
     "06": "系统繁忙，请稍后再试",
     "10": "报文格式错误",
     "11": "验证签名失败",
-    "12": "重复交易",
+    "12": "重复交易[2010002]",       # addendum §2: yansongda/pay, lokielse#19/#22
     "13": "报文交易要素缺失",
     "31": "商户状态不正确",
     "33": "交易金额超限",
@@ -157,6 +164,18 @@ MESSAGES = {
     "03": "交易通讯超时，请发起查询交易",
     "04": "交易状态未明，请查询对账结果",
     "37": "超过最大查询次数或操作过于频繁",
+    # ... and its final-failure row (UNIONPAY_FAILURE_CODES), in the addendum's words.
+    "01": "交易失败",
+    "30": "未通过",
+    "32": "无此权限",
+    "36": "与原交易信息不符",
+    "38": "风险受限",
+    "39": "不在受理时间",
+    "45": "原交易已被成功退货或撤销",
+    "60": "发卡行失败",
+    "61": "卡号无效",
+    "62": "发卡行不支持该商户",
+    "99": "通用错误",
 }
 # resp_code_* faults on a refund after which the refund has been executed (addendum §2:
 # accepted / unknown / duplicate); the rest leave nothing executed.
@@ -312,11 +331,10 @@ class UnionPayChannel(Channel):
         order_id = fields["orderId"]
         settled: Refund | None = None
         with self.state.lock:
-            existing = self.state.refunds.get((self.route, order_id))
-            if existing is not None:
-                if existing.request_fingerprint != fingerprint:
-                    return {**echo, "respCode": "12"}
-                return {**echo, "queryId": existing.channel_refund_id, "respCode": "00"}
+            if (self.route, order_id) in self.state.refunds or any(
+                    p.route == self.route and p.merchant_order_no == order_id
+                    for p in self.state.payments.values()):
+                return {**echo, "respCode": "12"}       # taken: resent or other content
             payment = self.state.find_payment(self.route, trade_no=fields["origQryId"])
             if payment is None:
                 return {**echo, "respCode": "35"}
@@ -336,6 +354,7 @@ class UnionPayChannel(Channel):
                 abnormal=request.fault is not None and request.fault.kind == "abnormal",
                 extra={"txnTime": fields["txnTime"], "merId": fields["merId"],
                        "currencyCode": fields["currencyCode"],
+                       "encoding": fields["encoding"],      # as sent: the notice echoes it
                        "card_no": payment.card_no,
                        "reqReserved": fields.get("reqReserved", ""),
                        "settleDate": beijing.strftime("%m%d"),
@@ -430,7 +449,8 @@ class UnionPayChannel(Channel):
         forced = fault_code(self.state.take_fault(self.route, "notify", RESP_CODE_FAULTS))
         if forced is not None and (forced != WITH_DEFECTS or refund.status == "SUCCESS"):
             code = forced
-        fields.update(version="5.1.0", encoding="UTF-8", signMethod="01", txnType="04",
+        fields.update(version="5.1.0", encoding=refund.extra.get("encoding", "UTF-8"),
+                      signMethod="01", txnType="04",
                       txnSubType="00", bizType="000201", accessType="0", respCode=code,
                       respMsg=MESSAGES.get(code, "交易失败"))
         fault = self.state.take_fault(self.route, "notify", ("bad_signature",))

@@ -166,14 +166,18 @@ def test_answer_is_raw_kv_with_pinned_cert(client: Client) -> None:
 
 
 def test_repeat_is_idempotent_and_changed_repeat_refused(client: Client) -> None:
+    """Addendum §2: a taken orderId is 12 重复交易[2010002], resent as it was or changed;
+    nothing runs twice, and the first request's fate is the query's to tell."""
     pay = client.payment(10000)
     fields = client.refund_fields("R20260101A0003", pay["channel_trade_no"], 3000)
     first = client.refund(fields)
     again = client.refund(client.sign({k: v for k, v in fields.items() if k != "signature"}))
-    assert again["respCode"] == "00" and again["queryId"] == first["queryId"]
+    assert (again["respCode"], again["respMsg"]) == ("12", "重复交易[2010002]")
+    assert "queryId" not in again
     changed = client.refund(client.refund_fields("R20260101A0003", pay["channel_trade_no"],
                                                  3001, txn_time=fields["txnTime"]))
     assert changed["respCode"] == "12" and "queryId" not in changed
+    assert client.query("R20260101A0003", fields["txnTime"])["queryId"] == first["queryId"]
     [truth] = client.truth()
     assert (truth["executions"], truth["amount_fen"]) == (1, 3000)
 
@@ -278,7 +282,7 @@ def test_timeout_after_commit_executes_once(client: Client) -> None:
     with pytest.raises(requests.ReadTimeout):
         client.post("/gateway/api/backTransReq.do", fields, timeout=(2, 0.3))
     assert client.query("R20260101A0015", fields["txnTime"])["origRespCode"] == "00"
-    assert client.refund(fields)["respCode"] == "00"
+    assert client.refund(fields)["respCode"] == "12"       # 重复交易: never a second run
     [truth] = client.truth()
     assert truth["executions"] == 1
 

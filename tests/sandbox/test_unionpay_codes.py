@@ -47,8 +47,10 @@ def note_of(body: bytes, client: Client) -> dict[str, str]:
 
 
 def test_every_addendum_code_is_a_fault_kind() -> None:
+    failure_row = ("01", "10", "11", "13", "30", "31", "32", "33", "35", "36", "38", "39",
+                   "45", "60", "61", "62", "63", "99")
     assert {f"resp_code_{c}" for c in ("A6", "02", "03", "04", "05", "06", "12", "34",
-                                       "37")} == set(RESP_CODE_FAULTS)
+                                       "37", *failure_row)} == set(RESP_CODE_FAULTS)
     assert set(RESP_CODE_FAULTS) <= set(FAULT_KINDS)
 
 
@@ -105,8 +107,8 @@ def test_unknown_answers_are_executed_all_the_same(client: Client, code: str) ->
     assert truth["executions"] == 1
     query = client.query(ORDER, fields["txnTime"])
     assert (query["respCode"], query["origRespCode"]) == ("00", "00")
-    # the same orderId again executes nothing more
-    assert client.refund(fields)["respCode"] == "00"
+    # the same orderId again executes nothing more: 12 重复交易 (addendum §2)
+    assert client.refund(fields)["respCode"] == "12"
     assert [t["executions"] for t in client.truth()] == [1]
 
 
