@@ -99,6 +99,16 @@ class ResolverSettings(BaseModel):
 
 
 class ReceiptSettings(BaseModel):
+    """Transfer receipts (``reconciliation.receipts``). New receipts are signed with
+    ``signing_key`` (Ed25519, PEM PKCS#8 text or a path to one) under ``key_id`` (default:
+    derived from its public key). Keys rotate: ``public_keys`` maps the ids of earlier
+    signing keys to their public keys (PEM, or the 32 raw bytes in base64, as
+    ``receipt keys`` publishes them), so what they signed keeps verifying. ``hmac_key``
+    only verifies receipts issued before Ed25519 (HMAC-SHA256); it signs nothing new."""
+
+    signing_key: SecretStr | None = None
+    key_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    public_keys: dict[str, str] = Field(default_factory=dict)
     hmac_key: SecretStr | None = None
     platform_name: str = "refund-gateway"
 
