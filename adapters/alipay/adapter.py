@@ -188,6 +188,8 @@ def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
         gateway_url=alipay.gateway_url,
         connect_timeout=alipay.timeouts.connect,
         read_timeout=alipay.timeouts.read,
+        deadline=alipay.timeouts.deadline,
+        download_deadline=alipay.timeouts.download_deadline,
         clock=clock,
     )
     return AlipayAdapter(client)

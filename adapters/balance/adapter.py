@@ -169,5 +169,7 @@ def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
                                  setting="REFUND_GATEWAY_BALANCE__HMAC_KEY")
     client = WalletClient(base_url=cfg.base_url, hmac_key=key,
                           connect_timeout=cfg.timeouts.connect,
-                          read_timeout=cfg.timeouts.read)
+                          read_timeout=cfg.timeouts.read,
+                          deadline=cfg.timeouts.deadline,
+                          download_deadline=cfg.timeouts.download_deadline)
     return BalanceAdapter(client, clock)

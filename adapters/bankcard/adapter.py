@@ -214,7 +214,9 @@ def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
     client = UnionPayClient(base_url=cfg.base_url, mer_id=cfg.mer_id, cert_id=cfg.cert_id,
                             private_key=key, trust=trust,
                             connect_timeout=cfg.timeouts.connect,
-                            read_timeout=cfg.timeouts.read)
+                            read_timeout=cfg.timeouts.read,
+                            deadline=cfg.timeouts.deadline,
+                            download_deadline=cfg.timeouts.download_deadline)
     return BankcardAdapter(client, back_url=cfg.back_url, channel_type=cfg.channel_type,
                            trust=trust, clock=clock,
                            file_trans_url=files.file_trans_url(cfg.base_url,

@@ -357,6 +357,7 @@ def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
         mchid=cfg.mchid, appid=cfg.appid, private_key_pem=private_key,
         cert_serial_no=cfg.cert_serial_no, apiv3_key=apiv3, base_url=cfg.base_url,
         connect_timeout=cfg.timeouts.connect, read_timeout=cfg.timeouts.read,
+        deadline=cfg.timeouts.deadline, download_deadline=cfg.timeouts.download_deadline,
         public_key_pem=public_key, public_key_id=cfg.public_key_id if public_key else None,
         cert_dir=cfg.cert_dir, notify_url=cfg.notify_url)
     return WechatPayAdapter(client, clock=clock,
