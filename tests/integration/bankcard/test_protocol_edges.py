@@ -12,8 +12,6 @@ RefundGateway against the sandbox, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -24,18 +22,10 @@ from gateway.errors import ChannelAuthError, OutcomeUnknown
 from gateway.models import ChannelStatus, Refund
 from sandbox.state import UNIONPAY_FAILURE_CODES
 from tests.integration.bankcard.conftest import Receiver, fault, paid, settle, truth
+from tests.integration.bankcard.test_sandbox_codes import wait_for
 
 S = RefundStatus
 BANK = Route.BANKCARD
-
-
-def wait_for(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def bare_refund(payment: Payment, no: str) -> Refund:
