@@ -274,6 +274,24 @@ class ChannelResult:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One status change of a refund, as the refund service hears of it
+    (``RefundGateway.events_since`` / ``subscribe``). Delivered at least once: dedupe on
+    ``event_id``. ``cursor`` orders events; ``status_from`` is None for a new refund."""
+
+    cursor: int
+    event_id: str
+    refund_id: str
+    idempotency_key: str
+    merchant_order_no: str
+    route: Route
+    status_from: RefundStatus | None
+    status_to: RefundStatus
+    amount: Money
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class NotificationAck:
     """What to answer the channel's HTTP notification with."""
 

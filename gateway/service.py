@@ -13,8 +13,9 @@ channel refund number. Nothing is closed because of its age.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,12 +35,14 @@ from gateway.errors import (
     RerouteRefused,
     StoreUnavailable,
 )
+from gateway.events import run_consumer
 from gateway.lifecycle import Change, Failure, Source
 from gateway.models import (
     Attempt,
     ChannelResult,
     ChannelStatus,
     NotificationAck,
+    OutboxEvent,
     Refund,
     RefundEvent,
     RefundRequest,
@@ -327,6 +330,23 @@ class RefundGateway:
             self._announce(refund, change, "notification")
         ack = adapter.notification_ack(True)
         return NotificationAck(ack.http_status, ack.body, ack.content_type, refund.id, True)
+
+    def events_since(self, cursor: int = 0, limit: int = 100) -> list[OutboxEvent]:
+        """Status changes after ``cursor`` (an ``OutboxEvent.cursor``; 0 from the start),
+        oldest first: each refund's creation (PENDING) and every later status change,
+        written in the same transaction as the change."""
+        return self.store.events_since(cursor, limit)
+
+    def subscribe(self, handler: Callable[[Sequence[OutboxEvent]], None], *,
+                  consumer: str = "default", stop: threading.Event | None = None,
+                  batch: int = 100, poll_interval: float = 1.0) -> int:
+        """Call ``handler`` with every status change, in order, at least once, until
+        ``stop`` is set (blocking; run it in its own thread or process). The consumer's
+        cursor is committed after ``handler`` returns; dedupe on ``event_id``. Several
+        processes with one ``consumer`` name share the stream: one owns each batch."""
+        return run_consumer(self.store, handler, consumer=consumer,
+                            stop=stop or threading.Event(), batch=batch,
+                            poll_interval=poll_interval, clock=self._clock)
 
     def close(self) -> None:
         for adapter in self.adapters.values():

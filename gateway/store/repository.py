@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
@@ -35,6 +36,7 @@ from gateway.models import (
     ArrivalWindow,
     Attempt,
     EventKind,
+    OutboxEvent,
     Payment,
     Refund,
     RefundEvent,
@@ -44,7 +46,14 @@ from gateway.models import (
 )
 from gateway.money import Money
 from gateway.store.engine import sqlite_writer_turn
-from gateway.store.schema import attempts, payments, refund_events, refunds
+from gateway.store.schema import (
+    attempts,
+    outbox_consumers,
+    payments,
+    refund_events,
+    refund_events_outbox,
+    refunds,
+)
 from gateway.store.statements import (
     Prepared,
     counting_clause,
@@ -97,6 +106,7 @@ class RefundStore:
         self.engine = engine
         self.sync_every_outcome = sync_every_outcome
         self._pg = engine.dialect.name == "postgresql"
+        self._sqlite = engine.dialect.name == "sqlite"
         self._s = build_statements(engine.dialect)
         self._read_ts = read_ts_pg if self._pg else read_ts_sqlite
         self._read_date = read_date_pg if self._pg else read_date_sqlite
@@ -439,6 +449,7 @@ class RefundStore:
                     request_json=_dumps(request.canonical()), payment_id=payment_id,
                     route=request.payment.route, amount=request.amount,
                     reason=request.reason, channel_refund_no=channel_refund_no,
+                    merchant_order_no=request.payment.merchant_order_no,
                     next_check_at=next_check_at, arrival=arrival, rerouted_from=None,
                     now=now, first_event=(EventKind.REQUESTED, {
                         "idempotency_key": request.idempotency_key,
@@ -518,6 +529,7 @@ class RefundStore:
     def _insert_refund(self, conn: Connection, *, refund_id: str, key: str, fingerprint: str,
                        request_json: str, payment_id: int, route: Route, amount: Money,
                        reason: str, channel_refund_no: str, next_check_at: datetime,
+                       merchant_order_no: str,
                        arrival: ArrivalWindow | None, rerouted_from: str | None,
                        now: datetime, first_event: tuple[EventKind, Mapping[str, Any]]
                        ) -> None:
@@ -540,6 +552,20 @@ class RefundStore:
         kind, data = first_event
         self._append_events(conn, refund_id, now, [(kind, data, None, RefundStatus.PENDING)],
                             first_seq=1)
+        self._outbox(conn, refund_id=refund_id, key=key, merchant_order_no=merchant_order_no,
+                     route=route, status_from=None, status_to=RefundStatus.PENDING,
+                     amount=amount, now=now)
+
+    def _outbox(self, conn: Connection, *, refund_id: str, key: str, merchant_order_no: str,
+                route: Route, status_from: RefundStatus | None, status_to: RefundStatus,
+                amount: Money, now: datetime) -> None:
+        """The refund service's copy of a status change, in the change's transaction."""
+        self._s.insert_outbox.run(conn, {
+            "event_id": str(uuid.uuid4()), "refund_id": refund_id, "idempotency_key": key,
+            "merchant_order_no": merchant_order_no, "route": route.value,
+            "status_from": status_from.value if status_from else None,
+            "status_to": status_to.value, "amount_minor": amount.minor,
+            "currency": amount.currency, "at": now}).close()
 
     def _apply(self, conn: Connection, current: Refund, change: Change, now: datetime,
                events: list[_EventRow]) -> Refund:
@@ -577,6 +603,10 @@ class RefundStore:
             events.append((EventKind.STATUS_CHANGED,
                            {"reason": written.get("failure_code") or ""},
                            current.status, target))
+            self._outbox(conn, refund_id=current.id, key=current.idempotency_key,
+                         merchant_order_no=current.payment.merchant_order_no,
+                         route=current.route, status_from=current.status, status_to=target,
+                         amount=current.amount, now=now)
         if not columns:
             return current
         after: dict[str, Any] = {**written, "updated_at": now,
@@ -617,6 +647,7 @@ class RefundStore:
                                  "amount_minor": str(original.amount.minor)}),
             payment_id=int(payment_id), route=route, amount=original.amount,
             reason=original.reason, channel_refund_no=new_id, next_check_at=now,
+            merchant_order_no=original.payment.merchant_order_no,
             arrival=arrival, rerouted_from=original.id, now=now,
             first_event=(EventKind.REROUTE_OF, {
                 "original": original.id, "original_route": original.route.value,
@@ -701,6 +732,74 @@ class RefundStore:
         """The ``notifications`` row of one key (kept to 128 characters)."""
         return {"route": route.value, "dedupe_kind": kind, "dedupe_key": key[:128],
                 "refund_id": refund_id, "received_at": now, "outcome": outcome}
+
+    # -- the outbox -------------------------------------------------------------------
+    def events_since(self, cursor: int, limit: int) -> list[OutboxEvent]:
+        """Status changes after ``cursor``, oldest first (at most ``limit``)."""
+        o = refund_events_outbox.c
+        with self._tx(readonly=True) as conn:
+            rows = conn.execute(select(refund_events_outbox).where(o.id > cursor)
+                                .order_by(o.id).limit(limit)).all()
+        return [OutboxEvent(
+            cursor=int(r.id), event_id=r.event_id, refund_id=r.refund_id,
+            idempotency_key=r.idempotency_key, merchant_order_no=r.merchant_order_no,
+            route=Route(r.route),
+            status_from=RefundStatus(r.status_from) if r.status_from else None,
+            status_to=RefundStatus(r.status_to), amount=Money(r.amount_minor, r.currency),
+            at=r.at) for r in rows]
+
+    def claim_consumer(self, name: str, *, owner: str, now: datetime,
+                       lease: timedelta) -> int | None:
+        """Take (or keep) the lease of consumer ``name``; its position, or None while
+        another owner's lease runs. Several processes with one name: one owns a batch."""
+        c = outbox_consumers.c
+        with self._tx() as conn:
+            q = select(outbox_consumers).where(c.name == name)
+            row = conn.execute(q.with_for_update() if not self._sqlite else q).first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(outbox_consumers.insert().values(
+                            name=name, position=0, owner=owner, lease_until=now + lease,
+                            updated_at=now))
+                except IntegrityError:
+                    return None          # another process created it this instant
+                return 0
+            if row.owner not in (None, owner) and row.lease_until is not None \
+                    and row.lease_until > now:
+                return None
+            conn.execute(update(outbox_consumers).where(c.name == name).values(
+                owner=owner, lease_until=now + lease, updated_at=now))
+            return int(row.position)
+
+    def advance_consumer(self, name: str, *, owner: str, position: int, now: datetime,
+                         lease: timedelta) -> bool:
+        """Commit the consumer's cursor after its handler returned; False if this owner
+        lost the lease meanwhile (another process will redeliver from the old cursor)."""
+        c = outbox_consumers.c
+        with self._tx() as conn:
+            done = conn.execute(update(outbox_consumers).where(
+                c.name == name, c.owner == owner).values(
+                position=func.greatest(c.position, position) if not self._sqlite
+                else func.max(c.position, position),
+                lease_until=now + lease, updated_at=now))
+            return bool(done.rowcount)
+
+    def release_consumer(self, name: str, *, owner: str, now: datetime) -> None:
+        c = outbox_consumers.c
+        with self._tx() as conn:
+            conn.execute(update(outbox_consumers).where(c.name == name, c.owner == owner)
+                         .values(owner=None, lease_until=None, updated_at=now))
+
+    def prune_outbox(self, *, before: datetime) -> int:
+        """Delete events older than ``before`` that every consumer has read."""
+        o, c = refund_events_outbox.c, outbox_consumers.c
+        with self._tx() as conn:
+            slowest = conn.execute(select(func.min(c.position))).scalar()
+            cond = o.at < before
+            if slowest is not None:
+                cond = and_(cond, o.id <= slowest)
+            return int(conn.execute(refund_events_outbox.delete().where(cond)).rowcount)
 
     def sum_counting(self, route: Route, merchant_order_no: str) -> Money | None:
         """Σ of the refunds that still count against the payments of one merchant order

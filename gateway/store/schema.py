@@ -114,3 +114,32 @@ notifications = Table(
     Column("outcome", String(32), nullable=False),
     UniqueConstraint("route", "dedupe_kind", "dedupe_key", name="uq_notifications_dedupe"),
 )
+
+# The transactional outbox (DESIGN "Events"): one row per status change of a refund,
+# written in the same transaction as the change. ``id`` is the cursor consumers follow.
+refund_events_outbox = Table(
+    "refund_events_outbox", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("refund_id", String(32), nullable=False),
+    Column("idempotency_key", String(128), nullable=False),
+    Column("merchant_order_no", String(64), nullable=False),
+    Column("route", String(16), nullable=False),
+    Column("status_from", String(16)),
+    Column("status_to", String(16), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_outbox_at", "at"),
+)
+
+# One durable cursor per consumer name; ``owner`` + ``lease_until`` make one process the
+# owner of the next batch when several consumers share a name.
+outbox_consumers = Table(
+    "outbox_consumers", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False, default=0),
+    Column("owner", String(64)),
+    Column("lease_until", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

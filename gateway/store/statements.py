@@ -26,7 +26,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 from gateway.models import RefundStatus
-from gateway.store.schema import attempts, notifications, payments, refund_events, refunds
+from gateway.store.schema import (
+    attempts,
+    notifications,
+    payments,
+    refund_events,
+    refund_events_outbox,
+    refunds,
+)
 
 RELEASED = [s.value for s in RefundStatus if not s.counts_against_payment]
 
@@ -183,6 +190,7 @@ class Statements:
     insert_events: Prepared           # every refund_events column but id
     append_event: Prepared            # the same but seq: the refund's last seq + 1
     insert_attempt: Prepared          # every attempts column but id
+    insert_outbox: Prepared           # every refund_events_outbox column but id
     insert_notification: Prepared     # notification columns; returns id, none on a dup
     delete_notification: Prepared     # nid: an event id kept for a refused notification
     _updates: dict[frozenset[str], Prepared] = field(default_factory=dict)
@@ -266,6 +274,7 @@ def build(dialect: Dialect) -> Statements:
         insert_events=p(_insert_all(refund_events, skip=("id",))),
         append_event=p(_append_event()),
         insert_attempt=p(_insert_all(attempts, skip=("id",))),
+        insert_outbox=p(_insert_all(refund_events_outbox, skip=("id",))),
         insert_notification=p(notice),
         delete_notification=p(notifications.delete().where(
             notifications.c.id == bindparam("nid"))),
