@@ -147,6 +147,6 @@ def test_prune_keeps_what_a_consumer_has_not_read(gw: RefundGateway) -> None:
     stop.set()
     t.join(5)
     gw.refund(request("k2", 100, order="O2"))      # not read by "svc" yet
-    pruned = gw.store.prune_outbox(before=gw._clock() + timedelta(days=1))  # noqa: SLF001
+    pruned = gw.store.prune_outbox(before=gw._clock() + timedelta(days=1))
     assert pruned == len(seen)
     assert [e.idempotency_key for e in gw.events_since(0, 100)] == ["k2", "k2"]
