@@ -87,7 +87,7 @@ def test_public_api_is_pinned() -> None:
         "ChannelAdapter", "ChannelAuthError", "ChannelError", "ChannelResult",
         "ChannelStatus", "ChannelUnavailable", "ConfigurationError", "GatewayError",
         "GatewaySettings", "IdempotencyConflict", "InvalidRequest", "Money",
-        "NotificationAck", "OutcomeUnknown", "OverRefund", "Payment", "Refund",
+        "NotificationAck", "OutboxEvent", "OutcomeUnknown", "OverRefund", "Payment", "Refund",
         "RefundEvent", "RefundGateway", "RefundNotFound", "RefundRequest", "RefundStatus",
         "RerouteRefused", "ResolveReport", "Route", "SignatureInvalid", "StatementError",
         "StoreUnavailable"]
