@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -130,6 +131,13 @@ class _HTTPServer(ThreadingHTTPServer):
     # fault under load) would wait on SYN retries instead of being accepted at once.
     request_queue_size = 512
     sandbox: SandboxServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up before its (delayed, stalled or cut) answer is no error:
+        it gave up, as clients do. Anything else is printed as usual."""
+        if isinstance(sys.exc_info()[1], ConnectionError):   # broken pipe, reset
+            return
+        super().handle_error(request, client_address)
 
 
 class SandboxServer:
