@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from gateway import Money, Payment, RefundGateway, RefundRequest, RefundStatus, Route
-from gateway.errors import OutcomeUnknown
+from gateway.clock import to_beijing
+from gateway.errors import OutcomeUnknown, StatementError
 from sandbox.server import SandboxServer
 from tests.integration.contract import test_adapter_contract as contract
 from tests.integration.contract.test_adapter_contract import ROUTES
@@ -120,3 +121,25 @@ def test_a_query_answer_cut_halfway(gw: RefundGateway, sandbox_url: str, route: 
         gw.adapters[route].query(refund)
     assert gw.sync(refund.id).status is S.SUCCEEDED          # and nothing changed
     assert executions(sandbox_url, route) == [1]
+
+
+# The request that carries a route's statement file: a separate file fetch for Alipay and
+# WeChat (their statement answer is a link), the statement answer itself for the others.
+FILE_OPERATION = {Route.ALIPAY: "download", Route.WECHATPAY: "download",
+                  Route.BANKCARD: "statement", Route.BALANCE: "statement"}
+
+
+def test_a_statement_file_cut_halfway_is_never_read(
+        gw: RefundGateway, sandbox_url: str, route: Route,
+        new_payment: Callable[[], Payment]) -> None:
+    """Half a ZIP, gzip or CSV must not reach reconciliation as if it were the day."""
+    refund = gw.refund(ask(new_payment()))
+    assert settled(gw, refund.id) is S.SUCCEEDED
+    day = to_beijing(refund.created_at).date()
+    adapter = gw.adapters[route]
+    whole = adapter.download_statement(day)
+    assert whole
+    fault(sandbox_url, route, FILE_OPERATION[route], "truncated_body")
+    with pytest.raises((OutcomeUnknown, StatementError)):
+        adapter.download_statement(day)
+    assert adapter.download_statement(day) == whole
