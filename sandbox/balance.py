@@ -56,7 +56,10 @@ Errors: ``{"code": ..., "message": ...}``. 400 ``INVALID_REQUEST``, 401 as above
 ``NOT_FOUND``, 409 ``IDEMPOTENCY_CONFLICT``, 429 ``RATE_LIMITED`` (fault ``rate_limited``,
 refund or query: nothing done, retry later), 500 ``SYSTEM_ERROR`` (fault ``http_500``:
 nothing done). Only 200 means credited; 403/409/400 are refusals; 401/429/500 and
-transport errors leave the outcome to a ``GET`` (or a resend with the same body).
+transport errors leave the outcome to a ``GET`` (or a resend with the same body). The
+connection faults of ``sandbox.server`` (``timeout_after_commit``, ``drop_before_commit``,
+``truncated_body``, ``latency``) apply to refund, query and ledger (operation
+``statement``) alike.
 
 Ledger CSV (``GET {base}/v1/ledger/{YYYY-MM-DD}``, also ``statement(day)``)
 -----------------------------------------------------------------------------
