@@ -18,7 +18,9 @@ download, or omitted for all of them):
   channel, so a client that gives up early has left before the refund executes (it
   still executes); ``after``: the request executes at once and the answer waits.
   Stacks with every other fault (a slow 500, a slow cut body). ``"count": null`` delays
-  every matching request until reset; with no operation it covers the whole route.
+  every matching request until reset; with no operation it covers every refund,
+  query, statement and download request of the route (WeChat's apply-abnormal-refund
+  takes no faults).
 
 Every connection has its own thread (``ThreadingHTTPServer``) and nothing holds the
 state lock while stalling or delaying, so N concurrent requests under a 150 ms latency
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import threading
 import time
@@ -43,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sandbox.channel import Channel
 from sandbox.control import handle_control
@@ -214,8 +219,10 @@ class SandboxServer:
         return f"{self.url}{INBOX_PATH}{route}"
 
     def write_env_file(self, path: str | Path) -> Path:
+        """The settings, plus a fresh Ed25519 receipt signing key and its key id, so the
+        gateway pointed at this sandbox makes transfer receipts (``receipt`` needs one)."""
         lines = ["# Written by `refund-gateway sandbox serve`: sandbox keys, never real ones."]
-        for key, value in sorted(self.settings().items()):
+        for key, value in sorted({**self.settings(), **receipt_settings()}.items()):
             lines.append(f"{key}={json.dumps(value)}")   # "\n" escapes survive dotenv
         target = Path(path)
         target.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -309,3 +316,13 @@ class SandboxServer:
                 self._deliver_once()
             except Exception:  # noqa: S112 - delivery must never kill the sandbox
                 continue
+
+
+def receipt_settings() -> dict[str, str]:
+    """A sandbox receipt signing key (Ed25519, PEM PKCS#8) and its key id: new each time,
+    like every sandbox key, so receipts made against the sandbox verify only with it."""
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode("ascii")
+    return {"REFUND_GATEWAY_RECEIPTS__SIGNING_KEY": pem,
+            "REFUND_GATEWAY_RECEIPTS__KEY_ID": f"sandbox-{secrets.token_hex(4)}"}
