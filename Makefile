@@ -12,7 +12,7 @@ export no_proxy := 127.0.0.1,localhost
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,postgres]'
+	$(BIN)/pip install -q -e '.[dev,postgres,mysql]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

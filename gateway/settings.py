@@ -30,6 +30,15 @@ class Timeouts(BaseModel):
     however slowly its answer trickles (issue 16 #5), past it the outcome is unknown.
     ``download_deadline`` bounds one statement/bill file download. None: the defaults of
     ``gateway.transport`` (connect + read + 2; 600).
+
+    Attributes:
+        connect: seconds to make the connection; failing it proves nothing was sent
+            (``ChannelUnavailable``, resent at once).
+        read: seconds any one socket read may wait (not the whole answer).
+        deadline: seconds one channel call may take in all, however slowly the answer
+            trickles; past it the call is abandoned as ``OutcomeUnknown``
+            (``DEADLINE_EXCEEDED``): queried before any resend. Unset: connect + read + 2.
+        download_deadline: the same for one statement or bill file download. Unset: 600.
     """
 
     connect: float = Field(3.0, gt=0, le=60)
@@ -39,6 +48,20 @@ class Timeouts(BaseModel):
 
 
 class AlipaySettings(BaseModel):
+    """Alipay OpenAPI (RSA2, CH §1): the app and the keys.
+
+    Attributes:
+        app_id: the Alipay app's id.
+        app_private_key: the app's RSA private key (PEM, PKCS#1 or PKCS#8), signs requests.
+        alipay_public_key: Alipay's public key (PEM): verifies answers and notifications.
+        gateway_url: the gateway's URL (Alipay's own by default; the sandbox's in its env
+            file).
+        notify_url: where Alipay sends refund notifications (your endpoint). The sandbox
+            points it at its own inbox until you set it.
+        sign_type: the signature type: RSA2 only.
+        timeouts: this route's timeouts.
+    """
+
     app_id: str
     app_private_key: SecretStr
     alipay_public_key: SecretStr
@@ -49,6 +72,26 @@ class AlipaySettings(BaseModel):
 
 
 class WechatPaySettings(BaseModel):
+    """WeChat Pay API v3 (CH §5), public-key mode by default.
+
+    Attributes:
+        mchid: the merchant id.
+        appid: the app id the payments were made under.
+        private_key: the merchant API private key (PEM): signs requests.
+        cert_serial_no: the serial number of the merchant API certificate.
+        apiv3_key: the API v3 key (32 bytes): decrypts notifications and certificates.
+        public_key: WeChat Pay's public key (PEM), public-key mode (CH §0 #3).
+        public_key_id: its id (``PUB_KEY_ID_...``), sent as ``Wechatpay-Serial``.
+        cert_dir: certificate mode instead: a directory of WeChat platform certificates
+            (``*.pem``).
+        base_url: the API's base URL (WeChat's own by default).
+        notify_url: where WeChat sends refund notifications (your endpoint). The sandbox
+            points it at its own inbox until you set it.
+        notification_max_skew_seconds: how far a notification's timestamp may be from
+            now before it is refused as stale.
+        timeouts: this route's timeouts.
+    """
+
     mchid: str
     appid: str
     private_key: SecretStr
@@ -64,6 +107,23 @@ class WechatPaySettings(BaseModel):
 
 
 class BankcardSettings(BaseModel):
+    """UnionPay online gateway 5.1.0 (CH §6): the merchant and the keys.
+
+    Attributes:
+        mer_id: the UnionPay merchant id (``merId``).
+        private_key: the merchant's signing key (PEM), from its PFX certificate.
+        cert_id: the serial number of the merchant's signing certificate (``certId``).
+        unionpay_public_key: UnionPay's signing certificate or public key (PEM): pinned,
+            verifies answers and back notifications.
+        base_url: the gateway's base URL (UnionPay's own by default).
+        file_trans_url: the settlement-file host; unset: UnionPay's, derived from
+            ``base_url`` (CHANNELS-ADDENDUM §1).
+        back_url: where UnionPay sends back notifications (``backUrl``, mandatory on a
+            refund). The sandbox points it at its own inbox until you set it.
+        channel_type: UnionPay's ``channelType`` (07 internet, 08 mobile).
+        timeouts: this route's timeouts.
+    """
+
     mer_id: str
     private_key: SecretStr
     cert_id: str
@@ -78,13 +138,28 @@ class BankcardSettings(BaseModel):
 
 
 class BalanceSettings(BaseModel):
+    """The platform wallet service (the balance route); it credits ``Payment.user_id``.
+
+    Attributes:
+        base_url: the wallet service's base URL.
+        hmac_key: the HMAC-SHA256 key requests are signed with.
+        timeouts: this route's timeouts (shorter: the wallet is in-house).
+    """
+
     base_url: str
     hmac_key: SecretStr
     timeouts: Timeouts = Timeouts(connect=1.0, read=5.0)
 
 
 class RetrySettings(BaseModel):
-    """Inline retries of a submit for provably-unsent calls (ChannelUnavailable)."""
+    """Inline retries of a submit for provably-unsent calls (ChannelUnavailable).
+
+    Attributes:
+        max_attempts: tries of one submit in all (1: no inline resend).
+        initial_backoff: seconds before the first resend (then doubling, jittered).
+        max_backoff: the longest wait between two tries.
+        max_total_seconds: the most time spent on one submit's tries.
+    """
 
     max_attempts: int = Field(3, ge=1, le=10)
     initial_backoff: float = Field(0.2, ge=0, le=10)
@@ -93,6 +168,15 @@ class RetrySettings(BaseModel):
 
 
 class ResolverSettings(BaseModel):
+    """The resolver (``refund-gateway resolve``, ``RefundGateway.resolve_due``).
+
+    Attributes:
+        first_check_seconds: seconds after an unknown outcome before the first query
+            (Alipay: at least 10 s after the refund call).
+        lease_seconds: how long refunds claimed by one resolver are hidden from others.
+        batch_size: refunds claimed per cycle.
+    """
+
     first_check_seconds: int = Field(10, ge=0, le=60)   # Alipay: query >= 10 s after refund
     lease_seconds: int = Field(120, ge=5, le=3600)      # claimed refunds hidden from peers
     batch_size: int = Field(100, ge=1, le=10_000)
@@ -104,7 +188,15 @@ class ReceiptSettings(BaseModel):
     derived from its public key). Keys rotate: ``public_keys`` maps the ids of earlier
     signing keys to their public keys (PEM, or the 32 raw bytes in base64, as
     ``receipt keys`` publishes them), so what they signed keeps verifying. ``hmac_key``
-    only verifies receipts issued before Ed25519 (HMAC-SHA256); it signs nothing new."""
+    only verifies receipts issued before Ed25519 (HMAC-SHA256); it signs nothing new.
+
+    Attributes:
+        signing_key: the Ed25519 private key new receipts are signed with.
+        key_id: the id printed with the signature (default: derived from the key).
+        public_keys: earlier keys' ids -> public keys, so their receipts keep verifying.
+        hmac_key: verifies receipts issued before Ed25519 (signs nothing new).
+        platform_name: the issuer's name printed on receipts.
+    """
 
     signing_key: SecretStr | None = None
     key_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")
@@ -114,6 +206,30 @@ class ReceiptSettings(BaseModel):
 
 
 class GatewaySettings(BaseSettings):
+    """All settings: environment ``REFUND_GATEWAY_...`` (nested with ``__``), ``.env``
+    (or the file given to ``load_settings``), then TOML at ``REFUND_GATEWAY_CONFIG_FILE``.
+
+    Attributes:
+        database_url: the store: ``sqlite:///refund-gateway.db`` (a file in the working
+            directory) or ``postgresql+psycopg://user@host/db`` (several processes;
+            ``pip install 'refund-gateway[postgres]'``).
+        auto_migrate: create or migrate the schema on first use; false: a schema that
+            is not current is a ``ConfigurationError`` (run ``refund-gateway db upgrade``).
+        sync_every_outcome: commit every outcome record with a full sync, not only
+            reservations and final outcomes (README "Durability").
+        database_lock_timeout: SQLite: seconds a write waits for the file's write lock
+            before ``StoreUnavailable``.
+        log_format: ``json``, ``console``, or ``auto`` (console on a terminal).
+        log_level: the log level (``INFO``, ``WARNING``, ...).
+        retry: inline resends of provably-unsent submits.
+        resolver: the resolver's cadence.
+        receipts: transfer receipts' keys.
+        alipay: the Alipay route; unset: disabled.
+        wechatpay: the WeChat Pay route; unset: disabled.
+        bankcard: the bank-card (UnionPay) route; unset: disabled.
+        balance: the platform-balance route; unset: disabled.
+    """
+
     model_config = SettingsConfigDict(
         env_prefix="REFUND_GATEWAY_",
         env_nested_delimiter="__",
@@ -143,8 +259,9 @@ class GatewaySettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_backend(cls, v: str) -> str:
-        if not (v.startswith("sqlite") or v.startswith("postgresql")):
-            raise ValueError("database_url must be sqlite:///PATH or postgresql+psycopg://...")
+        if not v.startswith(("sqlite", "postgresql", "mysql", "mariadb")):
+            raise ValueError("database_url must be sqlite:///PATH, "
+                             "postgresql+psycopg://... or mysql+pymysql://...")
         return v
 
     @classmethod
@@ -156,6 +273,8 @@ class GatewaySettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The order settings are read in (pydantic-settings hook): keyword arguments,
+        the environment, the env file, then ``REFUND_GATEWAY_CONFIG_FILE``'s TOML."""
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings,
                                                      dotenv_settings]
         toml_path = os.environ.get("REFUND_GATEWAY_CONFIG_FILE")
@@ -165,6 +284,7 @@ class GatewaySettings(BaseSettings):
         return tuple(sources)
 
     def route_settings(self, route: str) -> BaseModel | None:
+        """The settings of ``route`` (a ``Route`` value); None when it is not enabled."""
         value = getattr(self, route, None)
         return value if isinstance(value, BaseModel) else None
 

@@ -15,13 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
 PG_URL = os.environ.get("REFUND_GATEWAY_TEST_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("REFUND_GATEWAY_TEST_MYSQL_URL",
+                           "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,11 +62,32 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """A fresh database per test on the MySQL/MariaDB server at MYSQL_URL."""
+    if os.environ.get("REFUND_GATEWAY_TEST_MYSQL") == "skip":
+        pytest.skip("REFUND_GATEWAY_TEST_MYSQL=skip")
+    name = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(MYSQL_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield str(make_url(MYSQL_URL).set(database=name).render_as_string(
+            hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mariadb", marks=pytest.mark.mysql)])
 def database_url(request: pytest.FixtureRequest) -> str:
-    """Parametrises a test over both stores."""
+    """Parametrises a test over the three stores."""
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
+    if request.param == "mariadb":
+        return str(request.getfixturevalue("mysql_url"))
     return str(request.getfixturevalue("pg_url"))
 
 

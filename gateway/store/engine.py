@@ -54,10 +54,32 @@ def make_engine(url: str, *, pool_size: int = 5,
         if parsed.drivername == "postgresql":
             url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(
                 hide_password=False))
+        _require_driver("psycopg", "postgres")
         return create_engine(url, pool_size=pool_size, max_overflow=pool_size,
                              pool_pre_ping=True)
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        # MySQL 8 / MariaDB 10.6+ through PyMySQL. READ COMMITTED, as on PostgreSQL: the
+        # store's decisions read under row locks (FOR UPDATE), never a stale snapshot.
+        parsed = parsed.set(drivername="mysql+pymysql")
+        if "charset" not in parsed.query:
+            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+        _require_driver("pymysql", "mysql")
+        return create_engine(parsed.render_as_string(hide_password=False),
+                             pool_size=pool_size, max_overflow=pool_size,
+                             pool_pre_ping=True, isolation_level="READ COMMITTED",
+                             connect_args={"connect_timeout": int(max(lock_timeout, 1))})
     raise ConfigurationError(f"unsupported database backend {parsed.get_backend_name()!r}",
                              setting="REFUND_GATEWAY_DATABASE_URL")
+
+
+def _require_driver(module: str, extra: str) -> None:
+    """A missing optional driver is a configuration error naming the extra to install."""
+    try:
+        __import__(module)
+    except ImportError:
+        raise ConfigurationError(
+            f"the database driver {module} is not installed: pip install "
+            f"'refund-gateway[{extra}]'", setting="REFUND_GATEWAY_DATABASE_URL") from None
 
 
 def _sqlite_pragmas(engine: Engine, lock_timeout: float) -> None:

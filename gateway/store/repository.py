@@ -59,6 +59,7 @@ from gateway.store.statements import (
     counting_clause,
     read_date_pg,
     read_date_sqlite,
+    read_ts_mysql,
     read_ts_pg,
     read_ts_sqlite,
     select_refund,
@@ -70,6 +71,19 @@ _TS_COLUMNS = ("created_at", "updated_at", "succeeded_at", "next_check_at",
 _DATE_COLUMNS = ("arrival_earliest", "arrival_latest")
 
 _DUE = [RefundStatus.PENDING.value, RefundStatus.PROCESSING.value]
+_DEADLOCK_RETRIES = 5
+# MySQL/MariaDB: 1213 deadlock, 1205 lock wait timeout; PostgreSQL: deadlock_detected,
+# serialization_failure.
+_DEADLOCK_CODES = frozenset({1213, 1205})
+_DEADLOCK_STATES = frozenset({"40P01", "40001"})
+
+
+def _is_deadlock(exc: BaseException | None) -> bool:
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    code = orig.args[0] if getattr(orig, "args", None) else None
+    return code in _DEADLOCK_CODES or getattr(orig, "sqlstate", None) in _DEADLOCK_STATES
 # How far ahead of this clock a refund's last write may be before its schedule is
 # distrusted (claim_due): NTP slews by far less; a step of minutes is an anomaly.
 CLOCK_TOLERANCE = timedelta(minutes=5)
@@ -108,8 +122,10 @@ class RefundStore:
         self._pg = engine.dialect.name == "postgresql"
         self._sqlite = engine.dialect.name == "sqlite"
         self._s = build_statements(engine.dialect)
-        self._read_ts = read_ts_pg if self._pg else read_ts_sqlite
-        self._read_date = read_date_pg if self._pg else read_date_sqlite
+        self._my = engine.dialect.name == "mysql"
+        self._read_ts = (read_ts_pg if self._pg else read_ts_mysql if self._my
+                         else read_ts_sqlite)
+        self._read_date = read_date_sqlite if self._sqlite else read_date_pg
 
     # -- plumbing ---------------------------------------------------------------------
     @contextmanager
@@ -158,9 +174,10 @@ class RefundStore:
         reads the result of each statement whose error it handles (``reserve``)."""
         conn = self.engine.connect()
         relax = relaxed and not readonly and not self.sync_every_outcome
-        pg_relax, sqlite_relax = relax and self._pg, relax and not self._pg
+        # MySQL/MariaDB: never relaxed (its flush policy is server-wide, not per commit)
+        pg_relax, sqlite_relax = relax and self._pg, relax and self._sqlite
         try:
-            if readonly and not self._pg:
+            if readonly and self._sqlite:
                 conn = conn.execution_options(sqlite_begin="DEFERRED")
             driver: Any = conn.connection.driver_connection
             if sqlite_relax:   # SQLite takes this only outside a transaction
@@ -169,7 +186,8 @@ class RefundStore:
             # SQLite: queue for the write lock. PostgreSQL: pipeline mode if asked.
             turn: AbstractContextManager[Any] = (
                 (driver.pipeline() if pipelined else nullcontext()) if self._pg
-                else nullcontext() if readonly else sqlite_writer_turn(conn))
+                else sqlite_writer_turn(conn) if self._sqlite and not readonly
+                else nullcontext())
             try:
                 with turn, conn.begin():
                     if pg_relax:
@@ -395,15 +413,22 @@ class RefundStore:
                 "route": payment.route.value, "merchant_order_no": payment.merchant_order_no,
                 "channel_trade_no": payment.channel_trade_no,
                 "amount_minor": payment.amount.minor, "currency": payment.amount.currency,
-                "user_id": payment.user_id, "created_at": now}),
-            s.counting_total.run(conn, self._count_args(
-                payment.route, payment.channel_trade_no, request.idempotency_key))]
+                "user_id": payment.user_id, "created_at": now})]
+        locked = s.payment_locked   # MySQL: the upsert returns nothing; read it, locked
+        if locked is not None:
+            sent.append(locked.run(conn, {"route": payment.route.value,
+                                          "channel_trade_no": payment.channel_trade_no}))
+        sent.append(s.counting_total.run(conn, self._count_args(
+            payment.route, payment.channel_trade_no, request.idempotency_key)))
         try:
             existing = self._stored_under_key(s.refund_by_key.fetch(conn, sent[0]), request)
             if existing is not None:
                 return existing, 0, (0, 0, None)
-            payment_id = self._payment_id(s.upsert_payment.fetch(conn, sent[1]), payment)
-            return None, payment_id, self._counted(s.counting_total.fetch(conn, sent[2]))
+            stored = s.upsert_payment.fetch(conn, sent[1])
+            if locked is not None:
+                stored = locked.fetch(conn, sent[2])
+            payment_id = self._payment_id(stored, payment)
+            return None, payment_id, self._counted(s.counting_total.fetch(conn, sent[-1]))
         finally:
             for cursor in sent:
                 cursor.close()
@@ -414,7 +439,26 @@ class RefundStore:
         """Store the refund as PENDING, or return the one stored under the same key.
 
         Returns ``(refund, created)``. Raises ``IdempotencyConflict`` or ``OverRefund``.
+        A deadlock the database broke (InnoDB's concurrent upserts of one payment;
+        PostgreSQL 40P01) rolled the whole reservation back, before any channel call:
+        it is simply run again, a few times, before it is ``StoreUnavailable``.
         """
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                return self._reserve_once(request, refund_id=refund_id,
+                                          channel_refund_no=channel_refund_no, now=now,
+                                          next_check_at=next_check_at, arrival=arrival,
+                                          max_refunds=max_refunds)
+            except StoreUnavailable as exc:
+                if attempt + 1 == _DEADLOCK_RETRIES or not _is_deadlock(exc.__cause__):
+                    raise
+                log.info("store.deadlock_retried", operation="reserve", attempt=attempt + 1)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _reserve_once(self, request: RefundRequest, *, refund_id: str,
+                      channel_refund_no: str, now: datetime, next_check_at: datetime,
+                      arrival: ArrivalWindow | None, max_refunds: int | None
+                      ) -> tuple[Refund, bool]:
         try:
             # Pipelined on PostgreSQL (BEGIN rides with the first read, the events with
             # the COMMIT). Every statement whose failure matters is read at once: the
@@ -624,7 +668,7 @@ class RefundStore:
             select(payments.c.id, payments.c.amount_minor, payments.c.currency)
             .join(refunds, refunds.c.payment_id == payments.c.id)
             .where(refunds.c.id == original.id)).one()
-        if self._pg:
+        if not self._sqlite:
             conn.execute(select(payments.c.id).where(payments.c.id == payment_id)
                          .with_for_update())
         counted = conn.execute(select(func.coalesce(func.sum(refunds.c.amount_minor), 0))
@@ -668,7 +712,7 @@ class RefundStore:
             refunds.c.status.in_(_DUE),
             or_(refunds.c.next_check_at <= now, scheduled_ahead)))
              .order_by(refunds.c.next_check_at, refunds.c.id).limit(limit))
-        if self._pg:
+        if not self._sqlite:   # several resolvers split the work
             q = q.with_for_update(skip_locked=True)
         with self._tx() as conn:
             ids = [r.id for r in conn.execute(q)]
@@ -683,7 +727,7 @@ class RefundStore:
             # clock's, so the anomaly is handled once
             conn.execute(update(refunds).where(refunds.c.id.in_(ids)).values(
                 next_check_at=now + lease, updated_at=func.least(refunds.c.updated_at, now)
-                if self._pg else func.min(refunds.c.updated_at, now)))
+                if not self._sqlite else func.min(refunds.c.updated_at, now)))
             rows = conn.execute(self._select_refund().where(refunds.c.id.in_(ids))
                                 .order_by(refunds.c.id))
             return [self._to_refund(r) for r in rows]

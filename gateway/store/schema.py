@@ -65,7 +65,7 @@ refunds = Table(
     Column("arrival_latest", Date),
     Column("rerouted_from", String(32)),
     Column("rerouted_to", String(32)),
-    Column("linked_refunds", Text, nullable=False, server_default="[]"),   # JSON list
+    Column("linked_refunds", Text),   # JSON list of linked refund ids; NULL = []
     Column("abnormal_applied_at", UTCDateTime),
     Column("paid_after_release_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),

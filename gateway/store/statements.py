@@ -20,8 +20,8 @@ from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, literal_column, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, bindparam, case, func, literal_column, or_, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -70,6 +70,18 @@ def _bind_sqlite(value: Any) -> Any:
     return value
 
 
+def _bind_mysql(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)   # DATETIME(6) holds UTC
+    return value
+
+
+def read_ts_mysql(value: Any) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
 def _bind_pg(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         raise ValueError("naive datetime given to the store")
@@ -102,6 +114,9 @@ class Prepared:
     columns: tuple[str, ...]
     bind: Any = field(repr=False)
     constants: Mapping[str, Any] = field(default_factory=dict)  # literals in the statement
+    # MySQL has no INSERT ... RETURNING (MySQL 8) and no ON CONFLICT DO NOTHING: an
+    # INSERT [IGNORE] "returns" (lastrowid,) when it inserted a row, None when not.
+    rowcount_result: bool = False
 
     def _params(self, values: Mapping[str, Any]) -> Any:
         bind = self.bind
@@ -139,6 +154,8 @@ class Prepared:
         pipeline, statements sent one after the other are answered in one round trip
         when their results are read afterwards); closes the cursor."""
         try:
+            if self.rowcount_result:
+                return (cursor.lastrowid,) if cursor.rowcount > 0 else None
             # In a PostgreSQL pipeline the statement's error arrives with its result.
             row = cursor.fetchone()
         except conn.dialect.loaded_dbapi.Error as exc:
@@ -163,15 +180,15 @@ def _as_sqlalchemy_error(conn: Connection, sql: str, exc: Any,
     return wrapped
 
 
-def prepare(stmt: Any, dialect: Dialect) -> Prepared:
+def prepare(stmt: Any, dialect: Dialect, *, rowcount_result: bool = False) -> Prepared:
     compiled = stmt.compile(dialect=dialect)
     positional = dialect.paramstyle in ("qmark", "numeric", "format")
     names = tuple(compiled.positiontup) if positional else None
     columns = tuple(c.key for c in getattr(stmt, "selected_columns", ()))
-    bind = _bind_pg if dialect.name == "postgresql" else _bind_sqlite
+    bind = {"postgresql": _bind_pg, "mysql": _bind_mysql}.get(dialect.name, _bind_sqlite)
     constants = {k: v for k, v in compiled.params.items() if v is not None}
     return Prepared(sql=compiled.string, names=names, columns=columns, bind=bind,
-                    constants=constants)
+                    constants=constants, rowcount_result=rowcount_result)
 
 
 @dataclass(slots=True)
@@ -184,6 +201,8 @@ class Statements:
     refund_by_key: Prepared           # key; adds fp, req (fingerprint, request_json)
     refund_by_channel_no_locked: Prepared  # no
     upsert_payment: Prepared          # payment columns; returns the stored row
+    #                                   (MySQL: returns nothing, ``payment_locked`` reads it)
+    payment_locked: Prepared | None   # route, trade: the stored row, locked (MySQL)
     counting_total: Prepared          # route, trade, key -> (Σ amount_minor, count) of the
     #                                   payment's refunds that count; id of the one with key
     insert_refund: Prepared           # every refunds column; returns the id
@@ -227,7 +246,9 @@ def _append_event() -> Any:
 
 
 def build(dialect: Dialect) -> Statements:
-    pg = dialect.name == "postgresql"
+    pg, my = dialect.name == "postgresql", dialect.name == "mysql"
+    if my:
+        return _build_mysql(dialect)
     insert = postgresql.insert if pg else sqlite.insert
     p = partial(prepare, dialect=dialect)
     by_id = select_refund().where(refunds.c.id == bindparam("rid"))
@@ -263,6 +284,7 @@ def build(dialect: Dialect) -> Statements:
         ).where(refunds.c.idempotency_key == bindparam("key"))),
         refund_by_channel_no_locked=p(by_no.with_for_update(of=refunds) if pg else by_no),
         upsert_payment=p(upsert_returning),
+        payment_locked=None,
         counting_total=p(select(
             func.coalesce(func.sum(refunds.c.amount_minor).filter(counting), 0),
             func.count().filter(counting),
@@ -276,6 +298,57 @@ def build(dialect: Dialect) -> Statements:
         insert_attempt=p(_insert_all(attempts, skip=("id",))),
         insert_outbox=p(_insert_all(refund_events_outbox, skip=("id",))),
         insert_notification=p(notice),
+        delete_notification=p(notifications.delete().where(
+            notifications.c.id == bindparam("nid"))),
+    )
+
+
+def _build_mysql(dialect: Dialect) -> Statements:
+    """MySQL 8 / MariaDB 10.6+: the same statements without what they lack. No RETURNING
+    (the payment is read back locked by ``payment_locked``; inserts report a row by
+    their rowcount), no ON CONFLICT (ON DUPLICATE KEY UPDATE, INSERT IGNORE), no FILTER
+    on aggregates (CASE), no FOR UPDATE OF (the joined payment row is locked too)."""
+    p = partial(prepare, dialect=dialect)
+    by_id = select_refund().where(refunds.c.id == bindparam("rid"))
+    by_no = select_refund().where(refunds.c.channel_refund_no == bindparam("no"))
+    upsert = mysql.insert(payments).values(
+        route=bindparam("route"), merchant_order_no=bindparam("merchant_order_no"),
+        channel_trade_no=bindparam("channel_trade_no"),
+        amount_minor=bindparam("amount_minor"), currency=bindparam("currency"),
+        user_id=bindparam("user_id"), created_at=bindparam("created_at"))
+    # a no-op assignment on the unique (route, channel_trade_no): the row is then locked
+    upsert = upsert.on_duplicate_key_update(route=upsert.inserted.route)
+    counting = counting_clause()
+    return Statements(
+        dialect=dialect,
+        refund_by_id=p(by_id),
+        refund_by_id_locked=p(by_id.with_for_update()),
+        refund_by_key=p(select_refund().add_columns(
+            refunds.c.fingerprint.label("fp"), refunds.c.request_json.label("req")
+        ).where(refunds.c.idempotency_key == bindparam("key"))),
+        refund_by_channel_no_locked=p(by_no.with_for_update()),
+        upsert_payment=p(upsert, rowcount_result=True),
+        payment_locked=p(select(payments.c.id, payments.c.merchant_order_no,
+                                payments.c.amount_minor, payments.c.currency).where(
+            payments.c.route == bindparam("route"),
+            payments.c.channel_trade_no == bindparam("channel_trade_no")).with_for_update()),
+        counting_total=p(select(
+            func.coalesce(func.sum(case((counting, refunds.c.amount_minor), else_=0)), 0),
+            func.coalesce(func.sum(case((counting, 1), else_=0)), 0),
+            func.max(case((refunds.c.idempotency_key == bindparam("key"), refunds.c.id))),
+        ).where(refunds.c.payment_id == select(payments.c.id).where(
+            payments.c.route == bindparam("route"),
+            payments.c.channel_trade_no == bindparam("trade")).scalar_subquery())),
+        insert_refund=p(_insert_all(refunds), rowcount_result=True),
+        insert_events=p(_insert_all(refund_events, skip=("id",))),
+        append_event=p(_append_event()),
+        insert_attempt=p(_insert_all(attempts, skip=("id",))),
+        insert_outbox=p(_insert_all(refund_events_outbox, skip=("id",))),
+        insert_notification=p(mysql.insert(notifications).prefix_with("IGNORE").values(
+            route=bindparam("route"), dedupe_kind=bindparam("dedupe_kind"),
+            dedupe_key=bindparam("dedupe_key"), refund_id=bindparam("refund_id"),
+            received_at=bindparam("received_at"), outcome=bindparam("outcome")),
+            rowcount_result=True),
         delete_notification=p(notifications.delete().where(
             notifications.c.id == bindparam("nid"))),
     )

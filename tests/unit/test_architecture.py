@@ -90,7 +90,7 @@ def test_public_api_is_pinned() -> None:
         "NotificationAck", "OutboxEvent", "OutcomeUnknown", "OverRefund", "Payment", "Refund",
         "RefundEvent", "RefundGateway", "RefundNotFound", "RefundRequest", "RefundStatus",
         "RerouteRefused", "ResolveReport", "Route", "SignatureInvalid", "StatementError",
-        "StoreUnavailable"]
+        "StoreUnavailable", "load_settings"]
     for name in gateway.__all__:
         assert getattr(gateway, name) is not None
     # The names DESIGN.md promises to the refund service.
@@ -129,3 +129,16 @@ def test_nothing_reads_settings_at_import_time() -> None:
                             "create_engine", "build_gateway"}:
                     tree_calls.append(f"{path.relative_to(ROOT)}: {name}")
     assert tree_calls == []
+
+
+def test_the_migrations_have_one_head() -> None:
+    """Several migrations written at once must still form one chain: two heads make
+    ``upgrade(engine)`` refuse to run (``MultipleHeads``) on every fresh database."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from gateway.store.engine import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert len(ScriptDirectory.from_config(cfg).get_heads()) == 1

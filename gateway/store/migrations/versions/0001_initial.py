@@ -107,6 +107,13 @@ def upgrade() -> None:
                 f"refund_events BEGIN SELECT RAISE(ABORT, 'refund_events is append-only'); "
                 f"END"
             )
+    elif op.get_bind().dialect.name == "mysql":
+        for verb in ("UPDATE", "DELETE"):
+            op.execute(
+                f"CREATE TRIGGER refund_events_no_{verb.lower()} BEFORE {verb} ON "
+                f"refund_events FOR EACH ROW SIGNAL SQLSTATE '45000' "
+                f"SET MESSAGE_TEXT = 'refund_events is append-only'"
+            )
     else:
         op.execute(
             "CREATE FUNCTION refund_events_append_only() RETURNS trigger AS $$ BEGIN "
@@ -121,5 +128,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in ("notifications", "attempts", "refund_events", "refunds", "payments"):
         op.drop_table(name)
-    if op.get_bind().dialect.name != "sqlite":
+    if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS refund_events_append_only()")

@@ -39,8 +39,8 @@ def upgrade() -> None:
                                        ["route", "channel_trade_no"])
         batch.create_index("ix_payments_route_order", ["route", "merchant_order_no"])
     with op.batch_alter_table("refunds") as batch:
-        batch.add_column(sa.Column("linked_refunds", sa.Text, nullable=False,
-                                   server_default="[]"))
+        # JSON list; NULL reads as [] (a TEXT default is not portable to MySQL 8)
+        batch.add_column(sa.Column("linked_refunds", sa.Text))
         batch.add_column(sa.Column("abnormal_applied_at", UTCDateTime))
         batch.add_column(sa.Column("paid_after_release_at", UTCDateTime))
 

@@ -1,7 +1,7 @@
 """The transactional outbox: a row per status change, and consumers' durable cursors.
 
 Revision ID: 0006_outbox
-Revises: 0003_payment_identity
+Revises: 0004_recon_history
 """
 import sqlalchemy as sa
 from alembic import op
@@ -9,7 +9,7 @@ from alembic import op
 from gateway.store.types import UTCDateTime
 
 revision = "0006_outbox"
-down_revision = "0003_payment_identity"
+down_revision = "0004_recon_history"
 branch_labels = None
 depends_on = None
 
