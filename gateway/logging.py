@@ -85,7 +85,10 @@ def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]
 
 
 def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None) -> None:
-    """Idempotent. ``fmt``: json | console | auto (console when ``stream`` is a TTY)."""
+    """Idempotent. ``fmt``: json | console | auto (console when ``stream`` is a TTY).
+    Lines written inside an OpenTelemetry span carry its ``trace_id`` (gateway.tracing)."""
+    from gateway.tracing import add_trace_context  # noqa: PLC0415 - tracing imports the service
+
     out = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if getattr(out, "isatty", lambda: False)() else "json"
@@ -94,6 +97,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact_processor,

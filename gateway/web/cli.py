@@ -1,0 +1,36 @@
+"""``refund-gateway serve``: the web app (``gateway.web``) under uvicorn.
+
+Registered through the ``refund_gateway.cli`` entry points, so the core CLI does not
+need the ``web`` extra. Runs until SIGTERM/SIGINT (uvicorn finishes the requests in
+hand, then the gateway is closed).
+"""
+
+from __future__ import annotations
+
+import click
+
+from gateway.cli import AppContext, handle_errors, pass_app
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="uvicorn's line per request (the gateway logs notifications itself).")
+@click.option("--metrics-cache", type=click.FloatRange(0, 300), default=5.0,
+              show_default=True, help="Seconds one read of the store's figures serves "
+                                      "scrapes of /metrics.")
+@pass_app
+@handle_errors
+def serve_command(app: AppContext, host: str, port: int, access_log: bool,
+                  metrics_cache: float) -> None:
+    """Serve /notify/{route}, /healthz, /readyz and /metrics."""
+    import uvicorn  # noqa: PLC0415 - the web extra, only for this command
+
+    from gateway.web import create_app  # noqa: PLC0415
+
+    web = create_app(app.gateway, close_gateway=True, metrics_cache_seconds=metrics_cache)
+    click.echo(f"serving on http://{host}:{port} (notifications at /notify/<route>)",
+               err=True)
+    uvicorn.run(web, host=host, port=port, log_config=None, access_log=access_log,
+                lifespan="on", server_header=False)
