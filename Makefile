@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export NO_PROXY := 127.0.0.1,localhost
 export no_proxy := 127.0.0.1,localhost
 
-.PHONY: install system-deps demo test lint typecheck unit bench
+.PHONY: install system-deps demo-deps demo docs test lint typecheck unit bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,17 @@ install: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
-demo: install
+# The demo's own system package (a CJK font for its PDF receipt), nothing else.
+demo-deps:
+	bash scripts/install-system-deps.sh demo
+
+demo: install demo-deps
 	$(BIN)/refund-gateway demo
+
+# The reference site from the docstrings (docs/, mkdocs.yml) into .site/; warnings are
+# errors, so a public name, field or setting without a docstring fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: install
 	$(BIN)/ruff check .
@@ -32,7 +41,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install system-deps lint typecheck
+test: install system-deps lint typecheck docs
 	$(BIN)/pytest
 
 bench: install

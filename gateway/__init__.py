@@ -40,7 +40,7 @@ from gateway.ports import (
     ChannelAdapter,
 )
 from gateway.service import RefundGateway, ResolveReport
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, load_settings
 
 __all__ = [
     "AbnormalRefundInstruction",
@@ -76,4 +76,5 @@ __all__ = [
     "SignatureInvalid",
     "StatementError",
     "StoreUnavailable",
+    "load_settings",
 ]

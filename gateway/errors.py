@@ -39,7 +39,15 @@ from collections.abc import Sequence
 
 
 class GatewayError(Exception):
-    """Base of every error this project raises on purpose."""
+    """Base of every error this project raises on purpose: catch it to handle them all;
+    ``retryable`` and ``resubmit_safe`` say what may be done next.
+
+    Attributes:
+        retryable: trying the same operation again may succeed.
+        resubmit_safe: sending the same refund to the channel again without asking it
+            first is safe (nothing was sent, or the channel dedupes and said nothing).
+        message: the one-line explanation (never a secret).
+    """
 
     retryable: bool = False
     resubmit_safe: bool = False
@@ -50,7 +58,12 @@ class GatewayError(Exception):
 
 
 class ConfigurationError(GatewayError):
-    """Settings or keys are missing or malformed; names the setting, never its value."""
+    """Settings or keys are missing or malformed: fix the setting it names and start
+    again (retrying does not help). Never carries a setting's value. The CLI exits 2.
+
+    Attributes:
+        setting: the ``REFUND_GATEWAY_...`` variable at fault, when there is one.
+    """
 
     def __init__(self, message: str, *, setting: str | None = None) -> None:
         super().__init__(message)
@@ -58,7 +71,14 @@ class ConfigurationError(GatewayError):
 
 
 class InvalidRequest(GatewayError, ValueError):
-    """The request is wrong in itself; detected before any I/O. Never retry as is."""
+    """The request is wrong in itself, or breaks a rule of its route (currency, reason
+    length as the channel counts it, number formats, refund window, the balance's
+    ``user_id``): detected before any I/O, nothing stored. Fix ``field``; never retry
+    as is.
+
+    Attributes:
+        field: the request field at fault (``amount``, ``payment.user_id``, ...).
+    """
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -68,7 +88,12 @@ class InvalidRequest(GatewayError, ValueError):
 class RerouteRefused(InvalidRequest):
     """``reroute()`` asked the original route first and it does not confirm the refund as
     abnormal or finally unsuccessful: money may still arrive there, so nothing changed.
-    ``channel_status`` is what the channel said (None if it could not say)."""
+    Wait for the refund to end (the resolver keeps asking) and try again.
+
+    Attributes:
+        refund_id: the refund that was not rerouted.
+        channel_status: what the channel said (None if it could not be asked).
+    """
 
     def __init__(self, message: str, *, refund_id: str, channel_status: str | None) -> None:
         super().__init__(message, field="refund_id")
@@ -78,7 +103,12 @@ class RerouteRefused(InvalidRequest):
 
 class StoreUnavailable(GatewayError):
     """The database failed (down, full, locked past the wait, read-only) before any
-    channel call: nothing was sent, so the same request can simply be retried."""
+    channel call: nothing was sent, so the same request can simply be retried.
+
+    Attributes:
+        operation: what the store was doing (``reserve``, ``get``, ...).
+        refund_id: the refund concerned, when there is one.
+    """
 
     retryable = True
     resubmit_safe = True
@@ -90,7 +120,16 @@ class StoreUnavailable(GatewayError):
 
 
 class OverRefund(GatewayError):
-    """The refund would take the payment's refunds past what was paid."""
+    """The refund would take the payment's refunds past what was paid: nothing stored.
+    Refund at most ``remaining_minor``.
+
+    Attributes:
+        paid_minor: what the payment was, in minor units.
+        refunded_minor: what its refunds that still count already take.
+        requested_minor: what this request asked for.
+        currency: the currency of these amounts.
+        remaining_minor: what is left to refund (``paid_minor - refunded_minor``).
+    """
 
     def __init__(self, message: str, *, paid_minor: int, refunded_minor: int,
                  requested_minor: int, currency: str) -> None:
@@ -106,7 +145,14 @@ class OverRefund(GatewayError):
 
 
 class IdempotencyConflict(GatewayError):
-    """The idempotency key was used before for a different request."""
+    """The idempotency key was used before for a different request: nothing sent.
+    Send the original request again to get its refund, or use a new key for a new
+    refund.
+
+    Attributes:
+        key: the idempotency key.
+        fields: the request fields that differ from the stored request's.
+    """
 
     def __init__(self, message: str, *, key: str, fields: Sequence[str]) -> None:
         super().__init__(message)
@@ -115,11 +161,23 @@ class IdempotencyConflict(GatewayError):
 
 
 class RefundNotFound(GatewayError, LookupError):
-    """No stored refund has that id (or channel refund number)."""
+    """No stored refund has that id (or channel refund number): check the id (and that
+    the gateway uses the database the refund was made in)."""
 
 
 class ChannelError(GatewayError):
-    """A channel call did not give a verified business answer. Raised by adapters only."""
+    """A channel call did not give a verified business answer. Raised by adapters
+    only; ``refund()`` records them and returns the refund (PENDING or PROCESSING, for
+    the resolver to follow), so a caller mostly meets ``OutcomeUnknown``.
+
+    Attributes:
+        channel: the route (or ``store`` for a database failure after the call).
+        operation: the call: ``submit``, ``query``, ``notify``, ``statement``, ...
+        http_status: the channel's HTTP status, when it answered.
+        code: the channel's (or the gateway's) error code, e.g. ``DEADLINE_EXCEEDED``.
+        request_id: the channel's request id, for its support.
+        refund_id: the stored refund concerned, once there is one.
+    """
 
     def __init__(self, message: str, *, channel: str, operation: str,
                  http_status: int | None = None, code: str | None = None,
@@ -146,7 +204,8 @@ class ChannelError(GatewayError):
 
 
 class ChannelUnavailable(ChannelError):
-    """Provably not processed: the connection was never made. Safe to send again."""
+    """Provably not processed: the connection was never made. Safe to send again; the
+    gateway does so itself, and the resolver resends a refund left PENDING."""
 
     retryable = True
     resubmit_safe = True
@@ -174,7 +233,14 @@ class SignatureInvalid(ChannelError):
 
 
 class StatementError(GatewayError):
-    """A statement file or line cannot be read. Carries file and 1-based line number."""
+    """A statement file or line cannot be read: download it again, or check it is the
+    statement the message names (reconciliation exits 2).
+
+    Attributes:
+        reason: what is wrong, without the location.
+        file: the file, when known.
+        line: the 1-based line number, when known.
+    """
 
     def __init__(self, message: str, *, file: str | None = None,
                  line: int | None = None) -> None:
@@ -186,4 +252,6 @@ class StatementError(GatewayError):
 
 
 class CalendarRangeError(GatewayError):
-    """A date lies outside the years the holiday data covers; we do not guess."""
+    """A date lies outside the years the holiday data covers; we do not guess. Update
+    ``chinese-calendar``; meanwhile a refund gets no expected arrival (a warning is
+    logged), nothing else changes."""

@@ -23,7 +23,15 @@ MAX_MINOR: Final[int] = 10**15
 
 @dataclass(frozen=True, slots=True, order=False)
 class Money:
-    """An exact amount: ``minor`` units (fen for CNY) of ``currency``."""
+    """An exact amount: ``minor`` units (fen for CNY) of ``currency``. Floats and bools
+    are refused; ``Money.parse("12.30")`` reads a decimal string at the edges.
+
+    Attributes:
+        minor: the amount in minor units (an ``int``: 1250 is 12.50 CNY).
+        currency: the ISO 4217 code (CNY, HKD, USD or JPY; every route carries CNY
+            only).
+        exponent: the currency's decimal places (2 for CNY).
+    """
 
     minor: int
     currency: str = "CNY"
@@ -120,4 +128,5 @@ class Money:
         return self.minor >= other.minor
 
     def is_positive(self) -> bool:
+        """Whether the amount is above zero."""
         return self.minor > 0

@@ -39,7 +39,36 @@ class Capabilities:
 
     The service reads the behaviour fields; ``gateway.rules.check`` (the adapter's
     ``validate``) reads the rule fields before anything is written, so a request the
-    route would refuse is refused with ``InvalidRequest`` and nothing stored."""
+    route would refuse is refused with ``InvalidRequest`` and nothing stored.
+
+    Attributes:
+        idempotent_submit: the same channel refund number is refunded at most once, so
+            a resend under it is safe (every route here: out_request_no, out_refund_no,
+            orderId, refund no).
+        refund_query: the channel can be asked what became of a refund.
+        notifications: the channel notifies refund outcomes (the wallet does not).
+        statements: the channel has a statement for reconciliation.
+        partial_refunds: a payment may be refunded in parts.
+        max_refunds: most refunds per payment (WeChat: 50, CH §5.1); None: no limit.
+        refund_window: how long after payment a refund is accepted (WeChat 1 year,
+            UnionPay 11 months), checked when ``Payment.paid_at`` is given.
+        arrival_working_days: (earliest, latest) working days until the user sees the
+            money (``Refund.expected_arrival``; reconciliation's "in transit").
+        abnormal_refund_api: the channel resolves ABNORMAL refunds itself (WeChat
+            ``apply-abnormal-refund``, CH §5.6): ``reroute(instruction=...)``.
+        query_schedule: the delays between checks of an unknown outcome.
+        currencies: the currencies the route carries (CNY).
+        refund_no: the form of the channel refund number (UnionPay: 8-32
+            alphanumerics; the gateway's ids fit every route).
+        reason_max: the longest refund reason, in ``reason_unit``.
+        reason_unit: how the channel counts the reason: ``chars``, or ``utf8_bytes``
+            (WeChat: 80 bytes, CHANNELS-ADDENDUM §9).
+        order_no: the form of ``Payment.merchant_order_no`` when the route sends it.
+        trade_no: the form of ``Payment.channel_trade_no``.
+        user_id: when set, ``Payment.user_id`` is required and of this form (balance).
+        takes_reroutes: a refund of another route's payment may be sent here (the
+            balance takes reroutes).
+    """
 
     idempotent_submit: bool          # same channel refund number => refunded at most once
     refund_query: bool
@@ -64,7 +93,14 @@ class Capabilities:
 
 
 class AbnormalTarget(StrEnum):
-    """Where the channel's own abnormal-refund API sends the money (CH §5.6)."""
+    """Where the channel's own abnormal-refund API sends the money (CH §5.6).
+
+    Attributes:
+        USER_BANK_CARD: to a bank card the user supplies (``bank_type``,
+            ``bank_account`` and ``real_name`` of the instruction required).
+        MERCHANT_BANK_CARD: to the merchant's settlement account; the platform then
+            pays the user by other means. Needs nothing else.
+    """
 
     USER_BANK_CARD = "USER_BANK_CARD"
     MERCHANT_BANK_CARD = "MERCHANT_BANK_CARD"
@@ -72,7 +108,20 @@ class AbnormalTarget(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AbnormalRefundInstruction:
-    """For USER_BANK_CARD: the card the user supplied (held only for the call, never stored)."""
+    """How WeChat's abnormal-refund API should resend an ABNORMAL refund (CH §5.6).
+
+    Given to ``RefundGateway.reroute(refund_id, instruction=...)`` for a WeChat refund
+    the channel confirms as ABNORMAL; the same refund goes on, PROCESSING. The card
+    details are held only for the call (encrypted with WeChat's platform key on the
+    wire), never stored or logged; ``repr`` shows the target only.
+
+    Attributes:
+        target: where the money goes (``AbnormalTarget``).
+        bank_type: for ``USER_BANK_CARD``: WeChat's bank code of the card, e.g.
+            ``ICBC_DEBIT``, ``CMB_DEBIT`` (CH §5.6 lists them).
+        bank_account: for ``USER_BANK_CARD``: the card number, 8-32 digits.
+        real_name: for ``USER_BANK_CARD``: the card holder's name, as the bank has it.
+    """
 
     target: AbnormalTarget
     bank_type: str | None = None
@@ -85,7 +134,15 @@ class AbnormalRefundInstruction:
 
 class ChannelAdapter(abc.ABC):
     """One route's channel. Every method either returns a verified ``ChannelResult`` or
-    raises a ``ChannelError`` subclass; a business refusal is a result, not an error."""
+    raises a ``ChannelError`` subclass; a business refusal is a result, not an error.
+
+    Registered under the entry-point group ``refund_gateway.adapters`` (route value ->
+    ``build(settings, clock)``).
+
+    Attributes:
+        route: the route it serves.
+        capabilities: what the route can do and the rules it enforces.
+    """
 
     route: ClassVar[Route]
     capabilities: ClassVar[Capabilities]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -51,7 +52,7 @@ from gateway.models import (
 )
 from gateway.ports import AbnormalRefundInstruction, AbnormalRefundPort, ChannelAdapter
 from gateway.retry import resend_policy
-from gateway.settings import GatewaySettings, ResolverSettings, RetrySettings
+from gateway.settings import GatewaySettings, ResolverSettings, RetrySettings, load_settings
 from gateway.store import RefundStore, UnitOfWork
 
 log = structlog.get_logger("gateway.service")
@@ -68,9 +69,17 @@ def new_refund_id(now: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ResolveReport:
-    """One resolver cycle: refunds claimed, whose status changed, resent under their
-    number, that raised, that ended final; ``stopped`` when a stop request handed the
-    rest of the batch back."""
+    """What one resolver cycle (``RefundGateway.resolve_due``) did.
+
+    Attributes:
+        claimed: refunds whose check was due and that this cycle took.
+        changed: of those, how many changed status.
+        resent: how many were sent again under their same channel refund number (the
+            channel had no record of them).
+        errors: how many raised something unexpected (logged; retried next cycle).
+        final: how many ended in a final state.
+        stopped: a stop request handed the rest of the batch back (due at once).
+    """
 
     claimed: int
     changed: int
@@ -92,6 +101,16 @@ def _failure(exc: ChannelError) -> Failure:
 
 
 class RefundGateway:
+    """The one object the refund service talks to: refund, follow, reroute, and apply
+    notifications. Build it with ``RefundGateway.from_settings()``; safe to share
+    between threads; ``close()`` releases connections.
+
+    Attributes:
+        store: the refund store (``gateway.store.RefundStore``), internal.
+        adapters: the enabled routes' channel adapters, by route (only routes with
+            settings are enabled).
+    """
+
     def __init__(self, store: RefundStore, adapters: Mapping[Route, ChannelAdapter], *,
                  clock: Clock = utcnow, sleep: Callable[[float], None] = time.sleep,
                  retry: RetrySettings | None = None, resolver: ResolverSettings | None = None,
@@ -110,11 +129,29 @@ class RefundGateway:
                                          f"{adapter.route.value}")
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings | None = None, **kwargs: Any
-                      ) -> RefundGateway:
-        """Build from ``GatewaySettings`` (env / .env / TOML) through ``gateway.bootstrap``."""
+    def from_settings(cls, settings: GatewaySettings | None = None, *,
+                      env_file: str | Path | None = None, **kwargs: Any) -> RefundGateway:
+        """Build a gateway through ``gateway.bootstrap`` (the one composition root).
+
+        With no arguments, settings come from the environment (``REFUND_GATEWAY_...``),
+        ``.env`` in the working directory and the TOML file named by
+        ``REFUND_GATEWAY_CONFIG_FILE``. ``env_file`` names the file to read instead of
+        ``.env``, e.g. the ``sandbox.env`` the sandbox writes (the environment still
+        wins over it). ``settings`` gives them ready-made (``load_settings(...)``).
+        Other keyword arguments go to ``gateway.bootstrap.build_gateway`` (``clock``,
+        ``adapters``, ``configure_logs``).
+
+        Raises:
+            ConfigurationError: a bad or missing setting, an ``env_file`` that does not
+                exist, or both ``settings`` and ``env_file`` given.
+        """
         from gateway.bootstrap import build_gateway  # noqa: PLC0415 - composition root
 
+        if env_file is not None:
+            if settings is not None:
+                raise ConfigurationError("give settings or env_file, not both",
+                                         setting="env_file")
+            settings = load_settings(env_file)
         return build_gateway(settings, **kwargs)
 
     # -- public API -------------------------------------------------------------------
@@ -150,9 +187,13 @@ class RefundGateway:
         return self._submit(refund, adapter)
 
     def get(self, refund_id: str) -> Refund:
+        """The stored refund, as the gateway knows it now (no channel call);
+        ``RefundNotFound`` for an unknown id."""
         return self.store.get(refund_id)
 
     def events(self, refund_id: str) -> list[RefundEvent]:
+        """The refund's history, oldest first: every request, attempt, status change,
+        notification and reroute (the evidence trail)."""
         return self.store.events(refund_id)
 
     def sync(self, refund_id: str) -> Refund:
@@ -349,6 +390,7 @@ class RefundGateway:
                             poll_interval=poll_interval, clock=self._clock)
 
     def close(self) -> None:
+        """Release the adapters' pooled connections and the database's."""
         for adapter in self.adapters.values():
             adapter.close()
         self.store.engine.dispose()
