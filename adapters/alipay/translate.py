@@ -78,6 +78,9 @@ AUTH_SUB_CODES: Final = frozenset({
     "isv.missing-signature-type", "isv.invalid-app-id", "isv.missing-app-id",
     "isv.invalid-app-auth-token", "isv.app-unauthorized", "isv.insufficient-isv-permissions",
     "isv.insufficient-user-permissions", "isv.invalid-encrypt", "isv.missing-encrypt",
+    # A timestamp Alipay refuses is our clock, not this refund: FAILED would fail every
+    # refund while the clock is skewed; AUTH keeps them open until it is fixed.
+    "isv.invalid-timestamp", "isv.missing-timestamp",
 })
 
 # CHANNELS-ADDENDUM §6 table, by ``code`` (CH §4 "Common response fields"). 20000: no

@@ -243,3 +243,10 @@ def test_trade_notification_status_table(value: str | None, status: ChannelStatu
     with capture_logs() as logs:
         assert t.trade_notification_status(value) is status
     assert bool(logs) == (status is ChannelStatus.PROCESSING)
+
+
+def test_a_refused_timestamp_is_our_clock_not_a_failed_refund() -> None:
+    from adapters.alipay.translate import Verdict, refund_failure
+
+    for sub_code in ("isv.invalid-timestamp", "isv.missing-timestamp"):
+        assert refund_failure("40002", sub_code).verdict is Verdict.AUTH
