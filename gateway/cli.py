@@ -28,7 +28,7 @@ import click
 import structlog
 from dotenv import dotenv_values
 
-from gateway.errors import ConfigurationError, GatewayError, OutcomeUnknown
+from gateway.errors import ConfigurationError, GatewayError, OutcomeUnknown, StoreUnavailable
 from gateway.logging import configure_logging
 from gateway.models import Payment, Refund, RefundRequest, RefundStatus, Route
 from gateway.money import Money
@@ -198,14 +198,47 @@ def db() -> None:
 @pass_app
 @handle_errors
 def db_upgrade(app: AppContext) -> None:
-    """Create or migrate the schema (Alembic) at REFUND_GATEWAY_DATABASE_URL."""
-    from gateway.store import make_engine, upgrade  # noqa: PLC0415 - only this command
+    """Create or migrate the schema (Alembic) at REFUND_GATEWAY_DATABASE_URL, and say
+    which it did: created (the tables listed), migrated from a revision, or nothing."""
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415 - only this command
+
+    from gateway.store import make_engine, upgrade  # noqa: PLC0415
 
     engine = make_engine(app.settings.database_url)
-    upgrade(engine)
-    engine.dispose()
-    app.emit({"database": engine.url.render_as_string(hide_password=True),
-              "schema": "current"}, "schema is current")
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        before, old_tables = _schema_state(engine)
+        upgrade(engine)
+        after, tables = _schema_state(engine)
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(f"cannot upgrade the schema at {where}: "
+                               f"{type(exc.__cause__ or exc).__name__}",
+                               operation="db upgrade") from None
+    finally:
+        engine.dispose()
+    created = sorted(tables - old_tables)
+    if not before:
+        action, text = "created", (f"created the schema at {where} (revision {after}): "
+                                   f"{len(created)} tables: {', '.join(created)}")
+    elif before != after:
+        action, text = "migrated", (f"migrated {where} from revision {before} to {after}"
+                                    + (f"; new tables: {', '.join(created)}" if created
+                                       else ""))
+    else:
+        action, text = "current", f"schema is current at {where} (revision {after})"
+    app.emit({"database": where, "schema": "current", "action": action,
+              "from_revision": before or None, "revision": after,
+              "created_tables": created}, text)
+
+
+def _schema_state(engine: Any) -> tuple[str, set[str]]:
+    """(the Alembic revision, "" for none; the tables there) of a database."""
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+    from sqlalchemy import inspect  # noqa: PLC0415
+
+    with engine.connect() as conn:
+        heads = MigrationContext.configure(conn).get_current_heads()
+        return ",".join(sorted(heads)), set(inspect(conn).get_table_names())
 
 
 @main.command("refund")
