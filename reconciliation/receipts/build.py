@@ -4,6 +4,8 @@ a signed ``Receipt``. Reads through ``RefundStore``; never calls a channel, neve
 Times are shown in Beijing time, ISO-8601 with ``+08:00`` (what channels and users use).
 Account values are masked here, once, by field with ``gateway.masking`` (the rule logs,
 reports and adapters use), so no renderer can leak them; times and ids are never masked.
+Channel fields are labelled from their route's table (``labels``); fields it does not
+know go to the JSON's ``evidence`` only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from datetime import datetime
 from typing import Final, Protocol
 
 from gateway.bootstrap import capabilities_of
-from gateway.clock import to_beijing, utcnow
+from gateway.clock import BEIJING, to_beijing, utcnow
 from gateway.errors import ConfigurationError, RefundNotFound
 from gateway.masking import ACCOUNT_FIELDS, mask_account, mask_text
 from gateway.models import Refund, RefundEvent, RefundStatus
@@ -20,46 +22,29 @@ from gateway.settings import GatewaySettings, load_settings
 from gateway.store import RefundStore
 from reconciliation.receipts import canonical
 from reconciliation.receipts.guidance import Facts, guidance, route_names
+from reconciliation.receipts.labels import TABLES, Kind
 from reconciliation.receipts.model import (
-    AckItem,
+    ChannelField,
     EventLine,
     LinkedRefund,
     Receipt,
+    Signature,
     Situation,
     StatementRef,
 )
+from reconciliation.receipts.signing import Signer, signer_from_settings
 from reconciliation.receipts.sources import reconciliation_for
 
 NOT_RECEIVED_CLASS: Final = "refunded_not_received"
 IN_TRANSIT_CLASS: Final = "in_transit"
 
-# Labels of the acknowledgement fields channels give (CH §4.2 deposit_back_info,
-# CH §6 queryId); order is the order on the receipt. Values of references are quoted
-# verbatim (the bank needs them). Only account fields are masked as accounts: masking
-# every value masked WeChat's refund_id and success_time (issue 18); any other value
-# still has card-shaped numbers hidden (``mask_text``), which no time or id is.
-_ACK_LABELS: Final[dict[str, tuple[str, str]]] = {
-    "dback_status": ("银行卡退回状态", "Bank leg status"),
-    "dback_amount": ("银行卡退回金额", "Bank leg amount"),
-    "bank_ack_time": ("银行受理时间", "Bank acknowledged at"),
-    "est_bank_receipt_time": ("银行预计到账时间", "Bank's estimated arrival"),
-    "queryId": ("银联交易流水号 queryId", "UnionPay queryId"),
-    "settleDate": ("清算日期", "Settlement date"),
-    "traceNo": ("系统跟踪号", "Trace number"),
-    "traceTime": ("交易传输时间", "Trace time"),
-    "entry_id": ("余额账户流水号", "Balance ledger entry"),
-}
-_REFERENCE_KEYS: Final = frozenset({"queryId", "traceNo", "traceTime", "settleDate",
-                                    "entry_id", "bank_ack_time", "est_bank_receipt_time",
-                                    "dback_amount"})
-_DBACK: Final[dict[str, str]] = {"S": "S 成功 succeeded", "F": "F 失败，已退至支付宝余额 "
-                                 "failed, credited to the Alipay balance",
-                                 "P": "P 处理中 processing"}
 # Where the receiving account comes from, per route (CH §4.1, §5.1).
 _ACCOUNT_SOURCE: Final[dict[str, str]] = {
     "alipay": "buyer_logon_id", "wechatpay": "user_received_account",
     "bankcard": "accNo", "balance": "user_id"}
 _ALIPAY_BALANCE: Final = "alipay_balance"
+# Channel fields quoted in "what you can do next" (the references a hotline traces).
+_QUOTED: Final = frozenset({Kind.REFERENCE, Kind.TIME, Kind.AMOUNT})
 
 
 class RefundSource(Protocol):
@@ -104,21 +89,39 @@ def _account(refund: Refund) -> tuple[str | None, str | None, tuple[str, str] | 
     return masked, _ACCOUNT_SOURCE.get(refund.route.value), (masked, masked)
 
 
-def _acks(refund: Refund) -> tuple[AckItem, ...]:
-    items: list[AckItem] = []
-    ordered = [k for k in _ACK_LABELS if k in refund.bank_ack] + sorted(
-        k for k in refund.bank_ack if k not in _ACK_LABELS)
-    for key in ordered:
-        value = str(refund.bank_ack[key])
-        if key == "dback_status":
-            value = _DBACK.get(value, value)
-        elif key in ACCOUNT_FIELDS:
-            value = mask_account(value)
-        elif key not in _REFERENCE_KEYS:
-            value = mask_text(value)
-        zh, en = _ACK_LABELS.get(key, (key, key))
-        items.append(AckItem(key, zh, en, value))
-    return tuple(items)
+def _value(name: str, raw: object) -> str:
+    """A channel value as it may be shown: an account masked by the one rule, any other
+    value with card-shaped numbers hidden (times and ids are not card-shaped)."""
+    value = str(raw)
+    return mask_account(value) if name in ACCOUNT_FIELDS else mask_text(value)
+
+
+def _channel_fields(refund: Refund, main: dict[str, str | None]
+                    ) -> tuple[tuple[ChannelField, ...], dict[str, str]]:
+    """The labelled fields (the route's table order) and the evidence (unknown fields)."""
+    route = refund.route.value
+    table = TABLES.get(route, {})
+    known = [k for k in table if k in refund.bank_ack]
+    out: list[ChannelField] = []
+    for key in known:
+        label = table[key]
+        value = _value(key, refund.bank_ack[key])
+        shown = main.get(label.same_as) if label.same_as else None
+        repeats = shown is not None and shown in (value, iso_of(value))
+        out.append(ChannelField(key, label.zh, label.en, value, label.text(value),
+                                printed=not repeats))
+    evidence = {k: _value(k, v) for k, v in sorted(refund.bank_ack.items()) if k not in table}
+    return tuple(out), evidence
+
+
+def iso_of(value: str) -> str | None:
+    """A channel time (ISO-8601 with offset, or Beijing ``YYYY-MM-DD HH:MM:SS``) as
+    ``iso``; None when it is not a time."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return iso(moment if moment.tzinfo else moment.replace(tzinfo=BEIJING))
 
 
 def _status_at(refund: Refund, events: list[RefundEvent]) -> str | None:
@@ -186,13 +189,15 @@ def build_unsigned(source: RefundSource, refund_id: str, *, platform: str = "ref
     if reconciliation is None and lookup_reconciliation and store is not None:
         reconciliation = reconciliation_for(store.engine, refund)
     account, account_source, account_display = _account(refund)
-    acks = _acks(refund)
+    success = iso(refund.succeeded_at)
+    fields, evidence = _channel_fields(refund, {
+        "channel_refund_id": refund.channel_refund_id, "channel_success_time": success,
+        "received_account": account})
     linked = _linked(source, refund)
     window = refund.expected_arrival
     days = _arrival_days(refund)
     working_days = f"{days[0]}-{days[1]}" if days and days[0] != days[1] else \
         (str(days[0]) if days else None)
-    success = iso(refund.succeeded_at)
     refs: list[tuple[str, str, str]] = [("渠道退款单号", "channel refund number",
                                          refund.channel_refund_no)]
     if refund.channel_refund_id:
@@ -200,7 +205,8 @@ def build_unsigned(source: RefundSource, refund_id: str, *, platform: str = "ref
     refs.append(("退款金额", "amount", str(refund.amount)))
     if success:
         refs.append(("退款成功时间", "completed at", display_time(success) or ""))
-    refs += [(a.label_zh, a.label_en, a.value) for a in acks if a.name in _REFERENCE_KEYS]
+    refs += [(c.label_zh, c.label_en, c.text) for c in fields
+             if c.printed and TABLES[refund.route.value][c.name].kind in _QUOTED]
     to = next((x for x in linked if x.relation == "rerouted_to"), None)
     situation = situation_of(refund, reconciliation)
     facts = Facts(
@@ -219,7 +225,7 @@ def build_unsigned(source: RefundSource, refund_id: str, *, platform: str = "ref
         status=refund.status.value, status_at=_status_at(refund, events),
         channel_refund_no=refund.channel_refund_no, channel_refund_id=refund.channel_refund_id,
         channel_success_time=success, received_account=account,
-        received_account_source=account_source, bank_ack=acks,
+        received_account_source=account_source, channel_fields=fields, evidence=evidence,
         arrival_earliest=window.earliest.isoformat() if window else None,
         arrival_latest=window.latest.isoformat() if window else None,
         arrival_working_days=working_days, failure_code=refund.failure_code,
@@ -230,25 +236,31 @@ def build_unsigned(source: RefundSource, refund_id: str, *, platform: str = "ref
         guidance=guidance(situation, facts))
 
 
+def sign_receipt(receipt: Receipt, signer: Signer) -> Receipt:
+    """``receipt`` with its Ed25519 signature (over ``fields()``, canonical)."""
+    sig = canonical.sign(receipt.fields(), signer)
+    return receipt.with_signature(Signature(**sig))
+
+
 def build_receipt(source: RefundSource, refund_id: str, *,
                   settings: GatewaySettings | None = None,
-                  key: canonical.Key | None = None,
+                  signer: Signer | None = None,
                   reconciliation: StatementRef | None = None,
                   lookup_reconciliation: bool = True,
                   now: datetime | None = None) -> Receipt:
-    """A signed receipt for ``refund_id`` read from a ``RefundGateway`` or ``RefundStore``.
+    """A signed receipt (version 1, not stored) for ``refund_id`` read from a
+    ``RefundGateway`` or ``RefundStore``; ``versions.issue`` makes and keeps versions.
 
-    The HMAC key is ``key`` or ``settings.receipts.hmac_key`` (settings loaded from the
+    The key is ``signer`` or the one in ``settings.receipts`` (settings loaded from the
     environment when not given); ``ConfigurationError`` naming
-    ``REFUND_GATEWAY_RECEIPTS__HMAC_KEY`` when there is none. ``reconciliation`` overrides
-    the persisted item (e.g. a matched row with its statement file and line).
+    ``REFUND_GATEWAY_RECEIPTS__SIGNING_KEY`` when there is none. ``reconciliation``
+    overrides the persisted item (e.g. a matched row with its statement file and line).
     """
-    if key is None:
+    if signer is None:
         settings = settings or load_settings()
-    key_bytes = canonical.key_bytes(key if key is not None else
-                                    settings.receipts.hmac_key if settings else None)
+        signer = signer_from_settings(settings)
     platform = settings.receipts.platform_name if settings else "refund-gateway"
     receipt = build_unsigned(source, refund_id, platform=platform,
                              reconciliation=reconciliation,
                              lookup_reconciliation=lookup_reconciliation, now=now)
-    return receipt.with_digest(canonical.digest(receipt.fields(), key_bytes))
+    return sign_receipt(receipt, signer)

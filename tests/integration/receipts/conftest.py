@@ -24,11 +24,14 @@ from reconciliation.job import beijing_day, reconcile
 from reconciliation.matching import classify
 from reconciliation.platform import from_store
 from reconciliation.receipts import StatementRef, statement_ref_from_row
+from reconciliation.receipts.signing import generate_private_pem
 from reconciliation.statements.model import BATCH_SCHEMA
 from tests.helpers import FakeClock, request
 from tests.integration.receipts.scripted import ScriptedChannel, scripted
 
-KEY = "receipt-test-key-0123456789abcdef"
+KEY = "receipt-test-key-0123456789abcdef"        # HMAC: verifies v1 receipts only
+SIGNING_PEM = generate_private_pem()              # Ed25519: signs every new receipt
+KEY_ID = "rk-2026-11"
 FULL_CARD = "6222021234567890123"
 ALIPAY_REFUND_ID = "2026112022001404680512345678"
 WECHAT_TRANSIT_ID = "50000000382026112009732678859"
@@ -93,7 +96,8 @@ def world(tmp_path: Path) -> Iterator[World]:
     channels = {r: scripted(r) for r in Route}
     gw = RefundGateway(RefundStore(engine), channels, clock=clock, sleep=lambda _: None)
     settings = load_settings(database_url=url, receipts={
-        "hmac_key": KEY, "platform_name": "卡盟示例平台 Example Card Platform"})
+        "signing_key": SIGNING_PEM, "key_id": KEY_ID, "hmac_key": KEY,
+        "platform_name": "卡盟示例平台 Example Card Platform"})
 
     at = clock.now + timedelta(seconds=5)
     channels[Route.ALIPAY].answers.append(_ok(
@@ -144,4 +148,4 @@ def world(tmp_path: Path) -> Iterator[World]:
     engine.dispose()
 
 
-__all__ = ["FULL_CARD", "KEY", "Money", "World"]
+__all__ = ["FULL_CARD", "KEY", "KEY_ID", "SIGNING_PEM", "Money", "World"]

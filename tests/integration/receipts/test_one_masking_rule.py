@@ -6,6 +6,8 @@ the card as 6222****0123 where the receipt showed ****0123."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,9 +60,9 @@ def test_a_card_reads_the_same_on_the_receipt_and_in_every_report(world: World,
     assert row["succeeded_at"] == card.succeeded_at.isoformat()
 
 
-@pytest.fixture
-def wechat_succeeded(world: World) -> Refund:
-    """A WeChat refund answered as CH §5.1 shows it, through the adapter's own bank_ack."""
+def _wechat_refund(world: World, key: str, order: str, extra: dict[str, str]) -> Refund:
+    """A WeChat refund answered as CH §5.1 shows it, through the adapter's own bank_ack
+    (plus ``extra``: fields a later API version might add)."""
     at = world.clock.now + timedelta(seconds=5)
     answer = {"refund_id": WECHAT_REFUND_ID, "channel": "ORIGINAL",
               "user_received_account": "工商银行借记卡6222021234567890123",
@@ -73,20 +75,61 @@ def wechat_succeeded(world: World) -> Refund:
                              succeeded_at=at,
                              received_account=wechat.mask_account(
                                  answer["user_received_account"]),
-                             bank_ack=wechat.bank_ack(answer))
+                             bank_ack={**wechat.bank_ack(answer), **extra})
     world.channels[Route.WECHATPAY].answers.append(succeed)
-    return world.gw.refund(request("k-wx-ok", 3300, "ORD-WX-3", 3300, Route.WECHATPAY))
+    return world.gw.refund(request(key, 3300, order, 3300, Route.WECHATPAY))
+
+
+@pytest.fixture
+def wechat_succeeded(world: World) -> Refund:
+    return _wechat_refund(world, "k-wx-ok", "ORD-WX-3", {})
 
 
 def test_a_wechat_receipt_masks_the_account_and_not_times_or_ids(
         world: World, wechat_succeeded: Refund) -> None:
     f = _shown(world, wechat_succeeded.id)
-    acks = {a["name"]: a["value"] for a in f["bank_ack"]}
-    assert acks["refund_id"] == WECHAT_REFUND_ID
-    assert acks["success_time"] == f["channel_success_time"]
-    assert acks["success_time"].endswith("+08:00") and "*" not in acks["success_time"]
-    assert acks["channel"] == "ORIGINAL" and acks["funds_account"] == "AVAILABLE"
-    assert acks["user_received_account"] == f["received_account"] == "工商银行借记卡****0123"
+    fields = {c["name"]: c for c in f["channel_fields"]}
+    assert fields["refund_id"]["value"] == WECHAT_REFUND_ID
+    assert fields["success_time"]["value"].endswith("+08:00")
+    assert "*" not in fields["success_time"]["value"]
+    assert fields["user_received_account"]["value"] == f["received_account"] == \
+        "工商银行借记卡****0123"
     printed = render(build_receipt(world.gw, wechat_succeeded.id, settings=world.settings,
                                    now=world.issued_at), "html").decode("utf-8")
     assert WECHAT_REFUND_ID in printed and FULL_CARD not in printed
+
+
+def test_a_wechat_receipt_prints_labels_not_field_names(world: World, tmp_path: Path
+                                                        ) -> None:
+    """Issue 18: every WeChat receipt showed ``channel channel ORIGINAL``. Each channel
+    field is printed with its Chinese and English label and a code as its words; a field
+    the route's table does not know stays in the JSON's evidence, not in print."""
+    refund = _wechat_refund(world, "k-wx-new", "ORD-WX-4", {"promotion_hint": "PROMO-7781"})
+    receipt = build_receipt(world.gw, refund.id, settings=world.settings, now=world.issued_at)
+    f = receipt.fields()
+    fields = {c["name"]: (c["label_zh"], c["label_en"], c["text"]) for c in f["channel_fields"]}
+    assert fields["channel"] == ("退款渠道", "Refund channel",
+                                 "原路退款 back the way it came (ORIGINAL)")
+    assert fields["funds_account"] == ("退款出资账户", "Refund paid from",
+                                       "可用余额 available balance (AVAILABLE)")
+    assert f["evidence"] == {"promotion_hint": "PROMO-7781"}
+    html = render(receipt, "html").decode("utf-8")
+    rows = re.findall(r'<td class="k">(.*?)</td><td[^>]*>(.*?)</td>', html)
+    labels = [k for k, _ in rows]
+    assert "退款渠道 Refund channel" in labels and "退款出资账户 Refund paid from" in labels
+    assert dict(rows)["退款渠道 Refund channel"] == "原路退款 back the way it came (ORIGINAL)"
+    for shown in (html, _pdf_text(render(receipt, "pdf"), tmp_path)):
+        assert "channel channel" not in shown and "funds_account" not in shown
+        assert "promotion_hint" not in shown and "PROMO-7781" not in shown
+        assert "user_received_account" not in shown
+    # The fields that repeat a main row (refund id, success time, account) print once.
+    assert [k for k, v in rows if v == WECHAT_REFUND_ID] == [
+        "渠道退款流水号 Channel refund ID"]
+    assert [k for k, v in rows if "工商银行借记卡****0123" in v] == ["收款账户 Received by"]
+
+
+def _pdf_text(pdf: bytes, tmp_path: Path) -> str:
+    path = tmp_path / "wechat.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], check=True,
+                          capture_output=True, timeout=60).stdout.decode("utf-8")

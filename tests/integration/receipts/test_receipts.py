@@ -1,10 +1,11 @@
 """Receipts for the four situations, field by field, in all three formats; masking in
-every format (PDF text included); tamper evidence; the PDF read back with pdftotext and
-page 1 drawn with pdftoppm for a person to look at (a sample is copied to
-tests/output/receipts/)."""
+every format (PDF text included); tamper evidence (Ed25519 over the canonical form,
+checked with the public key alone); the PDF read back with pdftotext and page 1 drawn
+with pdftoppm for a person to look at (a sample is copied to tests/output/receipts/)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -12,13 +13,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from gateway.models import ChannelResult, ChannelStatus, Route
-from reconciliation.receipts import Receipt, build_receipt, render, verify, verify_digest
+from reconciliation.receipts import Receipt, build_receipt, key_ring, render, verify
+from reconciliation.receipts.signing import generate_private_pem, ring_from_text
 from tests.integration.receipts.conftest import (
     ALIPAY_REFUND_ID,
     FULL_CARD,
     KEY,
+    KEY_ID,
+    SIGNING_PEM,
     STATEMENT_FILE,
     STATEMENT_LINE,
     UNIONPAY_QUERY_ID,
@@ -60,16 +65,24 @@ def test_succeeded_alipay_receipt(world: World) -> None:
     assert f["channel_refund_id"] == ALIPAY_REFUND_ID
     assert f["received_account"] == "159****5620"    # Alipay's own masking, kept
     assert f["received_account_source"] == "buyer_logon_id"
-    acks = {a["name"]: a["value"] for a in f["bank_ack"]}
-    assert acks == {"dback_status": "S 成功 succeeded", "dback_amount": "12.30",
-                    "bank_ack_time": "2026-11-20 10:00:07",
-                    "est_bank_receipt_time": "2026-11-23 10:00:00"}
+    fields = {c["name"]: (c["label_zh"], c["label_en"], c["value"], c["text"])
+              for c in f["channel_fields"]}
+    assert fields == {
+        "dback_status": ("银行卡冲退状态", "Bank card leg", "S", "成功 succeeded (S)"),
+        "dback_amount": ("银行卡冲退金额", "Bank card leg amount", "12.30", "12.30 CNY"),
+        "bank_ack_time": ("银行受理时间", "Bank acknowledged at", "2026-11-20 10:00:07",
+                          "2026-11-20 10:00:07"),
+        "est_bank_receipt_time": ("银行预计到账时间", "Bank's estimated arrival",
+                                  "2026-11-23 10:00:00", "2026-11-23 10:00:00")}
+    assert f["evidence"] == {}
     # Friday 2026-11-20 + 0-3 Chinese working days.
     assert f["expected_arrival"] == {"earliest": "2026-11-20", "latest": "2026-11-25",
                                      "working_days": "0-3"}
     assert f["reconciliation"]["class"] == "matched"
     assert f["reconciliation"]["statement_file"] == STATEMENT_FILE
     assert f["reconciliation"]["statement_line"] == STATEMENT_LINE
+    assert f["reconciliation"]["statement_amount"] == {"minor": 1230, "currency": "CNY"}
+    assert f["reconciliation"]["statement_time"] == "2026-11-20T10:00:05+08:00"
     assert [(e["kind"], e["from"], e["to"]) for e in f["events"]] == [
         ("requested", None, "pending"), ("attempt", None, None),
         ("status_changed", "pending", "succeeded")]
@@ -82,7 +95,8 @@ def test_succeeded_alipay_receipt(world: World) -> None:
     assert f["linked_refunds"] == [] and f["failure_code"] is None
     assert f["issued_at"] == "2026-11-20T11:41:40+08:00"
     assert f["platform"] == "卡盟示例平台 Example Card Platform"
-    assert verify_digest(f, receipt.digest or "", KEY)
+    assert f["version"] == 1 and f["previous"] is None
+    assert verify(render(receipt, "json"), key_ring(world.settings)).ok
 
 
 def test_in_transit_wechat_receipt(world: World) -> None:
@@ -132,7 +146,8 @@ def test_refunded_not_received_bankcard_receipt(world: World) -> None:
     assert f["status"] == "succeeded" and f["route"] == "bankcard"
     assert f["amount"] == {"minor": 19900, "currency": "CNY", "text": "199.00 CNY"}
     assert f["received_account"] == "****0123"
-    assert {a["name"]: a["value"] for a in f["bank_ack"]}["queryId"] == UNIONPAY_QUERY_ID
+    assert {c["name"]: c["value"] for c in f["channel_fields"]}["queryId"] == \
+        UNIONPAY_QUERY_ID
     assert f["expected_arrival"] == {"earliest": "2026-11-23", "latest": "2026-11-27",
                                      "working_days": "1-5"}
     rec = f["reconciliation"]
@@ -142,26 +157,37 @@ def test_refunded_not_received_bankcard_receipt(world: World) -> None:
     assert g["situation"] == "not_received"
     assert "显示已退款但未到账" in g["zh"]
     assert "请携带本回执及以下凭证联系您的发卡银行客服（或银联 95516）查询资金去向" in g["zh"]
-    assert f"queryId {UNIONPAY_QUERY_ID}" in g["zh"]
+    assert f"银联交易查询流水号 {UNIONPAY_QUERY_ID}" in g["zh"]
+    assert f"UnionPay query ID {UNIONPAY_QUERY_ID}" in g["en"]
     assert "refunded but not received" in g["en"]
 
 
 def test_every_format_masks_and_carries_the_digest(world: World, tmp_path: Path) -> None:
     refunds = [world.succeeded, world.in_transit, world.abnormal, world.linked,
                world.not_received]
+    private_body = "".join(SIGNING_PEM.splitlines()[1:-1])
     for r in refunds:
         receipt = _receipt(world, r.id)
         assert receipt.digest and re.fullmatch(r"[0-9a-f]{64}", receipt.digest)
+        assert receipt.signature is not None and receipt.signature.key_id == KEY_ID
         grouped = " ".join(receipt.digest[i:i + 8] for i in range(0, 64, 8))
         blob = render(receipt, "json")
         html = render(receipt, "html").decode("utf-8")
         text = _pdf_text(render(receipt, "pdf"), tmp_path, r.id)
-        assert json.loads(blob)["hmac_sha256"] == receipt.digest
+        assert json.loads(blob)["signature"] == {
+            "alg": "Ed25519", "key_id": KEY_ID, "sha256": receipt.digest,
+            "value": receipt.signature.value}
+        assert hashlib.sha256(json.dumps(
+            receipt.fields(), sort_keys=True, separators=(",", ":"),
+            ensure_ascii=False).encode()).hexdigest() == receipt.digest
         assert grouped in html and grouped in text
+        assert receipt.signature.value in html
+        assert receipt.signature.value in _squash(text)
         for shown in (blob.decode("utf-8"), html, text):
             digits = re.sub(r"\D", "", shown)
             assert FULL_CARD not in digits.replace(UNIONPAY_QUERY_ID, "")
             assert FULL_CARD[:12] not in shown and KEY not in shown
+            assert private_body not in shown
             assert "raw" not in json.loads(blob)["events"][0]
 
 
@@ -175,18 +201,35 @@ def test_html_is_one_self_contained_a4_page(world: World) -> None:
 def test_verification_fails_after_any_one_character_changes(world: World) -> None:
     receipt = _receipt(world, world.not_received.id)
     blob = render(receipt, "json")
-    assert verify(blob, KEY).ok
-    assert verify(blob + b"\n", KEY).ok                  # a trailing newline from an editor
-    assert not verify(blob, KEY + "x").ok                # another key
+    # Only the public key: the published form (base64) or PEM, nothing secret.
+    public = key_ring(world.settings)[KEY_ID]
+    ring = ring_from_text(public.raw_b64, key_id=KEY_ID)
+    assert "PRIVATE" not in public.pem
+    assert verify(blob, ring).ok
+    assert verify(blob, ring_from_text(public.pem, key_id=KEY_ID)).ok
+    assert verify(blob + b"\n", ring).ok                 # a trailing newline from an editor
+    other = ring_from_text(key_ring(world.settings.model_copy(update={
+        "receipts": world.settings.receipts.model_copy(update={
+            "signing_key": SecretStr(generate_private_pem())})}))[KEY_ID].raw_b64,
+        key_id=KEY_ID)
+    assert verify(blob, other).reason.startswith("signature does not match")
+    assert "no public key" in verify(blob, {}).reason
     text = blob.decode("utf-8")
     for i, ch in enumerate(text):                        # every position, one change each
-        other = "0" if ch != "0" else "1"
-        tampered = (text[:i] + other + text[i + 1:]).encode("utf-8")
-        assert not verify(tampered, KEY).ok, f"position {i} ({ch!r}) changed yet verified"
+        swap = "0" if ch != "0" else "1"
+        tampered = (text[:i] + swap + text[i + 1:]).encode("utf-8")
+        assert not verify(tampered, ring).ok, f"position {i} ({ch!r}) changed yet verified"
     doc = json.loads(blob)
     doc["amount"]["minor"] = 19901
-    assert verify(json.dumps(doc, sort_keys=True, separators=(",", ":"),
-                             ensure_ascii=False).encode(), KEY).reason.startswith("digest")
+    edited = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert verify(edited.encode(), ring).reason.startswith("digest")
+    # Digest recomputed by the forger: the signature still gives it away.
+    fields = {k: v for k, v in doc.items() if k != "signature"}
+    doc["signature"]["sha256"] = hashlib.sha256(json.dumps(
+        fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
+    forged = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert verify(forged.encode(), ring).reason.startswith("signature does not match")
 
 
 def test_pdf_text_has_the_chinese_paragraph_and_page_one_is_drawn(world: World,
