@@ -57,7 +57,7 @@ def test_a_card_reads_the_same_on_the_receipt_and_in_every_report(world: World,
     assert row["channel_refund_no"] == card.channel_refund_no
     assert row["channel_refund_id"] == UNIONPAY_QUERY_ID
     assert card.succeeded_at is not None
-    assert row["succeeded_at"] == card.succeeded_at.isoformat()
+    assert row["succeeded_at"] == card.succeeded_at.astimezone(BEIJING).isoformat()
 
 
 def _wechat_refund(world: World, key: str, order: str, extra: dict[str, str]) -> Refund:

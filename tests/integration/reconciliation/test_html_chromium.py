@@ -1,8 +1,10 @@
 """The HTML report of the planted-fault run, opened in headless Chromium (Debian's
 ``chromium``) with networking off: no console messages (the page has no script, so any
 console line is an error: a CSP violation, a blocked load, a parse problem), every SVG
-chart present in the rendered DOM with its bars, and a screenshot under the test's tmp dir.
-A control page that logs to the console proves the console capture works."""
+chart present in the rendered DOM with its bars; at 1,400 px wide the page needs no
+horizontal scrolling (measured on a copy with a measuring script, since the report allows
+none); and a screenshot kept under tests/output/reports/ for a person to look at. A
+control page that logs to the console proves the console capture works."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ STATEMENTS = ["statements/alipay_trade_20240611.zip", "statements/wechat_refund_
               "statements/wechat_fundflow_20240611.csv", "statements/balance_20240611.csv",
               "reconciliation/unionpay_duplicate_20240611.zip"]
 CHART_CLASSES = ["count-class", "amount-class", "count-route", "amount-route", "ageing"]
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "output" / "reports"
+WIDTH = 1400
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")
 
@@ -68,12 +72,35 @@ def test_html_report_renders_without_errors_with_charts(tmp_path: Path) -> None:
     assert [cls for cls, _ in svgs] == CHART_CLASSES
     for cls, body in svgs:
         assert body.count("<rect") >= 1, cls
-    assert "Refund reconciliation — 2024-06-11" in dom.stdout
+    assert "退款对账报告 Refund reconciliation — 2024-06-11" in dom.stdout
     assert 'id="unknown_to_platform"' in dom.stdout   # a section per discrepancy class
+    assert 'id="by-reason"' in dom.stdout and 'id="by-route"' in dom.stdout
 
     shot = tmp_path / "report.png"
-    run = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,1800",
+    run = _chromium(tmp_path, f"--screenshot={shot}", f"--window-size={WIDTH},2400",
                     "--hide-scrollbars", html.as_uri())
     assert run.returncode == 0, run.stderr[-2000:]
     assert _console(run.stderr) == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    SAMPLE_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, SAMPLE_DIR / "reconciliation-2024-06-11.png")
+    shutil.copy(html, SAMPLE_DIR / "reconciliation-2024-06-11.html")
+    print(f"\nsample report: {SAMPLE_DIR}/reconciliation-2024-06-11.{{png,html}}")
+
+
+def test_detail_tables_fit_1400_px(tmp_path: Path) -> None:
+    """Every table, the widest detail table included, fits a 1,400 px window: the page's
+    scroll width is the window's."""
+    page = _report(tmp_path).read_text(encoding="utf-8")
+    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+    probe = ("<script>window.addEventListener('load',()=>{document.body.dataset.w="
+             "document.documentElement.scrollWidth;document.body.dataset.t=Math.max(...["
+             "...document.querySelectorAll('table')].map(t=>t.getBoundingClientRect()"
+             ".right))})</script>")
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.replace("</body>", probe + "</body>"), encoding="utf-8")
+    dom = _chromium(tmp_path, "--dump-dom", f"--window-size={WIDTH},900",
+                    "--virtual-time-budget=2000", measured.as_uri())
+    found = re.search(r'data-w="(\d+)" data-t="([\d.]+)"', dom.stdout)
+    assert found is not None, dom.stdout[:500]
+    assert int(found[1]) <= WIDTH and float(found[2]) <= WIDTH, found.groups()

@@ -63,16 +63,19 @@ def test_xlsx_summary_and_class_sheets_with_numeric_amounts(tmp_path: Path) -> N
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, (result.output, repr(result.exception))
     wb = load_workbook(tmp_path / "reconciliation-2024-06-11.xlsx", read_only=True)
-    assert wb.sheetnames == ["summary", "matched", "in_transit", "refunded_not_received",
-                             "unknown_to_platform", "amount_mismatch", "duplicate",
-                             "status_mismatch", "paid_twice"]
-    rows = list(wb["amount_mismatch"].iter_rows(values_only=True))
+    assert wb.sheetnames == ["汇总 summary", "按原因 by reason", "按路径 by route",
+                             "警告 warnings", "已核对一致 matched", "在途 in_transit",
+                             "未退款 not_refunded", "已退款未到账 refunded_not_received",
+                             "平台无记录 unknown_to_platform", "金额不符 amount_mismatch",
+                             "重复 duplicate", "状态不符 status_mismatch", "重复退款 paid_twice"]
+    rows = list(wb["金额不符 amount_mismatch"].iter_rows(values_only=True))
     header, (row,) = rows[0], rows[1:]
     got = dict(zip(header, row, strict=False))   # read-only mode drops trailing blanks
-    assert got["channel_refund_no"] == "RFA0003"
-    assert (got["platform_amount"], got["statement_amount"]) == (12, 12.3)
-    summary = list(wb["summary"].iter_rows(values_only=True))
-    assert summary[0] == ("class", "route", "count", "amount")
+    assert got["渠道退款单号 Channel refund no."] == "RFA0003"
+    assert (got["平台金额（元） Platform amount"], got["账单金额（元） Statement amount"]) == (
+        12, 12.3)
+    summary = list(wb["汇总 summary"].iter_rows(values_only=True))
+    assert summary[0] == ("类别 Class", "退款路径 Route", "笔数 Count", "金额（元） Amount (CNY)")
     assert all(isinstance(r[3], int | float) for r in summary[1:])
     wb.close()
 
