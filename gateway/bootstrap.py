@@ -23,7 +23,7 @@ from gateway.logging import configure_logging
 from gateway.models import Route
 from gateway.ports import Capabilities, ChannelAdapter
 from gateway.service import RefundGateway
-from gateway.settings import GatewaySettings, load_settings
+from gateway.settings import DEFAULT_ACCOUNT, GatewaySettings, load_settings
 from gateway.store import RefundStore, make_engine, upgrade
 from gateway.store.engine import needs_upgrade
 
@@ -95,6 +95,22 @@ def build_store(settings: GatewaySettings) -> RefundStore:
     return RefundStore(engine, sync_every_outcome=settings.sync_every_outcome)
 
 
+def build_accounts(settings: GatewaySettings, clock: Clock = utcnow,
+                   routes: list[Route] | None = None
+                   ) -> dict[tuple[Route, str], ChannelAdapter]:
+    """Adapters of every named merchant account (``..._ACCOUNTS__<NAME>``; the account
+    ``default`` is ``build_adapters``'): each built by its route's factory from settings
+    whose route block is that account's."""
+    built: dict[tuple[Route, str], ChannelAdapter] = {}
+    for route in routes or list(Route):
+        for name, account in settings.route_accounts(route.value).items():
+            if name == DEFAULT_ACCOUNT:
+                continue
+            scoped = settings.model_copy(update={route.value: account})
+            built[(route, name)] = adapter_factory(route)(scoped, clock)
+    return built
+
+
 def build_gateway(settings: GatewaySettings | None = None, *, clock: Clock = utcnow,
                   sleep: Callable[[float], None] | None = None,
                   adapters: Mapping[Route, ChannelAdapter] | None = None,
@@ -104,6 +120,8 @@ def build_gateway(settings: GatewaySettings | None = None, *, clock: Clock = utc
         configure_logging(settings.log_format, settings.log_level)
     store = build_store(settings)
     built = dict(adapters) if adapters is not None else build_adapters(settings, clock)
+    if adapters is None and "accounts" not in kwargs:
+        kwargs["accounts"] = build_accounts(settings, clock)
     extra: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
     return RefundGateway(store, built, clock=clock, retry=settings.retry,
                          resolver=settings.resolver, **extra, **kwargs)

@@ -250,14 +250,18 @@ def _schema_state(engine: Any) -> tuple[str, set[str]]:
 @click.option("--key", "key", required=True, help="idempotency key")
 @click.option("--reason", default="")
 @click.option("--user-id", default=None)
+@click.option("--account", default="default", show_default=True,
+              help="the merchant account the payment came through (..._ACCOUNTS__<NAME>)")
 @pass_app
 @handle_errors
 def refund_cmd(app: AppContext, route: str, order: str, trade_no: str, paid: str,
-               amount: str, key: str, reason: str, user_id: str | None) -> None:
+               amount: str, key: str, reason: str, user_id: str | None,
+               account: str) -> None:
     """Refund part or all of a payment (idempotent per --key)."""
     refund = app.gateway.refund(RefundRequest(
         idempotency_key=key,
-        payment=Payment(Route(route), order, trade_no, Money.parse(paid), user_id),
+        payment=Payment(Route(route), order, trade_no, Money.parse(paid), user_id,
+                        merchant_account=account),
         amount=Money.parse(amount), reason=reason))
     app.emit(refund, describe(refund))
     sys.exit(exit_for(refund, last_outcome(app.gateway, refund)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -17,6 +18,8 @@ from typing import Any
 
 from gateway.errors import InvalidRequest
 from gateway.money import Money
+
+_ACCOUNT = re.compile(r"[a-z0-9_-]{1,32}")
 
 
 class Route(StrEnum):
@@ -162,6 +165,9 @@ class Payment:
     # When the payment was made (aware); lets a route's refund window be checked before
     # anything is sent (WeChat: 1 year, UnionPay: 11 months). Optional.
     paid_at: datetime | None = None
+    # The merchant account the money came through (settings ``..._ACCOUNTS__<NAME>``);
+    # part of the payment's identity, its cap and the idempotency fingerprint.
+    merchant_account: str = "default"
 
     def __post_init__(self) -> None:
         # A route's string value is accepted wherever a Route is (``Route("alipay")``).
@@ -173,6 +179,10 @@ class Payment:
         """Refuse a malformed payment (``InvalidRequest`` naming the field); no I/O."""
         if not isinstance(self.route, Route):
             raise InvalidRequest(f"unknown route {self.route!r}", field="payment.route")
+        if not isinstance(self.merchant_account, str) or not _ACCOUNT.fullmatch(
+                self.merchant_account):
+            raise InvalidRequest("payment.merchant_account must be 1-32 of [a-z0-9_-]",
+                                 field="payment.merchant_account")
         if self.paid_at is not None and (not isinstance(self.paid_at, datetime)
                                          or self.paid_at.tzinfo is None):
             raise InvalidRequest("payment.paid_at must be an aware datetime",
@@ -246,6 +256,8 @@ class RefundRequest:
             # only when given, so requests stored before paid_at existed keep their
             # fingerprint (a replay of them must not become an IdempotencyConflict)
             **({"paid_at": p.paid_at.isoformat()} if p.paid_at is not None else {}),
+            **({"merchant_account": p.merchant_account}
+               if p.merchant_account != "default" else {}),
         }
 
     def fingerprint(self) -> str:

@@ -52,7 +52,13 @@ from gateway.models import (
 )
 from gateway.ports import AbnormalRefundInstruction, AbnormalRefundPort, ChannelAdapter
 from gateway.retry import resend_policy
-from gateway.settings import GatewaySettings, ResolverSettings, RetrySettings, load_settings
+from gateway.settings import (
+    DEFAULT_ACCOUNT,
+    GatewaySettings,
+    ResolverSettings,
+    RetrySettings,
+    load_settings,
+)
 from gateway.store import RefundStore, UnitOfWork
 
 log = structlog.get_logger("gateway.service")
@@ -114,16 +120,20 @@ class RefundGateway:
     def __init__(self, store: RefundStore, adapters: Mapping[Route, ChannelAdapter], *,
                  clock: Clock = utcnow, sleep: Callable[[float], None] = time.sleep,
                  retry: RetrySettings | None = None, resolver: ResolverSettings | None = None,
-                 id_factory: Callable[[datetime], str] = new_refund_id) -> None:
+                 id_factory: Callable[[datetime], str] = new_refund_id,
+                 accounts: Mapping[tuple[Route, str], ChannelAdapter] | None = None) -> None:
         self.store = store
-        self.adapters = dict(adapters)
+        self.adapters = dict(adapters)          # the account ``default`` of each route
+        # Named merchant accounts (settings ``..._ACCOUNTS__<NAME>``), by (route, name).
+        self.accounts = dict(accounts or {})
         self._clock = clock
         self._sleep = sleep
         self._retry = retry or RetrySettings()
         self._resolver = resolver or ResolverSettings()
         self._new_id = id_factory
         self._resends = 0
-        for route, adapter in self.adapters.items():
+        for route, adapter in [*self.adapters.items(),
+                               *((r, a) for (r, _), a in self.accounts.items())]:
             if adapter.route is not route:
                 raise ConfigurationError(f"adapter for {route.value} says it is "
                                          f"{adapter.route.value}")
@@ -166,7 +176,7 @@ class RefundGateway:
         refund is stored, a database failure raises ``OutcomeUnknown`` with its id.
         """
         request.validate()
-        adapter = self._adapter(request.payment.route)
+        adapter = self._adapter(request.payment.route, request.payment.merchant_account)
         now = self._clock()
         refund_id = self._new_id(now)
         adapter.validate(request, channel_refund_no=refund_id, now=now)
@@ -276,7 +286,7 @@ class RefundGateway:
         refusal = lifecycle.reroute_refusal(refund, ChannelStatus.ABNORMAL)
         if refusal:   # not ABNORMAL at all: nothing to ask the channel
             raise InvalidRequest(refusal, field="refund_id")
-        adapter = self._adapter(refund.route)
+        adapter = self._adapter_of(refund)
         linked_adapter: ChannelAdapter | None = None
         if instruction is not None:
             port = self._abnormal_port(adapter, refund)
@@ -315,17 +325,22 @@ class RefundGateway:
         return self._submit(linked, linked_adapter)
 
     def handle_notification(self, route: Route | str, headers: Mapping[str, str],
-                            body: bytes | str) -> NotificationAck:
+                            body: bytes | str, *, account: str | None = None
+                            ) -> NotificationAck:
         """Verify and apply a channel notification; returns what to answer over HTTP.
 
         A forged, stale or replayed notification, or one whose amount or merchant does
         not match the stored refund, changes nothing and is logged on the security log.
         One whose event id was applied before is acknowledged and changes nothing. When
-        the database cannot record it, the answer is one the channel retries.
+        the database cannot record it, the answer is one the channel retries. With
+        several merchant accounts on the route, ``account`` names the one the endpoint
+        serves; unset, each account's adapter tries it (each verifies its own merchant
+        id: mchid / app_id / merId), the default first.
         """
         try:
             route = Route(route)
-            adapter = self._adapter(route)
+            candidates = self._notification_adapters(route, account)
+            served, adapter = candidates[0]
         except (ValueError, ConfigurationError):
             security_log.warning("notification.unknown_route", route=str(route)[:32])
             return NotificationAck(404, b"unknown route", accepted=False)
@@ -339,15 +354,24 @@ class RefundGateway:
             raise InvalidRequest("a notification body is the raw request body, bytes or "
                                  "str", field="body")
         now = self._clock()
-        try:
-            result = adapter.parse_notification(headers, bytes(body))
-        except ChannelError as exc:
+        rejected: ChannelError | None = None
+        for name, candidate in candidates:
+            try:
+                result = candidate.parse_notification(headers, bytes(body))
+            except ChannelError as exc:
+                rejected = rejected or exc
+                continue
+            served, adapter = name, candidate
+            break
+        else:
+            assert rejected is not None  # noqa: S101 - at least one candidate
             security_log.warning("notification.rejected", route=route.value,
-                                 **exc.describe())
+                                 **rejected.describe())
             return adapter.notification_ack(False)
         failpoints.failpoint(failpoints.IN_NOTIFICATION)
         try:
-            outcome, refund, change = self._apply_notification(route, adapter, result, now)
+            outcome, refund, change = self._apply_notification(route, served, adapter,
+                                                               result, now)
         except StoreUnavailable as exc:
             log.error("notification.not_recorded", route=route.value,
                       event_id=result.event_id, error=exc.message)
@@ -405,14 +429,35 @@ class RefundGateway:
                                  f"{', '.join(r.value for r in Route)})",
                                  field="to") from None
 
-    def _adapter(self, route: Route) -> ChannelAdapter:
-        try:
-            return self.adapters[route]
-        except KeyError:
+    def _adapter(self, route: Route, account: str = DEFAULT_ACCOUNT) -> ChannelAdapter:
+        found = (self.adapters.get(route) if account == DEFAULT_ACCOUNT
+                 else self.accounts.get((route, account)))
+        if found is None:
+            where = (f"REFUND_GATEWAY_{route.value.upper()}" if account == DEFAULT_ACCOUNT
+                     else f"REFUND_GATEWAY_{route.value.upper()}__ACCOUNTS__{account.upper()}")
             raise ConfigurationError(
-                f"route {route.value} is not configured (set REFUND_GATEWAY_"
-                f"{route.value.upper()}__...)", setting=f"REFUND_GATEWAY_{route.value.upper()}"
-            ) from None
+                f"route {route.value}, merchant account {account!r}, is not configured "
+                f"(set {where}__...)", setting=where)
+        return found
+
+    def _adapter_of(self, refund: Refund) -> ChannelAdapter:
+        """The adapter that sends ``refund``: its payment's merchant account on the
+        payment's own route; a linked refund on another route (a reroute to the
+        balance) goes through that route's default account."""
+        account = (refund.payment.merchant_account if refund.route is refund.payment.route
+                   else DEFAULT_ACCOUNT)
+        return self._adapter(refund.route, account)
+
+    def _notification_adapters(self, route: Route, account: str | None
+                               ) -> list[tuple[str, ChannelAdapter]]:
+        if account is not None:
+            return [(account, self._adapter(route, account))]
+        named = [(n, a) for (r, n), a in sorted(self.accounts.items()) if r is route]
+        default = self.adapters.get(route)
+        found = ([(DEFAULT_ACCOUNT, default)] if default is not None else []) + named
+        if not found:
+            raise ConfigurationError(f"route {route.value} is not configured")
+        return found
 
     # -- internals: units of work -----------------------------------------------------
     @contextmanager
@@ -544,7 +589,7 @@ class RefundGateway:
 
     def _check(self, refund: Refund) -> Refund:
         """Query the channel; resend under the same number when it has no record."""
-        adapter = self._adapter(refund.route)
+        adapter = self._adapter_of(refund)
         caps = adapter.capabilities
         if not caps.refund_query:
             if caps.idempotent_submit and not refund.status.is_final:
@@ -568,7 +613,7 @@ class RefundGateway:
             return self._submit(recorded, adapter)
         return recorded
 
-    def _apply_notification(self, route: Route, adapter: ChannelAdapter,
+    def _apply_notification(self, route: Route, account: str, adapter: ChannelAdapter,
                             result: ChannelResult, now: datetime
                             ) -> tuple[str, Refund | None, Change | None]:
         """One notification's unit of work: (outcome, refund, change applied)."""
@@ -584,6 +629,9 @@ class RefundGateway:
             current = tx.current
             if current.route is not route:
                 return "unknown_refund", None, None
+            if (current.payment.route is route
+                    and current.payment.merchant_account != account):
+                return "account_mismatch", current, None   # verified for another account
             if result.amount is not None and result.amount != current.amount:
                 return "amount_mismatch", current, None
             change = lifecycle.on_notification(current, result, now=now, caps=caps)

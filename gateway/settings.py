@@ -9,6 +9,7 @@ Nothing here runs at import time; ``load_settings`` is called by the composition
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,9 @@ from pydantic_settings import (
 )
 
 from gateway.errors import ConfigurationError
+
+DEFAULT_ACCOUNT = "default"
+ACCOUNT_NAME = re.compile(r"[a-z0-9_-]{1,32}")
 
 
 class Timeouts(BaseModel):
@@ -69,6 +73,9 @@ class AlipaySettings(BaseModel):
     notify_url: str | None = None
     sign_type: Literal["RSA2"] = "RSA2"
     timeouts: Timeouts = Timeouts()
+    # More merchant accounts of this route, by name (the settings above are the account
+    # ``default``): REFUND_GATEWAY_ALIPAY__ACCOUNTS__<NAME>__<FIELD>. Names are lower case.
+    accounts: dict[str, AlipaySettings] = Field(default_factory=dict)
 
 
 class WechatPaySettings(BaseModel):
@@ -104,6 +111,9 @@ class WechatPaySettings(BaseModel):
     notify_url: str | None = None
     notification_max_skew_seconds: int = Field(300, gt=0, le=3600)
     timeouts: Timeouts = Timeouts()
+    # More merchant accounts of this route, by name (the settings above are the account
+    # ``default``): REFUND_GATEWAY_WECHATPAY__ACCOUNTS__<NAME>__<FIELD>. Names are lower case.
+    accounts: dict[str, WechatPaySettings] = Field(default_factory=dict)
 
 
 class BankcardSettings(BaseModel):
@@ -135,6 +145,9 @@ class BankcardSettings(BaseModel):
     back_url: str | None = None
     channel_type: str = "07"
     timeouts: Timeouts = Timeouts()
+    # More merchant accounts of this route, by name (the settings above are the account
+    # ``default``): REFUND_GATEWAY_BANKCARD__ACCOUNTS__<NAME>__<FIELD>. Names are lower case.
+    accounts: dict[str, BankcardSettings] = Field(default_factory=dict)
 
 
 class BalanceSettings(BaseModel):
@@ -149,6 +162,9 @@ class BalanceSettings(BaseModel):
     base_url: str
     hmac_key: SecretStr
     timeouts: Timeouts = Timeouts(connect=1.0, read=5.0)
+    # More merchant accounts of this route, by name (the settings above are the account
+    # ``default``): REFUND_GATEWAY_BALANCE__ACCOUNTS__<NAME>__<FIELD>. Names are lower case.
+    accounts: dict[str, BalanceSettings] = Field(default_factory=dict)
 
 
 class RetrySettings(BaseModel):
@@ -287,6 +303,23 @@ class GatewaySettings(BaseSettings):
         """The settings of ``route`` (a ``Route`` value); None when it is not enabled."""
         value = getattr(self, route, None)
         return value if isinstance(value, BaseModel) else None
+
+    def route_accounts(self, route: str) -> dict[str, BaseModel]:
+        """Every merchant account of ``route`` by name: ``default`` (the route's own
+        settings) and its named ``accounts``; empty when the route is not enabled."""
+        top = self.route_settings(route)
+        if top is None:
+            return {}
+        named: dict[str, BaseModel] = getattr(top, "accounts", {}) or {}
+        accounts: dict[str, BaseModel] = {DEFAULT_ACCOUNT: top.model_copy(update={"accounts": {}})}
+        for name, account in named.items():
+            key = name.lower()
+            if key == DEFAULT_ACCOUNT or not ACCOUNT_NAME.fullmatch(key):
+                raise ConfigurationError(
+                    f"merchant account name {name!r} of {route}: 1-32 of [a-z0-9_-], not "
+                    f"{DEFAULT_ACCOUNT!r}", setting=f"REFUND_GATEWAY_{route.upper()}__ACCOUNTS")
+            accounts[key] = account
+        return accounts
 
 
 def load_settings(env_file: str | Path | None = None, **overrides: Any) -> GatewaySettings:

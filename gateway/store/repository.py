@@ -233,7 +233,8 @@ class RefundStore:
                             merchant_order_no=m["merchant_order_no"],
                             channel_trade_no=m["channel_trade_no"],
                             amount=Money(m["p_amount_minor"], m["p_currency"]),
-                            user_id=m["user_id"]),
+                            user_id=m["user_id"],
+                            merchant_account=m["merchant_account"] or "default"),
             amount=Money(m["amount_minor"], m["currency"]), reason=m["reason"],
             status=RefundStatus(m["status"]), channel_refund_no=m["channel_refund_no"],
             created_at=m["created_at"], updated_at=m["updated_at"],
@@ -366,9 +367,9 @@ class RefundStore:
         return int(payment_id)
 
     @staticmethod
-    def _count_args(route: Route, channel_trade_no: str, key: str | None
-                    ) -> dict[str, Any]:
-        return {"route": route.value, "trade": channel_trade_no, "key": key}
+    def _count_args(payment: Payment, key: str | None) -> dict[str, Any]:
+        return {"route": payment.route.value, "account": payment.merchant_account,
+                "trade": payment.channel_trade_no, "key": key}
 
     @staticmethod
     def _counted(row: tuple[Any, ...] | None) -> tuple[int, int, str | None]:
@@ -413,13 +414,15 @@ class RefundStore:
                 "route": payment.route.value, "merchant_order_no": payment.merchant_order_no,
                 "channel_trade_no": payment.channel_trade_no,
                 "amount_minor": payment.amount.minor, "currency": payment.amount.currency,
-                "user_id": payment.user_id, "created_at": now})]
+                "user_id": payment.user_id, "created_at": now,
+                "account": payment.merchant_account})]
         locked = s.payment_locked   # MySQL: the upsert returns nothing; read it, locked
         if locked is not None:
             sent.append(locked.run(conn, {"route": payment.route.value,
+                                          "account": payment.merchant_account,
                                           "channel_trade_no": payment.channel_trade_no}))
         sent.append(s.counting_total.run(conn, self._count_args(
-            payment.route, payment.channel_trade_no, request.idempotency_key)))
+            payment, request.idempotency_key)))
         try:
             existing = self._stored_under_key(s.refund_by_key.fetch(conn, sent[0]), request)
             if existing is not None:

@@ -35,8 +35,11 @@ payments = Table(
     Column("currency", String(3), nullable=False),
     Column("user_id", String(64)),
     Column("created_at", UTCDateTime, nullable=False),
-    # The money is the channel's trade; one order may have two (a duplicate charge).
-    UniqueConstraint("route", "channel_trade_no", name="uq_payments_route_trade"),
+    Column("merchant_account", String(32), nullable=False, server_default="default"),
+    # The money is the channel's trade of one merchant account; one order may have two
+    # trades (a duplicate charge).
+    UniqueConstraint("route", "merchant_account", "channel_trade_no",
+                     name="uq_payments_route_account_trade"),
     Index("ix_payments_route_order", "route", "merchant_order_no"),
 )
 

@@ -46,6 +46,7 @@ def select_refund() -> Any:
     """A refund joined with its payment: the columns ``RefundStore._to_refund`` reads."""
     return select(refunds, payments.c.route.label("p_route"),
                   payments.c.merchant_order_no, payments.c.channel_trade_no,
+                  payments.c.merchant_account,
                   payments.c.amount_minor.label("p_amount_minor"),
                   payments.c.currency.label("p_currency"), payments.c.user_id,
                   ).join(payments, payments.c.id == refunds.c.payment_id)
@@ -257,14 +258,15 @@ def build(dialect: Dialect) -> Statements:
         route=bindparam("route"), merchant_order_no=bindparam("merchant_order_no"),
         channel_trade_no=bindparam("channel_trade_no"),
         amount_minor=bindparam("amount_minor"), currency=bindparam("currency"),
-        user_id=bindparam("user_id"), created_at=bindparam("created_at"))
+        user_id=bindparam("user_id"), created_at=bindparam("created_at"),
+        merchant_account=bindparam("account"))
     # DO UPDATE (a no-op assignment) rather than DO NOTHING: it returns the stored row
     # in the same statement and, on PostgreSQL, locks it as SELECT ... FOR UPDATE would,
     # so concurrent reservations of one payment are serialised (invariant 3).
     # The payment is the channel's trade (route, channel_trade_no): the cap is per trade,
     # whatever order number the caller spells (migration 0003).
     upsert_returning = upsert.on_conflict_do_update(
-        index_elements=["route", "channel_trade_no"],
+        index_elements=["route", "merchant_account", "channel_trade_no"],
         set_={"route": upsert.excluded.route},
     ).returning(payments.c.id, payments.c.merchant_order_no, payments.c.amount_minor,
                 payments.c.currency)
@@ -291,6 +293,7 @@ def build(dialect: Dialect) -> Statements:
             func.max(refunds.c.id).filter(refunds.c.idempotency_key == bindparam("key")),
         ).where(refunds.c.payment_id == select(payments.c.id).where(
             payments.c.route == bindparam("route"),
+            payments.c.merchant_account == bindparam("account"),
             payments.c.channel_trade_no == bindparam("trade")).scalar_subquery())),
         insert_refund=p(_insert_all(refunds).returning(refunds.c.id)),
         insert_events=p(_insert_all(refund_events, skip=("id",))),
@@ -315,7 +318,8 @@ def _build_mysql(dialect: Dialect) -> Statements:
         route=bindparam("route"), merchant_order_no=bindparam("merchant_order_no"),
         channel_trade_no=bindparam("channel_trade_no"),
         amount_minor=bindparam("amount_minor"), currency=bindparam("currency"),
-        user_id=bindparam("user_id"), created_at=bindparam("created_at"))
+        user_id=bindparam("user_id"), created_at=bindparam("created_at"),
+        merchant_account=bindparam("account"))
     # a no-op assignment on the unique (route, channel_trade_no): the row is then locked
     upsert = upsert.on_duplicate_key_update(route=upsert.inserted.route)
     counting = counting_clause()
@@ -331,6 +335,7 @@ def _build_mysql(dialect: Dialect) -> Statements:
         payment_locked=p(select(payments.c.id, payments.c.merchant_order_no,
                                 payments.c.amount_minor, payments.c.currency).where(
             payments.c.route == bindparam("route"),
+            payments.c.merchant_account == bindparam("account"),
             payments.c.channel_trade_no == bindparam("channel_trade_no")).with_for_update()),
         counting_total=p(select(
             func.coalesce(func.sum(case((counting, refunds.c.amount_minor), else_=0)), 0),
@@ -338,6 +343,7 @@ def _build_mysql(dialect: Dialect) -> Statements:
             func.max(case((refunds.c.idempotency_key == bindparam("key"), refunds.c.id))),
         ).where(refunds.c.payment_id == select(payments.c.id).where(
             payments.c.route == bindparam("route"),
+            payments.c.merchant_account == bindparam("account"),
             payments.c.channel_trade_no == bindparam("trade")).scalar_subquery())),
         insert_refund=p(_insert_all(refunds), rowcount_result=True),
         insert_events=p(_insert_all(refund_events, skip=("id",))),
