@@ -155,6 +155,9 @@ class Payment:
         paid_at: when it was paid (timezone-aware). When given, the route's refund
             window is checked before anything is stored (WeChat: 1 year, UnionPay: 11
             months); when not, the channel's own refusal decides.
+        merchant_account: the merchant account of the route the money came through
+            (``default``, or a name from ``REFUND_GATEWAY_<ROUTE>__ACCOUNTS__<NAME>``);
+            part of the payment's identity, its cap and the idempotency fingerprint.
     """
 
     route: Route

@@ -113,8 +113,10 @@ class RefundGateway:
 
     Attributes:
         store: the refund store (``gateway.store.RefundStore``), internal.
-        adapters: the enabled routes' channel adapters, by route (only routes with
-            settings are enabled).
+        adapters: the enabled routes' channel adapters, by route: each route's account
+            ``default`` (only routes with settings are enabled).
+        accounts: the adapters of named merchant accounts, by (route, name)
+            (``REFUND_GATEWAY_<ROUTE>__ACCOUNTS__<NAME>``).
     """
 
     def __init__(self, store: RefundStore, adapters: Mapping[Route, ChannelAdapter], *,

@@ -64,6 +64,9 @@ class AlipaySettings(BaseModel):
             points it at its own inbox until you set it.
         sign_type: the signature type: RSA2 only.
         timeouts: this route's timeouts.
+        accounts: more merchant accounts of this route, by lower-case name (these
+            settings are the account ``default``):
+            ``REFUND_GATEWAY_ALIPAY__ACCOUNTS__<NAME>__<FIELD>``.
     """
 
     app_id: str
@@ -97,6 +100,9 @@ class WechatPaySettings(BaseModel):
         notification_max_skew_seconds: how far a notification's timestamp may be from
             now before it is refused as stale.
         timeouts: this route's timeouts.
+        accounts: more merchant accounts of this route, by lower-case name (these
+            settings are the account ``default``):
+            ``REFUND_GATEWAY_WECHATPAY__ACCOUNTS__<NAME>__<FIELD>``.
     """
 
     mchid: str
@@ -132,6 +138,9 @@ class BankcardSettings(BaseModel):
             refund). The sandbox points it at its own inbox until you set it.
         channel_type: UnionPay's ``channelType`` (07 internet, 08 mobile).
         timeouts: this route's timeouts.
+        accounts: more merchant accounts of this route, by lower-case name (these
+            settings are the account ``default``):
+            ``REFUND_GATEWAY_BANKCARD__ACCOUNTS__<NAME>__<FIELD>``.
     """
 
     mer_id: str
@@ -157,6 +166,9 @@ class BalanceSettings(BaseModel):
         base_url: the wallet service's base URL.
         hmac_key: the HMAC-SHA256 key requests are signed with.
         timeouts: this route's timeouts (shorter: the wallet is in-house).
+        accounts: more merchant accounts of this route, by lower-case name (these
+            settings are the account ``default``):
+            ``REFUND_GATEWAY_BALANCE__ACCOUNTS__<NAME>__<FIELD>``.
     """
 
     base_url: str
