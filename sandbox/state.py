@@ -43,10 +43,14 @@ UNIONPAY_FAILURE_CODES = ("01", "10", "11", "13", "30", "31", "32", "33", "35", 
 UNIONPAY_CODES = ("A6", "02", "03", "04", "05", "06", "12", "34", "37",
                   *UNIONPAY_FAILURE_CODES)
 RESP_CODE_FAULTS = tuple(f"resp_code_{code}" for code in UNIONPAY_CODES)
+# ``cert_rotated``: the channel signs from then on with a new certificate (Alipay's
+# certificate-mode app: a new Alipay certificate; UnionPay: a new signPubKeyCert); what
+# each does with it and its params: sandbox/alipay.py, sandbox/unionpay.py "Certificates".
+CERT_ROTATED = "cert_rotated"
 FAULT_KINDS = (*FRAMEWORK_FAULTS, "rate_limited", "abnormal", "bad_signature",
                "duplicate_notification", "out_of_order_notification",
                "missing_from_statement", "duplicate_in_statement", "amount_drift",
-               *RESP_CODE_FAULTS, LATENCY, *ALIPAY_GATEWAY_FAULTS)
+               *RESP_CODE_FAULTS, LATENCY, *ALIPAY_GATEWAY_FAULTS, CERT_ROTATED)
 # ``download``: fetching a bill file a statement answer pointed at (Alipay's
 # bill_download_url, WeChat's /v3/billdownload/file); UnionPay's file comes in the answer.
 OPERATIONS = ("refund", "query", "notify", "statement", "download")
@@ -155,6 +159,9 @@ class State:
             self.settle: dict[str, Settle] = {r: Settle() for r in ROUTES}
             self.notify_urls: dict[str, str] = {}
             self.nonces: set[str] = set()
+            # A channel's signing certificates after cert_rotated, by route (a channel's
+            # own object; empty again on reset: the run's first certificates sign again).
+            self.certificates: dict[str, Any] = {}
             # Channel rules a test turns on through /_sandbox/config "limits" (off by
             # default: the project's tests refund one order in quick succession), e.g.
             # WeChat's refunds of one order >= 60 s apart (sandbox/wechatpay.py).

@@ -63,6 +63,14 @@ FAULT_NOTES: dict[str, str] = {
     "service_unavailable": "Alipay only. Signed 20000 `isp.unknow-error` 系统繁忙; nothing "
     "executed, unless `\"executed\": true`: the refund executes and the answer still says "
     "20000 (the query tells the truth).",
+    # certificates (sandbox/alipay.py, sandbox/unionpay.py "Certificates")
+    "cert_rotated": "The channel signs with a new certificate from the request it hits on "
+    "(any operation; `notify`: from the next notification), until the next rotation or a "
+    "reset. Alipay (the certificate-mode app): a new Alipay certificate from the sandbox "
+    "CA, its `alipay_cert_sn` on every answer and downloadable with "
+    "`alipay.open.app.alipaycert.download`. UnionPay: a new `signPubKeyCert` from the same "
+    "middle CA. Params to test trust: `\"issuer\": \"foreign\"` (from a CA outside the "
+    "chain), `\"expired\": true`, `\"cn\"` (UnionPay: another CN).",
 }
 
 # UnionPay answer codes (sandbox/unionpay.py "Fault kinds resp_code_<code>", addendum §2).
