@@ -148,10 +148,23 @@ def _wechat_quirks(data: bytes) -> None:
     assert all(r["手续费"].startswith("-") for r in records if r["交易状态"] == "REFUND")
 
 
+def _unionpay_quirks(data: bytes) -> None:
+    """The real settlement file (CHANNELS-ADDENDUM §1): a ZIP whose INN..ZM_<merId>
+    member holds fixed-width GBK records, one per line, of one length in bytes."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        zm = [i for i in archive.infolist() if "ZM_" in i.filename]
+        assert len(zm) == 1 and zm[0].filename.startswith("INN")
+        records = archive.read(zm[0]).splitlines()
+    assert records and len({len(r) for r in records}) == 1
+    records[0].decode("gbk")
+
+
 def test_one_day_of_channel_written_bills_classifies_every_refund(
         refund_sandbox: Any, sandbox_settings: Mapping[str, str], sqlite_url: str,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    routes = (Route.ALIPAY, Route.WECHATPAY)
+    """Issue 17's "done when": one day over a real-layout Alipay ZIP with its summary, a
+    WeChat bill with commas inside cells and a real-layout UnionPay ZM file."""
+    routes = (Route.ALIPAY, Route.WECHATPAY, Route.BANKCARD)
     gw, clock = _gateway(routes, sandbox_settings, sqlite_url, monkeypatch)
     base = refund_sandbox.url
     made: dict[Route, list[Refund]] = {r: [] for r in routes}
@@ -169,6 +182,7 @@ def test_one_day_of_channel_written_bills_classifies_every_refund(
         # The bills as the run will read them (no fault planted yet).
         _alipay_quirks(gw.adapters[Route.ALIPAY].download_statement(day))
         _wechat_quirks(gw.adapters[Route.WECHATPAY].download_statement(day))
+        _unionpay_quirks(gw.adapters[Route.BANKCARD].download_statement(day))
     finally:
         gw.close()
     for route in routes:
@@ -179,7 +193,8 @@ def test_one_day_of_channel_written_bills_classifies_every_refund(
     got = {r["channel_refund_no"]: r["class"] for r in doc["rows"]}     # all but matched
     assert got == {rf.channel_refund_no: klass for rs in made.values()
                    for rf, klass in zip(rs, ("in_transit", "amount_mismatch"), strict=False)}
-    assert doc["counts"]["matched"] == 4
+    assert doc["counts"]["matched"] == 6
     drifted = {r["route"]: (r["platform_amount"], r["statement_amount"])
                for r in doc["rows"] if r["class"] == "amount_mismatch"}
-    assert drifted == {"alipay": ("10.01", "10.08"), "wechatpay": ("10.01", "10.08")}
+    assert drifted == {"alipay": ("10.01", "10.08"), "wechatpay": ("10.01", "10.08"),
+                       "bankcard": ("10.01", "10.08")}
