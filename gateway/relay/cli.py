@@ -61,7 +61,7 @@ def webhook_options(fn: click.decorators.FC) -> click.decorators.FC:
     for option in reversed([
         click.option("--url", required=True, help="Where to POST each event."),
         click.option("--secret", "secrets", multiple=True, envvar=SECRET_ENV,
-                     required=True, help=f"HMAC-SHA256 key (from ${SECRET_ENV}; several "
+                     help=f"HMAC-SHA256 key (from ${SECRET_ENV}; several "
                                          "space-separated while rotating, current first)."),
         click.option("--name", default="webhook", show_default=True,
                      help="The relay's name: its outbox cursor and its deliveries."),
@@ -83,6 +83,8 @@ def _webhook(app: AppContext, url: str, secrets: Sequence[str], name: str,
     from gateway.relay.webhook import WebhookRelay  # noqa: PLC0415 - only for relays
 
     split = [part for s in secrets for part in s.split()]
+    if not split:
+        raise click.UsageError(f"no signing secret: set {SECRET_ENV} (or --secret)")
     try:
         return WebhookRelay(app.gateway.store, url=url, secrets=split, name=name,
                             schedule=schedule, connect_timeout=connect_timeout,
