@@ -1,21 +1,26 @@
-"""One reconciliation run, persisted: load statements and platform refunds, carry open
-items over from earlier runs, classify, record the run and its discrepancies.
+"""One reconciliation run, persisted: check and load the statements and the platform's
+refunds, carry open items over from earlier runs, classify, record the run.
 
-Carry-over: an item left open (in transit, not received, unknown...) is re-matched in
-later runs: its refund is loaded again by key, and for an unknown-to-platform item the
-stored statement line stands in for today's. A later match closes it (state resolved,
-note "matched in run N"). A person's resolution is kept unless the class changes.
+Carry-over: an item left open (in transit, not received, unknown...) is judged again in
+every later run of its route. Its refund is loaded again by key (from the store), or, when
+the day's export does not have it (finance exports each day's refunds only), from what the
+open item stored: so an in-transit refund whose arrival deadline passes with no
+statement line becomes "refunded, not received" that day, and a later line closes it. An
+unknown-to-platform item's stored statement line stands in for today's.
+
+A statement line whose refund is not on the day's platform side is looked up in the
+store (``lookup``): a refund of another day is classified as usual, one matched by an
+earlier run of another day is a duplicate. Inputs are checked by ``inputs`` (refused or
+warned, never ignored); the items and their history are written by ``items``.
 
 Paid twice: every run with a store also reads the refunds the gateway saw paid after
 their amount was released (``platform.paid_twice``) and classifies each "paid twice",
 whatever the statement says and whatever day it was made, until a person resolves its
-item; the item's note names the other refunds of the release. No report formatting here
-(``reports``), no CLI (``cli``).
+item. No report formatting here (``reports``), no CLI (``cli``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -27,24 +32,54 @@ from typing import Any
 
 import polars as pl
 import structlog
-from sqlalchemy import CursorResult, Engine, insert, select, update
+from sqlalchemy import Engine
 
 from gateway.clock import BEIJING, utcnow
-from gateway.errors import GatewayError, StatementError
-from gateway.models import Route
+from gateway.errors import StatementError
+from gateway.models import RefundStatus, Route
+from reconciliation.inputs import (
+    DayCheck,
+    RunInputError,
+    RunWarning,
+    StatementInfo,
+    check_sources,
+    in_platform_day,
+)
+from reconciliation.items import (
+    CARRIED_LINE,
+    ItemNotFound,
+    ItemStateError,
+    earlier_matches,
+    items_by_keys,
+    list_items,
+    open_items,
+    persist,
+    reopen_item,
+    resolve_item,
+)
 from reconciliation.matching import (
     PLATFORM_SCHEMA,
     Klass,
+    Known,
     classify,
     classify_spilled,
     summarise,
 )
-from reconciliation.platform import PaidTwice, paid_twice
+from reconciliation.platform import (
+    LINK_COLUMN,
+    PaidTwice,
+    known_refunds,
+    paid_twice,
+    reroute_chains,
+)
 from reconciliation.rows import RunRows
-from reconciliation.schema import recon_items, recon_runs
 from reconciliation.spill import RunParts
 from reconciliation.statements import BadLines, Source, empty_batch, read_batches
 from reconciliation.statements.model import BATCH_SCHEMA, LineKind, engine_lines
+
+__all__ = ["ItemNotFound", "ItemStateError", "RunInputError", "RunResult", "RunWarning",
+           "beijing_day", "list_items", "load_statements", "reconcile", "reopen_item",
+           "resolve_item"]
 
 log = structlog.get_logger(__name__)
 # Above this many rows (both sides) the run goes to hash buckets on disk as it is parsed
@@ -68,6 +103,21 @@ class RunResult:
     states: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # (route, number) -> the other refunds of a paid-twice refund's release
     linked: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # Inputs the run reconciled but warns about (counts in each); they make it exit 1.
+    warnings: list[RunWarning] = field(default_factory=list)
+    statements: list[StatementInfo] = field(default_factory=list)
+    # (route, number) -> item id: open items judged from what they stored (their refund
+    # was not in this day's export)
+    carried: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (route, number) -> the earlier match of a refund listed again (a duplicate)
+    earlier: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # (route, number) -> its reroute chain: the rerouted refund, then those that took its
+    # amount over. Only the money that moved is counted: the rerouted refund is "not
+    # refunded", the linked one matched (or in transit...).
+    chains: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # the open items before the run, and keys of items the lookup found (persist reads)
+    open_before: list[dict[str, Any]] = field(default_factory=list)
+    known_items: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def rows(self) -> pl.DataFrame:
@@ -91,8 +141,14 @@ class RunResult:
 
     @property
     def has_discrepancies(self) -> bool:
+        """Discrepancies, bad lines or input warnings: someone has to look (exit 1)."""
         c = self.counts()
-        return bool(self.bad_lines) or any(c[k.value] for k in Klass if k.is_discrepancy)
+        return (bool(self.bad_lines) or bool(self.warnings)
+                or any(c[k.value] for k in Klass if k.is_discrepancy))
+
+    def chain_list(self) -> list[tuple[str, ...]]:
+        """Each reroute chain met in the run once, in refund id order."""
+        return sorted(set(self.chains.values()))
 
     def close(self) -> None:
         self.stored.close()
@@ -118,11 +174,12 @@ def load_statements(sources: Sequence[Source], bad: BadLines,
 
 def statement_parts(sources: Sequence[Source], bad: BadLines,
                     progress: Callable[[int], None] | None = None,
-                    sink: Callable[[pl.DataFrame], None] | None = None) -> list[pl.DataFrame]:
+                    sink: Callable[[pl.DataFrame], None] | None = None,
+                    check: DayCheck | None = None) -> list[pl.DataFrame]:
     """Every refund line of every source in ``ENGINE_SCHEMA``, one frame per parsed batch
     (payments and parser-only columns are dropped as each batch arrives). With ``sink``,
     each frame is handed to it as it is parsed (from the parsing threads) and the list
-    returned is empty."""
+    returned is empty. ``check`` counts each source's lines outside the run's day."""
     lock = threading.Lock()
 
     def one(src: Source) -> list[pl.DataFrame]:
@@ -130,6 +187,8 @@ def statement_parts(sources: Sequence[Source], bad: BadLines,
         for batch in read_batches(src, bad):
             lines = engine_lines(batch)
             del batch
+            if check is not None:
+                check.observe(src.name, lines)
             if sink is not None:
                 sink(lines)
             else:
@@ -149,18 +208,15 @@ def statement_parts(sources: Sequence[Source], bad: BadLines,
     return [p for ps in parsed for p in ps]
 
 
-def open_items(engine: Engine, routes: Iterable[Route]) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        q = select(recon_items).where(recon_items.c.state == "open").where(
-            recon_items.c.route.in_([r.value for r in routes]))
-        return [dict(r._mapping) for r in conn.execute(q)]
-
-
 def carried_lines(items: list[dict[str, Any]], statement: pl.DataFrame | None
                   ) -> pl.DataFrame:
-    """Stored statement sides of open unknown-to-platform items not on today's statement
-    (``statement``: at least today's lines with those items' numbers)."""
-    if statement is None or not any(i["refund_id"] is None for i in items):
+    """The stored statement lines of open items that today's statement does not list
+    (``statement``: at least today's lines with those items' numbers), standing in for
+    today's: an amount or status mismatch, an unknown refund, a failure the channel
+    reported stay judged on that evidence, against the platform as it is now. Marked
+    with line 0 and the run that last saw them."""
+    with_line = [i for i in items if i["statement_amount_minor"] is not None]
+    if statement is None or not with_line:
         return engine_lines(empty_batch())
     today = set(statement.select(pl.concat_str(pl.col("route").cast(pl.String), pl.lit("|"),
                                                "channel_refund_no")
@@ -170,88 +226,78 @@ def carried_lines(items: list[dict[str, Any]], statement: pl.DataFrame | None
              "merchant_order_no": i["merchant_order_no"], "channel_trade_no": None,
              "amount_minor": i["statement_amount_minor"], "currency": i["currency"],
              "status": i["statement_status"] or "succeeded", "time": None,
-             "source": f"carried from run {i['first_seen_run']}", "line": 0}
-            for i in items if i["statement_amount_minor"] is not None
-            and i["refund_id"] is None and f"{i['route']}|{i['item_key']}" not in today]
+             "source": f"carried from run {i['last_seen_run']}", "line": CARRIED_LINE}
+            for i in with_line if f"{i['route']}|{i['item_key']}" not in today]
     return engine_lines(pl.DataFrame(rows, schema=BATCH_SCHEMA))
 
 
-def _new_id(result: CursorResult[Any]) -> int:
-    """The primary key an INSERT just created (SQLite and PostgreSQL both return it)."""
-    pk = result.inserted_primary_key
-    if pk is None or pk[0] is None:
-        raise GatewayError("the database returned no primary key for an insert")
-    return int(pk[0])
+def carried_rows(items: Sequence[dict[str, Any]]) -> pl.DataFrame:
+    """The platform side of open items as they stored it (``PLATFORM_SCHEMA``), for items
+    whose refund the day's platform source did not have. The creation time stands in as
+    the first run's day (noon, Beijing) for items recorded before the success time was
+    kept: the refund was in that day's export."""
+    rows = [(i["refund_id"], i["route"], i["merchant_order_no"], None, i["item_key"],
+             i["channel_refund_id"], i["platform_amount_minor"], i["currency"],
+             i["platform_status"] or RefundStatus.SUCCEEDED.value,
+             datetime.combine(i["first_seen_date"], time(12), BEIJING).astimezone(UTC),
+             i["succeeded_at"])
+            for i in items if i["refund_id"] is not None
+            and i["platform_amount_minor"] is not None]
+    return pl.DataFrame(rows, schema=PLATFORM_SCHEMA, orient="row")
 
 
-def persist(engine: Engine, result: RunResult, *, platform_source: str,
-            statements: Sequence[str], started_at: datetime) -> int:
-    counts = result.counts()
-    outcome = "discrepancies" if result.has_discrepancies else "clean"
-    now = utcnow()
-    with engine.begin() as conn:
-        run_id = _new_id(conn.execute(insert(recon_runs).values(
-            run_date=result.run_date, routes=",".join(r.value for r in result.routes),
-            started_at=started_at, finished_at=now, platform_source=platform_source[:256],
-            statements=json.dumps(list(statements), ensure_ascii=False),
-            totals=json.dumps(counts), bad_lines=json.dumps([str(e) for e in result.bad_lines],
-                                                            ensure_ascii=False),
-            outcome=outcome)))
-        existing = {(r.route, r.item_key): dict(r._mapping) for r in conn.execute(
-            select(recon_items).where(recon_items.c.route.in_(
-                [r.value for r in result.routes])))}
-        cols = ["class", "route", "refund_id", "channel_refund_no", "channel_refund_id",
-                "merchant_order_no", "platform_amount_minor", "statement_amount_minor",
-                "currency", "platform_status", "statement_status"]
-        # Matched rows are written only when they close an open item: a 1M-refund day
-        # is ~1% discrepancies, and only those (and closures) cost a Python loop.
-        open_numbers = [k[1] for k, v in existing.items() if v["state"] == "open"]
-        touched = result.scan().filter((pl.col("class") != Klass.MATCHED.value)
-                                       | pl.col("channel_refund_no").is_in(open_numbers)
-                                       ).select(cols).collect()
-        for row in touched.iter_rows(named=True):
-            key = (row["route"], row["channel_refund_no"])
-            old = existing.get(key)
-            values = {"refund_id": row["refund_id"], "class": row["class"],
-                      "platform_amount_minor": row["platform_amount_minor"],
-                      "statement_amount_minor": row["statement_amount_minor"],
-                      "currency": row["currency"], "platform_status": row["platform_status"],
-                      "statement_status": row["statement_status"],
-                      "channel_refund_id": row["channel_refund_id"],
-                      "merchant_order_no": row["merchant_order_no"], "last_seen_run": run_id}
-            if row["class"] == Klass.MATCHED.value:
-                if old is not None and old["state"] == "open":
-                    conn.execute(update(recon_items).where(recon_items.c.id == old["id"])
-                                 .values(**values, state="resolved", resolved_by="reconcile",
-                                         resolved_at=now, note=f"matched in run {run_id}"))
-                    result.states[key] = {"state": "resolved", "item_id": old["id"]}
-                continue
-            # An open paid-twice item names the other refunds of the release in its note
-            # (until a person's resolution note replaces it).
-            note = ({"note": linked_note(result.linked.get(key, ()))}
-                    if row["class"] == Klass.PAID_TWICE.value else {})
-            if old is None:
-                item_id = _new_id(conn.execute(insert(recon_items).values(
-                    **values, **note, route=row["route"], item_key=row["channel_refund_no"],
-                    state="open", first_seen_run=run_id)))
-                result.states[key] = {"state": "open", "item_id": item_id}
-                continue
-            reopen = old["state"] == "resolved" and old["class"] != row["class"]
-            state = "open" if old["state"] == "open" or reopen else "resolved"
-            extra: dict[str, Any] = ({"resolved_by": None, "resolved_at": None, "note": None}
-                                     if reopen else {})
-            if state == "open":
-                extra.update(note)
-            conn.execute(update(recon_items).where(recon_items.c.id == old["id"])
-                         .values(**values, state=state, **extra))
-            result.states[key] = {"state": state, "item_id": old["id"]}
-    result.run_id = run_id
-    return run_id
+@dataclass
+class _Loaded:
+    """What ``_load_platform`` saw besides the rows it handed to the run."""
+
+    warnings: list[RunWarning] = field(default_factory=list)
+    carried: dict[tuple[str, str], int] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)      # refund -> rerouted_from
+    rerouted: set[str] = field(default_factory=set)          # refunds in status rerouted
+    other_days: set[tuple[str, str]] = field(default_factory=set)
 
 
-def linked_note(linked: Sequence[str]) -> str:
-    """The note of an open paid-twice item: the other refunds of the release."""
-    return f"paid after release; linked refunds: {', '.join(linked) or 'none'}"[:512]
+class StoreLookup:
+    """``matching.Lookup`` against the store: for statement keys with no platform refund
+    today, an earlier match of another day (a duplicate), else the store's refund, else
+    the item that recorded it. Remembers what it found for the run's records."""
+
+    def __init__(self, engine: Engine, run_date: date) -> None:
+        self.engine, self.run_date = engine, run_date
+        self.earlier: dict[tuple[str, str], dict[str, Any]] = {}
+        self.items: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, keys: pl.DataFrame) -> Known:
+        wanted = [(str(r), str(n)) for r, n in keys.iter_rows() if n is not None
+                  and not str(n).startswith("id:")]
+        if not wanted:
+            return Known()
+        earlier = earlier_matches(self.engine, wanted, self.run_date)
+        store = known_refunds(self.engine, wanted)
+        in_store = set(store.select(pl.col("route").cast(pl.String),
+                                    "channel_refund_no").iter_rows())
+        items = items_by_keys(self.engine, wanted)
+        from_items = carried_rows([{**i, "first_seen_date": self.run_date}
+                                   for k, i in items.items() if k not in in_store])
+        got_items = set(from_items.select(pl.col("route").cast(pl.String),
+                                          "channel_refund_no").iter_rows())
+        from_matches = pl.DataFrame(
+            [(m["refund_id"], r, m["merchant_order_no"], None, n, None, m["amount_minor"],
+              m["currency"], RefundStatus.SUCCEEDED.value, m["succeeded_at"],
+              m["succeeded_at"]) for (r, n), m in earlier.items()
+             if (r, n) not in in_store and (r, n) not in got_items
+             and m["refund_id"] is not None],
+            schema=PLATFORM_SCHEMA, orient="row")
+        with self._lock:
+            self.earlier.update(earlier)
+            self.items.update(items)
+        return Known(
+            platform=pl.concat([store, from_items, from_matches], how="vertical"),
+            earlier=pl.DataFrame(
+                [(r, n, int(m["run_id"])) for (r, n), m in earlier.items()],
+                schema={"route": pl.String(), "channel_refund_no": pl.String(),
+                        "earlier_run": pl.Int64()}, orient="row"))
 
 
 def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[Source],
@@ -263,28 +309,37 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
     """Run and (with ``engine``) persist. ``platform(carried_keys)`` loads the refunds.
     A run of more than ``PARTITION_ROWS`` rows spills to a temporary directory under
     ``spill_dir`` (default: the system's), removed at the end, and keeps its classified
-    rows in files in another one there, removed by ``RunResult.close``."""
+    rows in files in another one there, removed by ``RunResult.close``. Wrong input is a
+    ``RunInputError`` (``inputs``) before anything is recorded."""
     started = utcnow()
+    infos = check_sources(statements, routes)
     bad = BadLines(limit=max_bad_lines)
-    items = open_items(engine, routes) if engine is not None else []
+    day_check = DayCheck(run_date)
+    items = open_items(engine, [r.value for r in routes]) if engine is not None else []
     twice = paid_twice(engine, routes) if engine is not None else PaidTwice()
     carried = [i["item_key"] for i in items if i["refund_id"] is not None]
+    lookup = StoreLookup(engine, run_date) if engine is not None else None
     parts = RunParts(PLATFORM_SCHEMA, spill_rows=PARTITION_ROWS, buckets=SPILL_BUCKETS,
                      routes=[r.value for r in routes], directory=spill_dir)
     try:
         # The platform side loads while the statements parse (both release the GIL);
         # both hand each part over as it is read.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            loading = pool.submit(_load_platform, platform, carried, parts, twice)
+            loading = pool.submit(_load_platform, platform, carried, parts, twice, items,
+                                  run_date, engine)
             statement_parts(statements, bad, progress,
-                            sink=lambda df: parts.add("statement", df))
-            loading.result()
-        unknown_keys = [i["item_key"] for i in items if i["refund_id"] is None]
+                            sink=lambda df: parts.add("statement", df), check=day_check)
+            loaded = loading.result()
+        warnings = [*day_check.warnings(), *loaded.warnings]
+        line_keys = [i["item_key"] for i in items if i["statement_amount_minor"] is not None]
         parts.add("statement", carried_lines(
-            items, parts.statement_keys(unknown_keys) if unknown_keys else None))
+            items, parts.statement_keys(line_keys) if line_keys else None))
+        duplicates = {i["item_key"]: i["route"] for i in items
+                      if i["class"] == Klass.DUPLICATE.value}
         if parts.spilled:
             stored, summary = classify_spilled(parts, run_date, spill_dir,
-                                               paid_twice=twice.numbers)
+                                               paid_twice=twice.numbers, lookup=lookup,
+                                               duplicates=duplicates)
         else:
             frames = {"platform": pl.concat([pl.DataFrame(schema=PLATFORM_SCHEMA),
                                              *parts.in_memory("platform")], how="vertical"),
@@ -293,54 +348,130 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
                                              how="vertical")}
             # Handed over without other references, so ``classify`` frees them once joined.
             rows = classify(frames.pop("platform"), frames.pop("statement"), run_date,
-                            paid_twice=twice.numbers)
+                            paid_twice=twice.numbers, lookup=lookup, duplicates=duplicates)
             stored, summary = RunRows(rows), summarise(rows)
             del rows
     finally:
         parts.close()
     result = RunResult(None, run_date, list(routes), stored, summary, bad.errors,
-                       linked=twice.linked)
-    if engine is not None:
-        try:
+                       linked=twice.linked, warnings=warnings, statements=infos,
+                       carried=loaded.carried, open_before=items)
+    if lookup is not None:
+        result.earlier = lookup.earlier
+        result.known_items = lookup.items | loaded.other_days
+    try:
+        result.chains = _chains(result, loaded, engine)
+        if engine is not None:
             persist(engine, result, platform_source=platform_source,
                     statements=[s.name for s in statements], started_at=started)
-        except BaseException:
-            result.close()
-            raise
+    except BaseException:
+        result.close()
+        raise
     log.info("reconciliation_run", run_id=result.run_id, run_date=run_date.isoformat(),
-             counts=result.counts(), bad_lines=len(bad.errors))
+             counts=result.counts(), bad_lines=len(bad.errors),
+             warnings=[w.code for w in warnings], carried=len(result.carried))
     return result
 
 
+def _keys(frame: pl.DataFrame) -> set[tuple[str, str]]:
+    return set(frame.select(pl.col("route").cast(pl.String), "channel_refund_no")
+               .iter_rows())
+
+
 def _load_platform(platform: Callable[[list[str]], pl.DataFrame | Iterable[pl.DataFrame]],
-                   carried: list[str], parts: RunParts, twice: PaidTwice) -> None:
-    """The platform side, with the store's paid-twice refunds (``twice.rows``) in place
-    of the loader's rows for them, so each is there once whatever the source and day."""
+                   carried: list[str], parts: RunParts, twice: PaidTwice,
+                   items: Sequence[dict[str, Any]], run_date: date,
+                   engine: Engine | None) -> _Loaded:
+    """The platform side, checked and completed as it is handed over:
+
+    * the store's paid-twice refunds (``twice.rows``) in place of the loader's rows for
+      them, so each is there once whatever the source and day;
+    * refunds of other days (an export of more than the day) reported with counts; those
+      an earlier run matched are left out (already reconciled), the rest are judged;
+    * open items whose refund the loader did not give, from what the item stored;
+    * the ``rerouted_from`` column, when the loader gives one, taken off for the chains.
+    """
+    got = _Loaded()
     loaded = platform(carried)
     taken = twice.rows.get_column("channel_refund_no").to_list()
-    for frame in [loaded] if isinstance(loaded, pl.DataFrame) else loaded:
-        parts.add("platform", frame.filter(~pl.col("channel_refund_no").is_in(taken))
-                  if taken and frame.height else frame)
+    carried_set = set(carried)
+    seen: set[tuple[str, str]] = set()
+    others: list[pl.DataFrame] = []
+    for part in [loaded] if isinstance(loaded, pl.DataFrame) else loaded:
+        frame = part
+        if LINK_COLUMN in frame.columns:
+            got.links.update(frame.filter(pl.col(LINK_COLUMN).is_not_null())
+                             .select("refund_id", LINK_COLUMN).iter_rows())
+            frame = frame.drop(LINK_COLUMN)
+        if not frame.height:
+            parts.add("platform", frame)
+            continue
+        if taken:
+            frame = frame.filter(~pl.col("channel_refund_no").is_in(taken))
+        got.rerouted.update(frame.filter(pl.col("status") == RefundStatus.REROUTED.value)
+                            .get_column("refund_id").to_list())
+        if carried_set:
+            seen |= _keys(frame.filter(pl.col("channel_refund_no").is_in(carried)))
+        day = frame.select(in_platform_day(run_date)
+                           | pl.col("channel_refund_no").is_in(carried)).to_series()
+        if not day.all():
+            others.append(frame.filter(~day))
+            frame = frame.filter(day)
+        parts.add("platform", frame)
+    if others:
+        other = pl.concat(others, how="vertical")
+        got.other_days = _keys(other)
+        before = (earlier_matches(engine, sorted(got.other_days), run_date)
+                  if engine is not None else {})
+        if before:
+            other = other.filter(~pl.concat_str(pl.col("route").cast(pl.String), pl.lit("|"),
+                                                "channel_refund_no")
+                                 .is_in([f"{r}|{n}" for r, n in before]))
+            got.warnings.append(RunWarning(
+                "platform_matched_before",
+                f"{len(before)} platform refunds of other days were matched by earlier "
+                "runs; left out of this one", len(before), None,
+                {"refunds": sorted(n for _, n in before)[:20]}))
+        if other.height:
+            days = (other.select(pl.coalesce("succeeded_at", "created_at")
+                                 .dt.convert_time_zone("Asia/Shanghai").dt.date().alias("d"))
+                    .group_by("d").len().sort("d"))
+            by_day = {str(d): int(n) for d, n in days.iter_rows()}
+            got.warnings.append(RunWarning(
+                "platform_other_days",
+                f"{other.height} platform refunds are not of {run_date.isoformat()} ("
+                + ", ".join(f"{d}: {n}" for d, n in by_day.items())
+                + "); judged against this day's statements", other.height, None,
+                {"by_day": by_day}))
+            parts.add("platform", other)
+    missing = [i for i in items if i["refund_id"] is not None
+               and i["item_key"] not in taken and (i["route"], i["item_key"]) not in seen]
+    stored = carried_rows(missing)
+    if stored.height:
+        got.carried = {(i["route"], i["item_key"]): int(i["id"]) for i in missing
+                       if i["platform_amount_minor"] is not None}
+        parts.add("platform", stored)
     parts.add("platform", twice.rows)
+    return got
 
 
-def list_items(engine: Engine, *, state: str | None = "open") -> list[dict[str, Any]]:
-    q = select(recon_items).order_by(recon_items.c.route, recon_items.c.item_key)
-    if state:
-        q = q.where(recon_items.c.state == state)
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
-
-
-class ItemNotFound(GatewayError, LookupError):
-    pass
-
-
-def resolve_item(engine: Engine, item_id: int, *, by: str, note: str) -> dict[str, Any]:
-    with engine.begin() as conn:
-        row = conn.execute(select(recon_items).where(recon_items.c.id == item_id)).first()
-        if row is None:
-            raise ItemNotFound(f"no discrepancy with id {item_id}")
-        conn.execute(update(recon_items).where(recon_items.c.id == item_id).values(
-            state="resolved", resolved_by=by[:64], resolved_at=utcnow(), note=note[:512]))
-        return {**dict(row._mapping), "state": "resolved", "resolved_by": by, "note": note}
+def _chains(result: RunResult, loaded: _Loaded, engine: Engine | None
+            ) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Reroute chains of the run's rows, from the store (``reroute_chains``) or, without
+    one, from the loader's ``rerouted_from`` column."""
+    ids = loaded.rerouted | set(loaded.links) | set(loaded.links.values())
+    if not ids:
+        return {}
+    if engine is not None:
+        by_id = reroute_chains(engine, ids)
+    else:
+        linked: dict[str, list[str]] = {}
+        for refund_id, root in sorted(loaded.links.items()):
+            linked.setdefault(root, []).append(refund_id)
+        by_id = {}
+        for root, ls in linked.items():
+            for i in (root, *ls):
+                by_id[i] = (root, *ls)
+    rows = result.scan().filter(pl.col("refund_id").is_in(sorted(by_id))).select(
+        pl.col("route").cast(pl.String), "channel_refund_no", "refund_id").collect()
+    return {(r, n): by_id[i] for r, n, i in rows.iter_rows()}

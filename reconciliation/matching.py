@@ -9,14 +9,23 @@ paid after its amount was released (``paid_twice``: the job reads them from the 
 whatever the statement says. "in transit" vs "refunded, not received"
 uses the route's arrival window in working days, as its adapter declares it
 (``Capabilities.arrival_working_days`` via ``gateway.bootstrap.capabilities_of``: the
-window the gateway gives each refund), counted by ``gateway.calendar``. Pure: no I/O.
+window the gateway gives each refund), counted by ``gateway.calendar``.
+
+"matched" is money the channel confirmed: a refund that moved no money (failed, closed,
+rerouted or abnormal on the platform, failed or absent on the statement) is "not
+refunded", never matched, so a rerouted refund and the refund that took its amount over
+are not both counted as paid. A statement line whose refund is not in today's platform
+side is handed to ``lookup`` (the job asks the store): a refund known elsewhere is
+classified as usual, one matched in an earlier run of another day is a duplicate. Pure
+apart from that callback: no I/O.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +47,7 @@ from reconciliation.statements.model import engine_lines
 class Klass(StrEnum):
     MATCHED = "matched"
     IN_TRANSIT = "in_transit"
+    NOT_REFUNDED = "not_refunded"
     NOT_RECEIVED = "refunded_not_received"
     UNKNOWN = "unknown_to_platform"
     AMOUNT = "amount_mismatch"
@@ -51,10 +61,11 @@ class Klass(StrEnum):
 
     @property
     def is_discrepancy(self) -> bool:
-        return self not in (Klass.MATCHED, Klass.IN_TRANSIT)
+        return self not in (Klass.MATCHED, Klass.IN_TRANSIT, Klass.NOT_REFUNDED)
 
 
 _LABELS: Final = {Klass.MATCHED: "matched", Klass.IN_TRANSIT: "in transit",
+                  Klass.NOT_REFUNDED: "not refunded (no money moved)",
                   Klass.NOT_RECEIVED: "refunded, not received",
                   Klass.UNKNOWN: "unknown to platform", Klass.AMOUNT: "amount mismatch",
                   Klass.DUPLICATE: "duplicate", Klass.STATUS: "status mismatch",
@@ -94,6 +105,58 @@ def arrival_latest(platform: pl.DataFrame) -> pl.Series:
         schema={"route": pl.Categorical(), "_day": pl.Date(), "arrival_latest": pl.Date()})
     joined = days.join(lookup, on=["route", "_day"], how="left", maintain_order="left")
     return joined.get_column("arrival_latest")
+
+
+@dataclass(frozen=True)
+class Known:
+    """What ``lookup`` found for statement keys missing from the platform side.
+
+    ``platform``: refunds with those keys (``PLATFORM_SCHEMA``), classified as if they
+    had been loaded. ``earlier``: ``route`` (String), ``channel_refund_no``,
+    ``earlier_run`` (Int64): keys matched in an earlier run of another day; a statement
+    line for one again is a duplicate."""
+
+    platform: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
+        schema=PLATFORM_SCHEMA))
+    earlier: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
+        schema={"route": pl.String(), "channel_refund_no": pl.String(),
+                "earlier_run": pl.Int64()}))
+
+
+# Called with the (route as String, channel_refund_no) of statement rows that have no
+# platform refund; once per classified frame (per bucket in a big run).
+Lookup = Callable[[pl.DataFrame], Known]
+
+
+def _known_elsewhere(j: pl.DataFrame, lookup: Lookup) -> pl.DataFrame:
+    """``j`` (the joined sides) with the platform columns of rows that had no platform
+    refund filled from what ``lookup`` found, and ``_earlier_run`` set on keys matched in
+    an earlier run. Only those (normally few) rows are touched."""
+    missing = pl.col("refund_id").is_null() & pl.col("statement_lines").is_not_null()
+    keys = j.filter(missing).select(pl.col("route").cast(pl.String), "channel_refund_no")
+    j = j.with_columns(pl.lit(None, pl.Int64).alias("_earlier_run"))
+    if not keys.height:
+        return j
+    known = lookup(keys)
+    found = known.platform
+    if found.height:
+        found = found.with_columns(arrival_latest(found).alias("arrival_latest")).drop(
+            "channel_trade_no", "created_at").unique(["route", "channel_refund_no"],
+                                                     keep="first", maintain_order=True)
+        hit = missing & pl.col("channel_refund_no").is_in(
+            found.get_column("channel_refund_no").implode())
+        filled = j.filter(hit).drop([c for c in found.columns
+                                     if c not in ("route", "channel_refund_no")])
+        filled = filled.join(found, on=["route", "channel_refund_no"], how="left")
+        j = pl.concat([j.filter(~hit), filled.select(j.columns)], how="vertical")
+    if known.earlier.height:
+        earlier = known.earlier.select(pl.col("route").cast(pl.Categorical()),
+                                       "channel_refund_no",
+                                       pl.col("earlier_run").alias("_e"))
+        j = j.join(earlier, on=["route", "channel_refund_no"], how="left",
+                   maintain_order="left").with_columns(
+            pl.coalesce("_e", "_earlier_run").alias("_earlier_run")).drop("_e")
+    return j
 
 
 def number_by_id(lines: pl.DataFrame, by_id: pl.DataFrame) -> pl.DataFrame:
@@ -232,7 +295,8 @@ def number_hash() -> pl.Expr:
 
 def paid_twice_flag(paid_twice: Mapping[str, str] | None) -> pl.Expr:
     """Whether a row's (route, number) is one of ``paid_twice`` (number -> route): one
-    membership test per route that has any (normally none: then a constant)."""
+    membership test per route that has any (normally none: then a constant). Also used
+    for open duplicate items."""
     by_route: dict[str, list[str]] = {}
     for number, route in sorted((paid_twice or {}).items()):
         by_route.setdefault(route, []).append(number)
@@ -244,13 +308,17 @@ def paid_twice_flag(paid_twice: Mapping[str, str] | None) -> pl.Expr:
 
 
 def classify(platform: pl.DataFrame, statement: pl.DataFrame, as_of: date, *,
-             sort: bool = True, paid_twice: Mapping[str, str] | None = None
-             ) -> pl.DataFrame:
+             sort: bool = True, paid_twice: Mapping[str, str] | None = None,
+             lookup: Lookup | None = None,
+             duplicates: Mapping[str, str] | None = None) -> pl.DataFrame:
     """Classify. ``platform`` has ``PLATFORM_SCHEMA``; ``statement`` ``ENGINE_SCHEMA``.
     ``as_of`` is the statement day: a refund is late once ``as_of`` > its latest arrival.
     ``sort=False`` leaves report order to the caller (``classify_spilled``).
     ``paid_twice``: channel refund number -> route of the platform refunds paid after
-    their amount was released; each is "paid twice" whatever the statement says."""
+    their amount was released; each is "paid twice" whatever the statement says.
+    ``lookup``: asked about statement keys with no platform refund (``Known``).
+    ``duplicates``: number -> route of open duplicate items: money that may have moved
+    twice stays a duplicate until a person resolves it, whatever later lines say."""
     # The trade number and the creation time are not in the result (the latter only
     # decides the arrival date): dropped before the join, which copies every column.
     platform = platform.with_columns(arrival_latest(platform).alias("arrival_latest")).drop(
@@ -260,23 +328,32 @@ def classify(platform: pl.DataFrame, statement: pl.DataFrame, as_of: date, *,
     held = [platform, st]
     del platform, st
     j = _join(held, st_unique=st_unique)
+    if lookup is not None:
+        j = _known_elsewhere(j, lookup)
     # The inputs are freed as they are joined (callers that hand them over without
     # keeping a reference, like ``job.reconcile``, get the memory back there).
     has_p, has_s = pl.col("refund_id").is_not_null(), pl.col("statement_lines").is_not_null()
     p, s = pl.col("status"), pl.col("statement_status")
     late = pl.lit(as_of) > pl.col("arrival_latest")
     succeeded_p = p == _P.SUCCEEDED.value
-    k = (pl.when(~has_p).then(pl.lit(Klass.UNKNOWN.value))
-         .when(paid_twice_flag(paid_twice)).then(pl.lit(Klass.PAID_TWICE.value))
+    not_refunded = pl.lit(Klass.NOT_REFUNDED.value)
+    # Matched in an earlier run of another day, and on this statement again.
+    earlier = (has_s & pl.col("_earlier_run").is_not_null() if lookup is not None
+               else pl.lit(False))
+    k = (pl.when(paid_twice_flag(paid_twice) & has_p).then(pl.lit(Klass.PAID_TWICE.value))
+         .when(earlier | paid_twice_flag(duplicates)).then(pl.lit(Klass.DUPLICATE.value))
+         .when(~has_p).then(pl.lit(Klass.UNKNOWN.value))
          .when(has_s & (pl.col("statement_lines") > 1)).then(pl.lit(Klass.DUPLICATE.value))
          .when(has_s & (pl.col("statement_amount_minor") != pl.col("amount_minor")))
          .then(pl.lit(Klass.AMOUNT.value))
          .when(has_s & (s == _S.SUCCEEDED.value))
          .then(pl.when(succeeded_p).then(pl.lit(Klass.MATCHED.value))
                .otherwise(pl.lit(Klass.STATUS.value)))
+         # A line saying failed is never "matched": either the platform thinks the money
+         # went (not received) or both sides agree none did (not refunded).
          .when(has_s & s.is_in(_CHANNEL_NEGATIVE))
          .then(pl.when(succeeded_p).then(pl.lit(Klass.NOT_RECEIVED.value))
-               .when(p.is_in(_PLATFORM_NO_MONEY)).then(pl.lit(Klass.MATCHED.value))
+               .when(p.is_in(_PLATFORM_NO_MONEY)).then(not_refunded)
                .otherwise(pl.lit(Klass.STATUS.value)))
          .when(has_s)  # channel still processing
          .then(pl.when(succeeded_p & late).then(pl.lit(Klass.NOT_RECEIVED.value))
@@ -285,7 +362,7 @@ def classify(platform: pl.DataFrame, statement: pl.DataFrame, as_of: date, *,
          # no statement line at all
          .when(succeeded_p & late).then(pl.lit(Klass.NOT_RECEIVED.value))
          .when(succeeded_p | p.is_in(_PLATFORM_OPEN)).then(pl.lit(Klass.IN_TRANSIT.value))
-         .otherwise(pl.lit(Klass.MATCHED.value)))
+         .otherwise(not_refunded))
     out = j.with_columns(k.alias("class")).select(
         "class", "route", "refund_id", "channel_refund_no",
         pl.coalesce("channel_refund_id", "_s_id").alias("channel_refund_id"),
@@ -326,7 +403,9 @@ def classify_parts(platform: list[pl.DataFrame], statement: list[pl.DataFrame],
 
 
 def classify_spilled(parts: RunParts, as_of: date, directory: Path | None = None, *,
-                     paid_twice: Mapping[str, str] | None = None
+                     paid_twice: Mapping[str, str] | None = None,
+                     lookup: Lookup | None = None,
+                     duplicates: Mapping[str, str] | None = None
                      ) -> tuple[RunRows, pl.DataFrame]:
     """Classify a run whose parts went to buckets on disk; returns the rows (in report
     order, kept in files under a new directory in ``directory``) and their summary.
@@ -344,7 +423,8 @@ def classify_spilled(parts: RunParts, as_of: date, directory: Path | None = None
     tallies = []
     for k in range(parts.buckets):
         rows = classify(parts.take("platform", k), parts.take("statement", k), as_of,
-                        sort=False, paid_twice=paid_twice)
+                        sort=False, paid_twice=paid_twice, lookup=lookup,
+                        duplicates=duplicates)
         tallies.append(tally(rows))
         keys = rows.select(_sort_key().alias("_key")).to_series()
         if bounds is None:

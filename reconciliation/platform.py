@@ -4,8 +4,14 @@ export. Returns a polars frame with ``matching.PLATFORM_SCHEMA``. Read-only.
 
 CSV columns: ``refund_id, route, merchant_order_no, channel_trade_no, channel_refund_no,
 amount, currency, status, created_at, succeeded_at``; ``amount`` in yuan (``12.30``,
-``Money.parse`` rules), ``status`` a ``RefundStatus`` value, times ISO 8601 with an offset.
-A bad row is a ``PlatformInputError`` naming file and line (the CLI exits 2).
+``Money.parse`` rules), ``status`` a ``RefundStatus`` value, times ISO 8601 with an offset;
+optional ``rerouted_from`` (the refund this one took over after a reroute), passed on as
+an extra column for the job's reroute chains. A bad row is a ``PlatformInputError``
+naming file and line (the CLI exits 2).
+
+``known_refunds`` and ``reroute_chains`` read the store for the job: refunds by channel
+refund number (statement lines of refunds outside the day's window), and the reroute
+chain of a refund (the refund rerouted, then every refund that took its amount over).
 
 ``paid_twice``: the refunds the gateway saw paid after their amount was released
 (``refunds.paid_after_release_at``, set with the ``paid_after_release`` event), read from
@@ -40,6 +46,8 @@ from reconciliation.statements.base import (
 CSV_COLUMNS: Final = ["refund_id", "route", "merchant_order_no", "channel_trade_no",
                       "channel_refund_no", "amount", "currency", "status", "created_at",
                       "succeeded_at"]
+# The extra column a loader may add beside ``PLATFORM_SCHEMA`` (the job takes it off).
+LINK_COLUMN: Final = "rerouted_from"
 
 
 class PlatformInputError(GatewayError):
@@ -100,6 +108,8 @@ def from_csv_parts(path: Path, *, routes: Iterable[Route] | None = None,
 def _chunk(data: bytes, header: list[str], first_line: int, name: str,
            routes: list[str] | None) -> pl.DataFrame:
     wanted = [c for c in CSV_COLUMNS if c != "channel_trade_no"]   # not used in matching
+    link = [LINK_COLUMN] if LINK_COLUMN in header else []
+    wanted += link
     try:
         df = pl.read_csv(data, has_header=False, new_columns=header, infer_schema=False,
                          empty_string_is_null=False, columns=[header.index(c) for c in wanted],
@@ -138,8 +148,9 @@ def _chunk(data: bytes, header: list[str], first_line: int, name: str,
         pl.lit(None, pl.String()).alias("channel_trade_no"), "channel_refund_no",
         pl.lit(None, pl.String()).alias("channel_refund_id"), "amount_minor", "currency",
         "status", pl.col("_created_at").alias("created_at"),
-        pl.col("_succeeded_at").alias("succeeded_at")).select(
-        [pl.col(c).cast(t) for c, t in PLATFORM_SCHEMA.items()])
+        pl.col("_succeeded_at").alias("succeeded_at"), *link).select(
+        [pl.col(c).cast(t) for c, t in PLATFORM_SCHEMA.items()],
+        *[pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in link])
 
 
 def _platform_columns() -> list[ColumnElement[Any]]:
@@ -151,9 +162,11 @@ def _platform_columns() -> list[ColumnElement[Any]]:
 
 
 def from_store(engine: Engine, start: datetime, end: datetime, routes: Iterable[Route],
-               carried_refund_nos: Iterable[str] = ()) -> pl.DataFrame:
+               carried_refund_nos: Iterable[str] = (), *, links: bool = False
+               ) -> pl.DataFrame:
     """Refunds that succeeded in [start, end), or were created then and have not
-    succeeded, plus those named by open carried-over items."""
+    succeeded, plus those named by open carried-over items. ``links``: with the
+    ``rerouted_from`` column too (``LINK_COLUMN``)."""
     route_values = [r.value for r in routes]
     carried = list(carried_refund_nos)
     window = or_(
@@ -161,12 +174,63 @@ def from_store(engine: Engine, start: datetime, end: datetime, routes: Iterable[
         refunds.c.succeeded_at.is_(None) & (refunds.c.created_at >= start)
         & (refunds.c.created_at < end))
     cond = window if not carried else or_(window, refunds.c.channel_refund_no.in_(carried))
-    q = (select(*_platform_columns())
+    extra = [refunds.c.rerouted_from] if links else []
+    q = (select(*_platform_columns(), *extra)
          .join_from(refunds, payments, refunds.c.payment_id == payments.c.id)
          .where(refunds.c.route.in_(route_values)).where(cond))
     with engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(q)]
+    schema = {**PLATFORM_SCHEMA, **({LINK_COLUMN: pl.String()} if links else {})}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def known_refunds(engine: Engine, keys: Iterable[tuple[str, str]]) -> pl.DataFrame:
+    """The store's refunds with these (route, channel refund number) keys, whatever
+    their day (``PLATFORM_SCHEMA``); a few at a time (they are statement lines the day's
+    platform side did not have)."""
+    wanted = sorted(set(keys))
+    rows: list[tuple[Any, ...]] = []
+    with engine.connect() as conn:
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            q = (select(*_platform_columns())
+                 .join_from(refunds, payments, refunds.c.payment_id == payments.c.id)
+                 .where(refunds.c.channel_refund_no.in_([n for _, n in chunk])))
+            want = set(chunk)
+            rows += [tuple(r) for r in conn.execute(q) if (r[1], r[4]) in want]
     return pl.DataFrame(rows, schema=PLATFORM_SCHEMA, orient="row")
+
+
+def reroute_chains(engine: Engine, refund_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """For each of ``refund_ids`` that is part of a reroute chain: the chain, the
+    rerouted refund first, then the refunds that took its amount over, oldest first
+    (``linked_refunds``, else ``rerouted_to``). Refunds in no chain are left out."""
+    ids = sorted(set(refund_ids))
+    if not ids:
+        return {}
+    c = refunds.c
+    with engine.connect() as conn:
+        found = {r.id: r for i in range(0, len(ids), 500) for r in conn.execute(
+            select(c.id, c.rerouted_from, c.rerouted_to, c.linked_refunds)
+            .where(c.id.in_(ids[i:i + 500])))}
+        roots = {r.rerouted_from for r in found.values() if r.rerouted_from} - set(found)
+        if roots:
+            found.update({r.id: r for r in conn.execute(
+                select(c.id, c.rerouted_from, c.rerouted_to, c.linked_refunds)
+                .where(c.id.in_(sorted(roots))))})
+    chains: dict[str, tuple[str, ...]] = {}
+    for refund_id in ids:
+        row = found.get(refund_id)
+        if row is None:
+            continue
+        root = found.get(row.rerouted_from) if row.rerouted_from else row
+        if root is None:
+            continue
+        linked = tuple(json.loads(root.linked_refunds or "[]")) or (
+            (root.rerouted_to,) if root.rerouted_to else ())
+        if linked:
+            chains[refund_id] = (root.id, *linked)
+    return chains
 
 
 @dataclass(frozen=True)

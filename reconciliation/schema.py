@@ -1,6 +1,14 @@
-"""Reconciliation tables (SQLAlchemy Core) on the gateway's MetaData: runs and the
-discrepancies they found. Created by migration ``0002_reconciliation``; this module is what
-queries are written against. Amounts are integer minor units, times aware UTC.
+"""Reconciliation tables (SQLAlchemy Core) on the gateway's MetaData: runs, the
+discrepancies they found, each discrepancy's history, and the statement line that matched
+each refund. Created by migrations ``0002_reconciliation`` and ``0004_recon_history``;
+this module is what queries are written against. Amounts are integer minor units, times
+aware UTC.
+
+``recon_item_events`` is append-only: every opening, reclassification, closing by a
+statement line, resolution and reopening of an item is a row (who, when, note, class and
+state before and after); nothing updates or deletes one. The item row holds its current
+state only (``resolved_by``/``resolved_at``: the current resolution, cleared on reopening;
+the history keeps every one).
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ recon_runs = Table(
     Column("totals", Text, nullable=False),          # JSON {class: count}
     Column("bad_lines", Text, nullable=False),       # JSON list of "file:line: reason"
     Column("outcome", String(16), nullable=False),   # clean | discrepancies | failed
+    # JSON list of {code, message, count, source} (input warnings: lines of other days...);
+    # NULL reads as [] (runs recorded before 0004_recon_history)
+    Column("warnings", Text),
     Index("ix_recon_runs_date", "run_date"),
 )
 
@@ -44,7 +55,53 @@ recon_items = Table(
     Column("last_seen_run", BigId, ForeignKey("recon_runs.id"), nullable=False),
     Column("resolved_by", String(64)),
     Column("resolved_at", UTCDateTime),
-    Column("note", String(512)),
+    # What a later run judges the item by when its refund is not in that day's export
+    # (carry-over): when the platform says it succeeded and when it should have arrived.
+    Column("succeeded_at", UTCDateTime),
+    Column("arrival_latest", Date),
+    # The statement line the item was last seen on (file, 1-based line, its time).
+    Column("source", String(256)),
+    Column("line", BigInteger),
+    Column("statement_time", UTCDateTime),
+    # JSON list of refund ids: a paid-twice refund's release, a reroute chain.
+    Column("linked_refunds", Text),
     Index("uq_recon_items_key", "route", "item_key", unique=True),
     Index("ix_recon_items_state", "state"),
+)
+
+recon_item_events = Table(
+    "recon_item_events", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("item_id", BigId, ForeignKey("recon_items.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(64), nullable=False),     # a person's --by, or "reconcile"
+    # opened | reclassified | closed | resolved | reopened
+    Column("action", String(16), nullable=False),
+    Column("class_before", String(32)),
+    Column("class_after", String(32), nullable=False),
+    Column("state_before", String(16)),
+    Column("state_after", String(16), nullable=False),
+    Column("run_id", BigId, ForeignKey("recon_runs.id")),
+    Column("note", Text, nullable=False),
+    Index("ix_recon_item_events_item", "item_id", "id"),
+)
+
+recon_matches = Table(
+    "recon_matches", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("route", String(16), nullable=False),
+    Column("item_key", String(80), nullable=False),  # channel refund number
+    Column("refund_id", String(32)),
+    Column("run_id", BigId, ForeignKey("recon_runs.id"), nullable=False),
+    Column("run_date", Date, nullable=False),
+    Column("merchant_order_no", String(64)),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("succeeded_at", UTCDateTime),
+    # The statement line that confirmed the money (receipts quote it).
+    Column("statement_time", UTCDateTime),
+    Column("source", String(256)),
+    Column("line", BigInteger),
+    Index("uq_recon_matches_key", "route", "item_key", unique=True),
+    Index("ix_recon_matches_refund", "refund_id"),
 )

@@ -51,6 +51,9 @@ PLAN = [
 # partial. Inside its arrival window it is in transit; five working days on (a WeChat
 # statement of that later day only), refunded but not received.
 MISSING = ("wechatpay", "50.00")
+# The cancelled card's refund moved no money (the card's file lists only what cleared):
+# not refunded, never matched, no item; its balance refund carries the money, once.
+REROUTED = ("bankcard", "200.00")
 
 
 Expected = tuple[dict[str, int], dict[tuple[str, str], tuple[int, str]]]
@@ -69,7 +72,8 @@ def _expected(lines: list[tuple[str, str, str]], routes: list[str]) -> Expected:
 
 
 def _plan_today() -> Expected:
-    return _expected([("matched", *x) for x in PLAN if x != MISSING] + [("in_transit", *MISSING)],
+    return _expected([("matched", *x) for x in PLAN if x not in (MISSING, REROUTED)]
+                     + [("in_transit", *MISSING), ("not_refunded", *REROUTED)],
                      sorted({route for route, _ in PLAN}))
 
 
@@ -84,6 +88,9 @@ def test_story_and_files(demo: tuple[Path, str, str]) -> None:
     truth = re.search(r"sandbox truth: (\d+) refunds executed, (\d+) executed twice", stdout)
     assert truth is not None, stdout
     assert (int(truth[1]), int(truth[2])) == (len(PLAN), 0)
+    chains = re.findall(r"reroute chain (RF\w+) -> (RF\w+): one refund's money, counted once",
+                        stdout)
+    assert len(chains) == 1, stdout      # the cancelled card's refund and its balance one
     exits = re.findall(r"reconciliation of (\d{4}-\d{2}-\d{2})[^:]*: exit (\d+)", stdout)
     assert [code for _, code in exits] == ["0", "1"], stdout   # a discrepancy exits 1
     for day, _ in exits:
@@ -104,7 +111,12 @@ def test_reports_classify_the_planted_faults(demo: tuple[Path, str, str]) -> Non
                 for s in doc["summary"]} == summary
         assert doc["bad_lines"] == []
     # the same refund, carried over from in transit to refunded-not-received
-    (transit,), (missing,) = first["rows"], later["rows"]
+    (transit,) = [r for r in first["rows"] if r["class"] == "in_transit"]
+    (rerouted,) = [r for r in first["rows"] if r["class"] == "not_refunded"]
+    assert (rerouted["route"], rerouted["platform_amount"], rerouted["platform_status"],
+            rerouted["statement_status"], rerouted["item_id"]) == (*REROUTED, "rerouted",
+                                                                   None, None)
+    (missing,) = later["rows"]
     for row, klass in ((transit, "in_transit"), (missing, "refunded_not_received")):
         assert (row["class"], row["route"], row["platform_amount"], row["statement_lines"],
                 row["state"]) == (klass, *MISSING, 0, "open")

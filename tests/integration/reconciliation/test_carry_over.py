@@ -10,6 +10,7 @@ platform never made) are carried over; day 2's statements close the first two wi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from gateway.service import RefundGateway
 from gateway.settings import load_settings
 from reconciliation.job import beijing_day, reconcile
 from reconciliation.platform import from_store
-from reconciliation.schema import recon_items, recon_runs
+from reconciliation.schema import recon_item_events, recon_items, recon_runs
 from reconciliation.statements import Source
 from tests.fakes import FakeChannel
 from tests.helpers import FakeClock, request
@@ -93,6 +94,13 @@ def _at(day: date, hh: int, mm: int, ss: int = 0) -> datetime:
     return datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=BEIJING)
 
 
+def _list(database_url: str, *args: str) -> list[dict[str, Any]]:
+    listed = _cli(database_url, "discrepancies", "list", "--json", *args)
+    assert listed.exit_code == 0, listed.output
+    items: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
+    return items
+
+
 def test_two_runs_carry_open_items_over_and_close_them(
         gw: RefundGateway, clock: FakeClock, database_url: str, tmp_path: Path) -> None:
     card = _refund(gw, "k-card", Route.BANKCARD, 4_500, "ORD-C")
@@ -105,24 +113,23 @@ def test_two_runs_carry_open_items_over_and_close_them(
     # The card refund is still processing: the settlement file lists no line for it.
     (day1 / "unionpay.zip").write_bytes(unionpay_settlement([], DAY1))
     (day1 / "alipay.csv").write_bytes(alipay_detail(
-        [Line(ali_ok.channel_refund_no, "ORD-A", 1_000),
-         Line("RFNOBODY", "ORD-X", 777)]))                             # unknown to platform
+        [Line(ali_ok.channel_refund_no, "ORD-A", 1_000, at=_at(DAY1, 10, 0)),
+         Line("RFNOBODY", "ORD-X", 777, at=_at(DAY1, 11, 0))]))      # unknown to platform
     first = _cli(database_url, "reconcile", "--date", DAY1.isoformat(),
                  "--statement", str(day1 / "unionpay.zip"),
                  "--statement", str(day1 / "alipay.csv"), "--out", str(tmp_path / "r1"),
                  "--format", "json")
     assert first.exit_code == 1, (first.output, repr(first.exception))
 
-    listed = _cli(database_url, "discrepancies", "list")
-    assert listed.exit_code == 0, listed.output
-    open1 = {ln.split()[4]: ln.split() for ln in listed.stdout.splitlines()}
+    open1 = {i["item_key"]: i for i in _list(database_url)}
     assert set(open1) == {card.channel_refund_no, ali_late.channel_refund_no, "RFNOBODY"}
-    assert open1[card.channel_refund_no][2] == "in_transit"
-    assert open1[ali_late.channel_refund_no][2] == "in_transit"
-    assert open1["RFNOBODY"][2] == "unknown_to_platform"
+    assert open1[card.channel_refund_no]["class"] == "in_transit"
+    assert open1[ali_late.channel_refund_no]["class"] == "in_transit"
+    assert open1["RFNOBODY"]["class"] == "unknown_to_platform"
+    assert open1["RFNOBODY"]["last_event"]["action"] == "opened"
 
     # Finance looks into the unknown refund and closes it by hand.
-    unknown_id = open1["RFNOBODY"][0]
+    unknown_id = str(open1["RFNOBODY"]["id"])
     done = _cli(database_url, "discrepancies", "resolve", unknown_id, "--by", "li.na",
                 "--note", "manual refund made in the merchant portal, ticket FIN-88")
     assert done.exit_code == 0, done.output
@@ -142,31 +149,42 @@ def test_two_runs_carry_open_items_over_and_close_them(
                   "--statement", str(day2 / "alipay.csv"), "--out", str(tmp_path / "r2"),
                   "--format", "json")
     assert second.exit_code == 0, (second.output, repr(second.exception))
-    assert "no discrepancies" in _cli(database_url, "discrepancies", "list").stdout
+    assert _list(database_url) == []
 
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
             runs = [r.id for r in conn.execute(select(recon_runs).order_by(recon_runs.c.id))]
             items = {r.item_key: r._mapping for r in conn.execute(select(recon_items))}
+            events = [dict(r._mapping) for r in conn.execute(
+                select(recon_item_events).order_by(recon_item_events.c.id))]
     finally:
         engine.dispose()
     assert len(runs) == 2
-    for key in (card.channel_refund_no, ali_late.channel_refund_no):
+    history = {k: [e for e in events if e["item_id"] == items[k]["id"]] for k in items}
+    for key, source in ((card.channel_refund_no, "unionpay.zip!INN26112088ZM_"),
+                        (ali_late.channel_refund_no, "alipay.csv:5")):
         item = items[key]
         assert (item["state"], item["class"]) == ("resolved", "matched")
-        assert item["note"] == f"matched in run {runs[1]}"
         assert item["resolved_by"] == "reconcile"
         assert (item["first_seen_run"], item["last_seen_run"]) == (runs[0], runs[1])
+        opened, closed = history[key]
+        assert (opened["action"], opened["class_after"], opened["run_id"]) == (
+            "opened", "in_transit", runs[0])
+        assert (closed["action"], closed["actor"], closed["class_before"],
+                closed["class_after"], closed["state_after"], closed["run_id"]) == (
+            "closed", "reconcile", "in_transit", "matched", "resolved", runs[1])
+        assert closed["note"].startswith(f"matched in run {runs[1]} ({source}")
     by_hand = items["RFNOBODY"]
     assert by_hand["state"] == "resolved" and by_hand["resolved_by"] == "li.na"
-    assert by_hand["note"] == "manual refund made in the merchant portal, ticket FIN-88"
     assert by_hand["resolved_at"] is not None
     assert by_hand["last_seen_run"] == runs[0]     # resolved: not carried into run 2
+    assert [(e["action"], e["actor"], e["note"]) for e in history["RFNOBODY"]][1:] == [
+        ("resolved", "li.na", "manual refund made in the merchant portal, ticket FIN-88")]
     assert ali_ok.channel_refund_no not in items    # matched at once: never an item
 
     shown = _cli(database_url, "discrepancies", "list", "--all").stdout
-    assert "li.na: manual refund made in the merchant portal" in shown
+    assert "li.na" in shown and "manual refund made in the merchant portal" in shown
 
 
 def _engine(gw: RefundGateway) -> Engine:
@@ -211,11 +229,12 @@ def test_store_source_window_and_classes(gw: RefundGateway, clock: FakeClock,
     carried = from_store(engine, start, end, [Route.WECHATPAY], [before.channel_refund_no])
     assert before.channel_refund_no in set(carried.get_column("channel_refund_no"))
 
+    noon = _at(DAY1, 12, 0)
     bill = wechat_refund_bill([
-        Line(ok.channel_refund_no, "ORD-1", 1_230),
-        Line(part.channel_refund_no, "ORD-1", 707),                   # amount differs
-        Line(pending.channel_refund_no, "ORD-2", 300, "PROCESSING"),
-        Line(refused.channel_refund_no, "ORD-3", 400)])               # channel paid it
+        Line(ok.channel_refund_no, "ORD-1", 1_230, at=noon),
+        Line(part.channel_refund_no, "ORD-1", 707, at=noon),                   # amount differs
+        Line(pending.channel_refund_no, "ORD-2", 300, "PROCESSING", at=noon),
+        Line(refused.channel_refund_no, "ORD-3", 400, at=noon)])               # channel paid it
     result = reconcile(run_date=DAY1, routes=[Route.WECHATPAY],
                        statements=[Source.of(bill, "wx.csv")],
                        platform=lambda c: from_store(engine, start, end, [Route.WECHATPAY], c),

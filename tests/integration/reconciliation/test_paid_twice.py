@@ -14,6 +14,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy import Engine, create_engine, select
 from gateway import Money, Payment, RefundGateway, RefundRequest, Route
 from gateway.bootstrap import build_gateway
 from gateway.cli import main
+from gateway.clock import BEIJING
 from gateway.models import ChannelStatus, EventKind, Refund, RefundStatus
 from gateway.settings import load_settings
 from reconciliation.job import beijing_day, reconcile
@@ -88,7 +90,8 @@ def _items(database_url: str) -> list[dict[str, Any]]:
 
 def _run(database_url: str, tmp_path: Path, day: date, lines: list[Line]) -> dict[str, Any]:
     bill = tmp_path / f"wx-{day}.csv"
-    bill.write_bytes(wechat_refund_bill(lines))
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=BEIJING)   # the bill's day
+    bill.write_bytes(wechat_refund_bill([replace(ln, at=noon) for ln in lines]))
     out = tmp_path / f"r-{day}"
     done = _cli(database_url, "reconcile", "--date", day.isoformat(), "--route", "wechatpay",
                 "--statement", str(bill), "--out", str(out), "--format", "json,csv,html")
@@ -130,18 +133,20 @@ def test_a_rerouted_refund_paid_on_its_route_is_one_paid_twice_item(
     (item,) = _items(database_url)
     assert (item["class"], item["state"], item["refund_id"], item["item_key"]) == (
         "paid_twice", "open", original.id, original.channel_refund_no)
-    assert linked.id in item["note"]
+    # The linked refunds have a column of their own: a resolution note never replaces them.
+    assert json.loads(item["linked_refunds"]) == [linked.id]
     listed = _cli(database_url, "discrepancies", "list").stdout.splitlines()
-    (line,) = listed
-    assert "paid_twice" in line and original.id in line and linked.id in line
+    (line,) = [ln for ln in listed if original.id in ln]
+    assert "paid_twice" in line and f"[linked: {linked.id}]" in line
 
     # Day 2: nothing about it on the bill, and it is outside the day: still shown, the
-    # same item, not a second one.
+    # same item, not a second one (day 1's line, carried, is its evidence).
     second = _run(database_url, tmp_path, DAY2, [])
     (again,) = second["rows"]
     assert (again["class"], again["refund_id"], again["linked_refunds"], again["item_id"],
-            again["statement_lines"]) == ("paid_twice", original.id, linked.id,
-                                          item["id"], 0)
+            again["source"], again["line"]) == ("paid_twice", original.id, linked.id,
+                                                item["id"],
+                                                f"carried from run {item['last_seen_run']}", 0)
     (still,) = _items(database_url)
     assert (still["id"], still["class"], still["state"]) == (item["id"], "paid_twice", "open")
     assert still["last_seen_run"] > item["last_seen_run"] == item["first_seen_run"]
@@ -158,6 +163,7 @@ def test_a_rerouted_refund_paid_on_its_route_is_one_paid_twice_item(
     (kept,) = _items(database_url)
     assert (kept["state"], kept["resolved_by"], kept["class"]) == ("resolved", "li.na",
                                                                    "paid_twice")
+    assert json.loads(kept["linked_refunds"]) == [linked.id]
 
 
 def _engine(gw: RefundGateway) -> Engine:

@@ -3,7 +3,9 @@ of tests/fixtures/statements/unionpay (ZM records, GBK, byte positions; README.m
 against a platform export, through ``refund-gateway reconcile``. Every refund lands in its
 class: matched (one across the 23:00 clearing cut-off, one of a single fen), an amount
 mismatch, in transit, refunded but not received, a 消费撤销 unknown to the platform, and a
-refund that failed on the platform and is rightly absent from the file."""
+refund that failed on the platform and is rightly absent from the file (not refunded: no
+money moved, never "matched"). The export's three-week-old refund is judged and reported
+as a refund of another day."""
 
 from __future__ import annotations
 
@@ -48,15 +50,20 @@ def test_a_real_layout_bank_card_day_classifies_every_refund(tmp_path: Path) -> 
     out = tmp_path / "out"
     result = CliRunner().invoke(main, [
         "reconcile", "--date", "2024-06-11", "--platform-csv", str(csv),
-        "--statement", str(FILE), "--out", str(out), "--format", "json"],
+        "--statement", str(FILE), "--out", str(out), "--format", "json", "--json"],
         env={"REFUND_GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}"})
     assert result.exit_code == 1, (result.output, repr(result.exception))
     doc = json.loads((out / "reconciliation-2024-06-11.json").read_text(encoding="utf-8"))
     rows = {r["channel_refund_no"]: r for r in doc["rows"]}       # all but matched
     assert {k: r["class"] for k, r in rows.items()} == {
         "RFB0004": "amount_mismatch", "RFB0002": "in_transit",
-        "RFB0007": "refunded_not_received", "RVB0001": "unknown_to_platform"}
-    assert doc["counts"]["matched"] == 4        # RFB0001, RFB0005, RFB0006, RFB0003
+        "RFB0007": "refunded_not_received", "RVB0001": "unknown_to_platform",
+        "RFB0003": "not_refunded"}
+    assert doc["counts"]["matched"] == 3        # RFB0001, RFB0005, RFB0006
+    # RFB0006 (06-10 23:30) is of the day by UnionPay's 23:00 cut-off; RFB0007 is not.
+    (warning,) = json.loads(result.stdout)["warnings"]
+    assert (warning["code"], warning["count"], warning["details"]) == (
+        "platform_other_days", 1, {"by_day": {"2024-05-20": 1}})
     assert doc["bad_lines"] == []
     assert (rows["RFB0004"]["platform_amount"], rows["RFB0004"]["statement_amount"]) == (
         "13.00", "12.50")
