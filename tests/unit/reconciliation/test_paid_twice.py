@@ -68,11 +68,11 @@ def test_flagged_refunds_are_paid_twice_whatever_the_statement_says() -> None:
     assert _classes(rows) == {
         "RF1": "paid_twice", "RF2": "paid_twice", "RF3": "paid_twice",
         "RF4": "status_mismatch",            # flagged under alipay: not this refund
-        "RF5": "matched", "RF6": "in_transit"}
+        "RF5": "not_refunded", "RF6": "in_transit"}     # no money moved: never matched
     # without the store's alarms the same refunds are what the statement makes of them
     plain = classify(_platform(PLATFORM), _statement(), DAY)
     assert _classes(plain)["RF1"] == "status_mismatch"
-    assert _classes(plain)["RF2"] == "matched"
+    assert _classes(plain)["RF2"] == "not_refunded"
     assert _classes(plain)["RF3"] == "amount_mismatch"
     # report order: paid twice is the last class of DESIGN.md's table
     assert CLASS_ORDER[-1] is Klass.PAID_TWICE and Klass.PAID_TWICE.is_discrepancy
@@ -118,9 +118,9 @@ def test_xlsx_has_a_paid_twice_sheet(tmp_path: Path) -> None:
     from reconciliation.reports import write_xlsx
 
     wb = load_workbook(write_xlsx(_result(), tmp_path / "r.xlsx"), read_only=True)
-    assert wb.sheetnames[-1] == "paid_twice"
-    header, *rows = list(wb["paid_twice"].iter_rows(values_only=True))
+    assert wb.sheetnames[-1] == "重复退款 paid_twice"
+    header, *rows = list(wb["重复退款 paid_twice"].iter_rows(values_only=True))
     got = [dict(zip(header, r, strict=False)) for r in rows]
-    assert [(g["refund_id"], g["linked_refunds"]) for g in got] == [
+    assert [(g["平台退款单号 Refund ID"], g["关联退款 Linked refunds"]) for g in got] == [
         ("rf1", "rf6"), ("rf2", "'=rf7, rf8"), ("rf3", None)]
     wb.close()
