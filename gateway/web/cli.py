@@ -7,9 +7,12 @@ hand, then the gateway is closed).
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import click
 
-from gateway.cli import AppContext, handle_errors, pass_app
+from gateway.cli import EXIT_OK, AppContext, handle_errors, pass_app
 
 
 @click.command("serve")
@@ -24,7 +27,7 @@ from gateway.cli import AppContext, handle_errors, pass_app
 @handle_errors
 def serve_command(app: AppContext, host: str, port: int, access_log: bool,
                   metrics_cache: float) -> None:
-    """Serve /notify/{route}, /healthz, /readyz and /metrics."""
+    """Serve /notify/{route}, /healthz, /readyz and /metrics (until SIGTERM: exit 0)."""
     import uvicorn  # noqa: PLC0415 - the web extra, only for this command
 
     from gateway.web import create_app  # noqa: PLC0415
@@ -32,5 +35,13 @@ def serve_command(app: AppContext, host: str, port: int, access_log: bool,
     web = create_app(app.gateway, close_gateway=True, metrics_cache_seconds=metrics_cache)
     click.echo(f"serving on http://{host}:{port} (notifications at /notify/<route>)",
                err=True)
+    # uvicorn handles SIGTERM/SIGINT itself (finishing the requests in hand), then raises
+    # the signal again to the handler it found: this one, so the command ends with 0.
+    stopped: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: stopped.append(number))
     uvicorn.run(web, host=host, port=port, log_config=None, access_log=access_log,
                 lifespan="on", server_header=False)
+    click.echo(f"stopped ({', '.join(signal.Signals(n).name for n in stopped) or 'done'})",
+               err=True)
+    sys.exit(EXIT_OK)
