@@ -129,8 +129,18 @@ class BankcardSettings(BaseModel):
         mer_id: the UnionPay merchant id (``merId``).
         private_key: the merchant's signing key (PEM), from its PFX certificate.
         cert_id: the serial number of the merchant's signing certificate (``certId``).
-        unionpay_public_key: UnionPay's signing certificate or public key (PEM): pinned,
-            verifies answers and back notifications.
+        unionpay_public_key: UnionPay's signing certificate or public key (PEM): the
+            pin, read only with ``trust = "pin"``.
+        middle_cert: UnionPay's middle certificate (PEM text or a path;
+            acpsdk.middleCert): answers and back notifications are trusted by their
+            ``signPubKeyCert`` chaining to it and ``root_cert`` (CH §6).
+        root_cert: UnionPay's root certificate (PEM text or a path; acpsdk.rootCert).
+        trust: ``chain`` (default): trust any signing certificate UnionPay issues from
+            ``middle_cert`` under ``root_cert`` whose CN names UnionPay, so its rotation
+            needs no change here; ``pin``: only the key of ``unionpay_public_key``.
+        validate_cn_name: the CN rule of ``chain``: true (production) accepts only
+            中国银联股份有限公司; false (UnionPay's test environment, the sandbox) also
+            ``00040000:SIGN`` (acpsdk.ifValidateCNName).
         base_url: the gateway's base URL (UnionPay's own by default).
         file_trans_url: the settlement-file host; unset: UnionPay's, derived from
             ``base_url`` (CHANNELS-ADDENDUM §1).
@@ -146,7 +156,11 @@ class BankcardSettings(BaseModel):
     mer_id: str
     private_key: SecretStr
     cert_id: str
-    unionpay_public_key: SecretStr            # PEM public key or certificate
+    unionpay_public_key: SecretStr | None = None   # PEM public key or certificate (pin)
+    middle_cert: str | None = None
+    root_cert: str | None = None
+    trust: Literal["chain", "pin"] = "chain"
+    validate_cn_name: bool = True
     base_url: str = "https://gateway.95516.com"
     # The file transfer's own host (CHANNELS-ADDENDUM §1); None: UnionPay's, derived from
     # base_url for gateway(.test).95516.com (adapters/bankcard/files.py).

@@ -54,37 +54,71 @@ class KeyPair:
                 .sign(self.private, hashes.SHA256()))
         return cert.public_bytes(serialization.Encoding.PEM).decode()
 
-    def certificate_chain_pem(self, common_name: str, serial: int) -> tuple[str, str, str]:
-        """(leaf, middle, root) PEMs: this key's certificate issued by a fresh middle CA
-        under a fresh root CA. UnionPay's ``signPubKeyCert`` is such a leaf: clients built
-        on the ACP SDK trust it only through the middle and root certificates they are
-        configured with (``CertUtil.VerifyCertificateChain``; CH §6)."""
-        now = dt.datetime.now(dt.UTC)
-        root_key, middle_key = KeyPair.generate(), KeyPair.generate()
-        root_name = _name("Sandbox UnionPay Test Root CA")
-        middle_name = _name("Sandbox UnionPay Test Middle CA")
-        root = _issue(root_key.public, root_name, root_name, root_key, 1, now, ca=True)
-        middle = _issue(middle_key.public, middle_name, root_name, root_key, 2, now, ca=True)
-        leaf = _issue(self.public, _name(common_name), middle_name, middle_key, serial, now,
-                      ca=False)
-        leaf_pem, middle_pem, root_pem = (c.public_bytes(serialization.Encoding.PEM).decode()
-                                          for c in (leaf, middle, root))
-        return leaf_pem, middle_pem, root_pem
+
+def dn(common_name: str, *, ou: str | None = None, o: str | None = None,
+       c: str | None = None) -> x509.Name:
+    """A name encoded C, O, OU, CN (the order CAs use), so its RFC 4514 / Java RFC 2253
+    string reads ``CN=…,OU=…,O=…,C=…`` (Alipay's certificate SN is computed over it)."""
+    attrs = [(NameOID.COUNTRY_NAME, c), (NameOID.ORGANIZATION_NAME, o),
+             (NameOID.ORGANIZATIONAL_UNIT_NAME, ou), (NameOID.COMMON_NAME, common_name)]
+    return x509.Name([x509.NameAttribute(oid, value) for oid, value in attrs if value])
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Sandbox")])
+def pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@dataclass(frozen=True)
+class TestCA:
+    """A test certificate authority: its key and certificate; issues CAs and leaves.
+
+    Validity is "now - 1 day" to "now + ``days``" unless given, so a leaf can be made
+    expired (``not_after`` in the past) to test that clients refuse it."""
+
+    key: KeyPair
+    cert: x509.Certificate
+
+    @classmethod
+    def root(cls, name: x509.Name, serial: int = 1, days: int = 3650) -> TestCA:
+        key = KeyPair.generate()
+        return cls(key, _issue(key.public, name, name, key, serial, ca=True, days=days))
+
+    @property
+    def name(self) -> x509.Name:
+        return self.cert.subject
+
+    @property
+    def pem(self) -> str:
+        return pem(self.cert)
+
+    def issue_ca(self, name: x509.Name, serial: int, days: int = 1825) -> TestCA:
+        key = KeyPair.generate()
+        return TestCA(key, _issue(key.public, name, self.name, self.key, serial, ca=True,
+                                  days=days))
+
+    def issue(self, public: rsa.RSAPublicKey, subject: x509.Name, serial: int, *,
+              days: int = 365, not_before: dt.datetime | None = None,
+              not_after: dt.datetime | None = None) -> x509.Certificate:
+        """An end-entity certificate for ``public`` (digital signature)."""
+        return _issue(public, subject, self.name, self.key, serial, ca=False, days=days,
+                      not_before=not_before, not_after=not_after)
 
 
 def _issue(public: rsa.RSAPublicKey, subject: x509.Name, issuer: x509.Name,
-           issuer_key: KeyPair, serial: int, now: dt.datetime, *, ca: bool
+           issuer_key: KeyPair, serial: int, *, ca: bool, days: int = 365,
+           not_before: dt.datetime | None = None, not_after: dt.datetime | None = None
            ) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    usage = x509.KeyUsage(digital_signature=not ca, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False,
+                          key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                          encipher_only=False, decipher_only=False)
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
             .public_key(public).serial_number(serial)
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=365))
+            .not_valid_before(not_before or now - dt.timedelta(days=1))
+            .not_valid_after(not_after or now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(usage, critical=True)
             .sign(issuer_key.private, hashes.SHA256()))
 
 

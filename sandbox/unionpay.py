@@ -16,12 +16,30 @@ string = every field except ``signature``, sorted by name, ``k=v`` joined by ``&
 ``signature`` = base64(SHA256withRSA PKCS#1 v1.5 over the ASCII bytes of hex).
 Requests are verified with the MERCHANT public key and ``certId`` must equal
 ``REFUND_GATEWAY_BANKCARD__CERT_ID``. Answers and back notifications carry
-``signPubKeyCert`` (the PEM of the sandbox UnionPay signing certificate, the same PEM as
-``REFUND_GATEWAY_BANKCARD__UNIONPAY_PUBLIC_KEY``; CN ``041@Z12@00040000:SIGN@00000062``
-like UnionPay's test environment; issued by a sandbox middle CA under a sandbox root CA,
-whose PEMs are ``REFUND_GATEWAY_BANKCARD__MIDDLE_CERT`` / ``__ROOT_CERT``, the
-acpsdk.middleCert / acpsdk.rootCert an ACP-SDK client verifies the chain with) and are
-signed the same way with its key; ``signPubKeyCert`` is a signed field like any other.
+``signPubKeyCert`` (the PEM of the sandbox UnionPay signing certificate, see
+"Certificates") and are signed the same way with its key; ``signPubKeyCert`` is a signed
+field like any other.
+
+Certificates (CH §6: the answer's certificate chains to UnionPay's middle and root)
+-------------------------------------------------------------------------------------
+One test root CA and one middle CA per run (``sandbox.keys.TestCA``); the middle issues
+the signing certificate, CN ``041@Z12@00040000:SIGN@00000062`` like UnionPay's test
+environment (the ACP SDK's CN rule takes the third ``@`` field, ``00040000:SIGN``, which
+only a client that does not insist on production's 中国银联股份有限公司 accepts, hence
+``REFUND_GATEWAY_BANKCARD__VALIDATE_CN_NAME=false`` in the settings, as
+``acpsdk.ifValidateCNName=false`` in UnionPay's test-environment properties). The
+settings carry the middle and root PEMs (``__MIDDLE_CERT`` / ``__ROOT_CERT``, the
+acpsdk.middleCert / acpsdk.rootCert an ACP-SDK client verifies the chain with) and the
+signing certificate of the moment (``__UNIONPAY_PUBLIC_KEY``, for a client that pins it).
+
+Fault ``cert_rotated`` (any operation; ``notify``: before the next back notification):
+from the request it hits on, answers and notifications are signed with a NEW key whose
+certificate the same middle CA issued (serial +1 each time): a client that trusts the
+chain goes on verifying, one that pinned the old certificate does not. Until the next
+rotation or ``/_sandbox/reset``. Params make the new certificate one a client must
+refuse: ``"issuer": "foreign"`` (issued by another root/middle pair with the SAME names,
+so only the signature tells), ``"expired": true`` (validity ended yesterday), ``"cn"``
+(another CN, e.g. ``041@Z12@00040001:SIGN@00000062``).
 
 Answers are ``k=v&k=v`` in name order, values NOT URL-encoded (the PEM keeps its
 newlines), ``Content-Type: text/plain; charset=utf-8``.
@@ -131,14 +149,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 
 from sandbox import unionpay_files as files
 from sandbox.channel import Channel
 from sandbox.http import Request, Response
-from sandbox.keys import KeyPair, SandboxKeys, verify_b64
-from sandbox.state import BEIJING, RESP_CODE_FAULTS, Fault, Refund, State, now_utc
+from sandbox.keys import KeyPair, SandboxKeys, TestCA, dn, pem, verify_b64
+from sandbox.state import (
+    BEIJING,
+    CERT_ROTATED,
+    RESP_CODE_FAULTS,
+    Fault,
+    Refund,
+    State,
+    now_utc,
+)
 
 MER_ID = "777290058110048"
 MERCHANT_CERT_ID = "68759663125"          # decimal serial of the merchant signing cert
@@ -234,16 +261,63 @@ def mask_card(card_no: str) -> str:
     return card_no[:6] + "*" * max(len(card_no) - 10, 0) + card_no[-4:]
 
 
+@dataclass(frozen=True)
+class Signer:
+    """What signs answers and notifications: a key and its certificate (``signPubKeyCert``)."""
+
+    key: KeyPair
+    cert_pem: str
+    serial: int
+
+
+def _chain() -> tuple[TestCA, TestCA]:
+    """A (root, middle) pair with the sandbox's CA names."""
+    root = TestCA.root(dn("Sandbox UnionPay Test Root CA", o="Sandbox"))
+    return root, root.issue_ca(dn("Sandbox UnionPay Test Middle CA", o="Sandbox"), 2)
+
+
 class UnionPayChannel(Channel):
     route = "bankcard"
     prefixes = ("/gateway/api/", FILE_TRANS_PATH)
 
     def __init__(self, state: State, keys: SandboxKeys) -> None:
         super().__init__(state, keys)
-        # One chain per run: the adapter pins the leaf (__UNIONPAY_PUBLIC_KEY), ACP-SDK
-        # clients verify it through the middle and root (__MIDDLE_CERT, __ROOT_CERT).
-        self.platform_cert, self.middle_cert, self.root_cert = \
-            keys.unionpay_platform.certificate_chain_pem(PLATFORM_CERT_CN, PLATFORM_CERT_SERIAL)
+        # One chain per run ("Certificates"): clients verify the signing certificate
+        # through the middle and root (__MIDDLE_CERT, __ROOT_CERT).
+        self.root_ca, self.middle_ca = _chain()
+        self.middle_cert, self.root_cert = self.middle_ca.pem, self.root_ca.pem
+        self._first = Signer(keys.unionpay_platform, pem(self.middle_ca.issue(
+            keys.unionpay_platform.public, dn(PLATFORM_CERT_CN, o="Sandbox"),
+            PLATFORM_CERT_SERIAL)), PLATFORM_CERT_SERIAL)
+
+    # -- certificates -------------------------------------------------------------------
+    @property
+    def signer(self) -> Signer:
+        """The signing key and certificate of the moment (rotated by ``cert_rotated``)."""
+        with self.state.lock:
+            current = self.state.certificates.get(self.route)
+        return current if isinstance(current, Signer) else self._first
+
+    @property
+    def platform_cert(self) -> str:
+        return self.signer.cert_pem
+
+    def rotate(self, params: dict[str, object] | None = None) -> Signer:
+        """A new signing key and certificate (fault ``cert_rotated``; params above)."""
+        params = params or {}
+        ca = self.middle_ca if params.get("issuer", "middle") != "foreign" else _chain()[1]
+        key = KeyPair.generate()
+        now = datetime.now(BEIJING)
+        expired = bool(params.get("expired"))
+        with self.state.lock:
+            serial = self.signer.serial + 1
+            cert = ca.issue(key.public, dn(str(params.get("cn") or PLATFORM_CERT_CN),
+                                           o="Sandbox"), serial,
+                            not_before=now - timedelta(days=30) if expired else None,
+                            not_after=now - timedelta(days=1) if expired else None)
+            signer = Signer(key, pem(cert), serial)
+            self.state.certificates[self.route] = signer
+        return signer
 
     # -- framework hooks ----------------------------------------------------------------
     def operation(self, request: Request) -> str | None:
@@ -268,6 +342,8 @@ class UnionPayChannel(Channel):
             "REFUND_GATEWAY_BANKCARD__UNIONPAY_PUBLIC_KEY": self.platform_cert,
             "REFUND_GATEWAY_BANKCARD__MIDDLE_CERT": self.middle_cert,
             "REFUND_GATEWAY_BANKCARD__ROOT_CERT": self.root_cert,
+            # The sandbox's CN is the test environment's ("Certificates").
+            "REFUND_GATEWAY_BANKCARD__VALIDATE_CN_NAME": "false",
             "REFUND_GATEWAY_BANKCARD__BASE_URL": base_url,
             "REFUND_GATEWAY_BANKCARD__FILE_TRANS_URL": base_url + FILE_TRANS_PATH,
         }
@@ -281,6 +357,8 @@ class UnionPayChannel(Channel):
         operation = self.operation(request)
         if operation is None:
             return Response.text("404 Not Found", 404)
+        if request.fault is not None and request.fault.kind == CERT_ROTATED:
+            self.rotate(request.fault.params)
         try:
             fields = request.form()
         except UnicodeDecodeError:
@@ -453,6 +531,9 @@ class UnionPayChannel(Channel):
                       signMethod="01", txnType="04",
                       txnSubType="00", bizType="000201", accessType="0", respCode=code,
                       respMsg=MESSAGES.get(code, "交易失败"))
+        rotation = self.state.take_fault(self.route, "notify", (CERT_ROTATED,))
+        if rotation is not None:
+            self.rotate(rotation.params)
         fault = self.state.take_fault(self.route, "notify", ("bad_signature",))
         signed = self._sign(fields, self.keys.wrong if fault is not None else None)
         self.notify(refund, {"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8"},
@@ -460,9 +541,10 @@ class UnionPayChannel(Channel):
 
     # -- answers ------------------------------------------------------------------------
     def _sign(self, fields: dict[str, str], key: KeyPair | None = None) -> dict[str, str]:
-        out = {**fields, "signPubKeyCert": self.platform_cert}
+        signer = self.signer
+        out = {**fields, "signPubKeyCert": signer.cert_pem}
         out.pop("signature", None)
-        out["signature"] = (key or self.keys.unionpay_platform).sign_b64(signing_digest(out))
+        out["signature"] = (key or signer.key).sign_b64(signing_digest(out))
         return out
 
     def _answer(self, fields: dict[str, str], request: Request) -> Response:

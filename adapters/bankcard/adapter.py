@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from typing import ClassVar, Final
 
 import structlog
+from pydantic import SecretStr
 
 from adapters.bankcard import files, notify, signing, translate
 from adapters.bankcard.client import BACK_TRANS_PATH, CHANNEL, QUERY_PATH, UnionPayClient
@@ -68,7 +69,7 @@ class BankcardAdapter(ChannelAdapter):
     # injected ``clock``: it is a fact about the real world, and tests that move the
     # business clock must not make UnionPay's certificate look expired.
     def __init__(self, client: UnionPayClient, *, back_url: str, channel_type: str,
-                 trust: signing.TrustAnchor, clock: Clock,
+                 trust: signing.Trust, clock: Clock,
                  file_trans_url: str | None = None) -> None:
         self._client = client
         self._file_trans_url = file_trans_url
@@ -200,17 +201,12 @@ def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
         raise ConfigurationError("UnionPay refunds need a backUrl for their notifications",
                                  setting="REFUND_GATEWAY_BANKCARD__BACK_URL")
     key_setting = "REFUND_GATEWAY_BANKCARD__PRIVATE_KEY"
-    trust_setting = "REFUND_GATEWAY_BANKCARD__UNIONPAY_PUBLIC_KEY"
     try:
         key = signing.load_private_key(pem_text(cfg.private_key, key_setting))
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"{key_setting}: not an unencrypted RSA private key",
                                  setting=key_setting) from exc
-    try:
-        trust = signing.load_trust_anchor(pem_text(cfg.unionpay_public_key, trust_setting))
-    except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"{trust_setting}: not an RSA public key or certificate",
-                                 setting=trust_setting) from exc
+    trust = load_trust(cfg)
     client = UnionPayClient(base_url=cfg.base_url, mer_id=cfg.mer_id, cert_id=cfg.cert_id,
                             private_key=key, trust=trust,
                             connect_timeout=cfg.timeouts.connect,
@@ -221,3 +217,31 @@ def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
                            trust=trust, clock=clock,
                            file_trans_url=files.file_trans_url(cfg.base_url,
                                                                cfg.file_trans_url))
+
+
+def load_trust(cfg: BankcardSettings) -> signing.Trust:
+    """Which ``signPubKeyCert`` the adapter trusts (``BankcardSettings.trust``): the chain
+    to the configured middle and root with the CN rule, or, opted into, a pinned key."""
+    prefix = "REFUND_GATEWAY_BANKCARD__"
+    if cfg.trust == "pin":
+        setting = prefix + "UNIONPAY_PUBLIC_KEY"
+        if cfg.unionpay_public_key is None:
+            raise ConfigurationError(f"TRUST=pin needs {setting}", setting=setting)
+        try:
+            return signing.load_pin(pem_text(cfg.unionpay_public_key, setting))
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"{setting}: not an RSA public key or certificate",
+                                     setting=setting) from exc
+    pems: list[str] = []
+    for name, value in (("MIDDLE_CERT", cfg.middle_cert), ("ROOT_CERT", cfg.root_cert)):
+        if not value:
+            raise ConfigurationError(
+                f"UnionPay answers are trusted by chain: set {prefix}{name} (UnionPay's "
+                f"{name.split('_')[0].lower()} certificate), or opt into pinning with "
+                f"{prefix}TRUST=pin and {prefix}UNIONPAY_PUBLIC_KEY", setting=prefix + name)
+        pems.append(pem_text(SecretStr(value), prefix + name))
+    try:
+        return signing.load_chain(pems[0], pems[1], validate_cn_name=cfg.validate_cn_name)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"{prefix}MIDDLE_CERT / ROOT_CERT: not CA certificates "
+                                 f"({exc})", setting=prefix + "MIDDLE_CERT") from exc

@@ -94,7 +94,7 @@ class UnionPayClient:
     """Signs, posts and verifies. One instance per merchant; holds a pooled session."""
 
     def __init__(self, *, base_url: str, mer_id: str, cert_id: str,
-                 private_key: rsa.RSAPrivateKey, trust: signing.TrustAnchor,
+                 private_key: rsa.RSAPrivateKey, trust: signing.Trust,
                  connect_timeout: float, read_timeout: float,
                  session: requests.Session | None = None, deadline: float | None = None,
                  download_deadline: float | None = None) -> None:

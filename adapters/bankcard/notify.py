@@ -39,7 +39,7 @@ def decode_form(body: bytes) -> dict[str, str]:
     return fields
 
 
-def parse(headers: Mapping[str, str], body: bytes, *, trust: signing.TrustAnchor,
+def parse(headers: Mapping[str, str], body: bytes, *, trust: signing.Trust,
           mer_id: str, now: datetime) -> ChannelResult:
     """A verified refund notice, or ``SignatureInvalid`` naming what is wrong."""
     del headers   # UnionPay signs the body only; nothing in the headers is evidence

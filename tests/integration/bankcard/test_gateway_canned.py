@@ -41,7 +41,7 @@ def mocked() -> Iterator[responses.RequestsMock]:
 @pytest.fixture
 def gw(database_url: str, clock: FakeClock, mocked: responses.RequestsMock
        ) -> Iterator[RefundGateway]:
-    trust = signing.load_trust_anchor(certs.public_pem())
+    trust = signing.load_pin(certs.public_pem())
     bank = BankcardAdapter(
         UnionPayClient(base_url=BASE, mer_id=MER_ID, cert_id="69629715588",
                        private_key=certs.KEY, trust=trust, connect_timeout=1,

@@ -216,14 +216,14 @@ def _unionpay_client(url: str, deadline: float | None = None,
                      download_deadline: float | None = None) -> UnionPayClient:
     return UnionPayClient(base_url=url, mer_id=up.MER_ID, cert_id="69629715588",
                           private_key=certs.KEY,
-                          trust=signing.load_trust_anchor(certs.public_pem()),
+                          trust=signing.load_pin(certs.public_pem()),
                           connect_timeout=1, read_timeout=READ, deadline=deadline,
                           download_deadline=download_deadline)
 
 
 def _unionpay_adapter(client: Any) -> ChannelAdapter:
     return BankcardAdapter(client, back_url="http://127.0.0.1:9/notify/bankcard",
-                           channel_type="07", trust=signing.load_trust_anchor(
+                           channel_type="07", trust=signing.load_pin(
                                certs.public_pem()), clock=lambda: NOW)
 
 

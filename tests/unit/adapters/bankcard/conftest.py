@@ -15,12 +15,12 @@ from tests.unit.adapters.bankcard.canned import BASE, MER_ID, NOW
 
 
 @pytest.fixture
-def trust() -> signing.TrustAnchor:
-    return signing.load_trust_anchor(certs.public_pem())
+def trust() -> signing.Trust:
+    return signing.load_pin(certs.public_pem())
 
 
 @pytest.fixture
-def adapter(trust: signing.TrustAnchor) -> Iterator[BankcardAdapter]:
+def adapter(trust: signing.Trust) -> Iterator[BankcardAdapter]:
     client = UnionPayClient(base_url=BASE, mer_id=MER_ID, cert_id="69629715588",
                             private_key=certs.KEY, trust=trust, connect_timeout=1,
                             read_timeout=2)

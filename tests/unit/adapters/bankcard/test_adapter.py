@@ -168,7 +168,7 @@ def test_forged_answer_signed_with_another_key_is_unknown(
     body = {"respCode": "00", "signPubKeyCert": certs.pem(certs.certificate(rogue))}
     body["signature"] = signing.sign(body, rogue)
     mocked.post(SUBMIT_URL, body="&".join(f"{k}={v}" for k, v in body.items()))
-    with pytest.raises(OutcomeUnknown, match="configured UnionPay public key"):
+    with pytest.raises(OutcomeUnknown, match="pinned UnionPay public key"):
         adapter.submit(REFUND)
 
 
@@ -351,7 +351,8 @@ def test_build_requires_settings() -> None:
 def test_build_rejects_bad_keys_without_echoing_them() -> None:
     settings = GatewaySettings(bankcard={
         "mer_id": MER_ID, "cert_id": "1", "private_key": "-----BEGIN PRIVATE KEY-----\nxx\n",
-        "unionpay_public_key": certs.public_pem(), "back_url": "http://x/notify"})
+        "unionpay_public_key": certs.public_pem(), "trust": "pin",
+        "back_url": "http://x/notify"})
     with pytest.raises(ConfigurationError) as info:
         build(settings, lambda: None)   # type: ignore[arg-type,return-value]
     assert info.value.setting == "REFUND_GATEWAY_BANKCARD__PRIVATE_KEY"

@@ -63,7 +63,7 @@ def answer(code: str = "00", **fields: str) -> str:
 
 @pytest.fixture
 def adapter() -> Iterator[BankcardAdapter]:
-    trust = signing.load_trust_anchor(certs.public_pem())
+    trust = signing.load_pin(certs.public_pem())
     client = UnionPayClient(base_url=BASE, mer_id=MER_ID, cert_id="69629715588",
                             private_key=certs.KEY, trust=trust, connect_timeout=1,
                             read_timeout=2)
@@ -169,7 +169,8 @@ def test_the_file_url() -> None:
 def test_unknown_file_url_is_a_configuration_error(mocked: responses.RequestsMock) -> None:
     settings = GatewaySettings(bankcard={
         "mer_id": MER_ID, "cert_id": "1", "private_key": TEST_KEY_PEM,
-        "unionpay_public_key": certs.public_pem(), "back_url": "http://x/notify",
+        "unionpay_public_key": certs.public_pem(), "trust": "pin",
+        "back_url": "http://x/notify",
         "base_url": "http://127.0.0.1:9"})
     adapter = build(settings, lambda: NOW)
     with pytest.raises(ConfigurationError) as info:

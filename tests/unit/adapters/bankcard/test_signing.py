@@ -88,55 +88,144 @@ def test_verify_round_trip_and_tamper() -> None:
     assert not signing.verify(signed, certs.other_key().public_key())
 
 
-def test_anchor_from_public_key_or_certificate() -> None:
-    by_key = signing.load_trust_anchor(certs.public_pem())
-    assert by_key.certificate is None
-    by_cert = signing.load_trust_anchor(certs.pem(certs.certificate()))
-    assert by_cert.certificate is not None
+NOW = datetime.now(UTC)
+TEST_CN = "041@Z12@00040000:SIGN@00000062"          # UnionPay's test environment
+PROD_CN = "041@Z12@中国银联股份有限公司@00000001"
+
+
+class Chain:
+    """A root -> middle -> leaf hierarchy made here with cryptography (not the sandbox)."""
+
+    def __init__(self) -> None:
+        self.root_key, self.middle_key = certs.other_key(), certs.other_key()
+        self.root = certs.certificate(self.root_key, cn="UnionPay Test Root", ca=True)
+        self.middle = certs.certificate(self.middle_key, issuer_key=self.root_key,
+                                        issuer_cn="UnionPay Test Root",
+                                        cn="UnionPay Test Middle", ca=True)
+
+    def leaf(self, key: rsa.RSAPrivateKey = certs.KEY, cn: str = TEST_CN,
+             **kw: object) -> str:
+        return certs.pem(certs.certificate(key, issuer_key=self.middle_key,
+                                           issuer_cn="UnionPay Test Middle", cn=cn,
+                                           **kw))   # type: ignore[arg-type]
+
+    def trust(self, validate_cn_name: bool = False) -> signing.ChainTrust:
+        return signing.load_chain(certs.pem(self.middle), certs.pem(self.root),
+                                  validate_cn_name=validate_cn_name)
+
+
+@pytest.fixture(scope="module")
+def chain() -> Chain:
+    return Chain()
+
+
+def test_leaf_trusted_through_middle_and_root(chain: Chain) -> None:
+    key = signing.trusted_response_key(chain.leaf(), chain.trust(), NOW)
+    assert key.public_numbers() == certs.KEY.public_key().public_numbers()
+
+
+def test_a_rotated_leaf_from_the_same_middle_is_trusted_a_pin_is_not(chain: Chain) -> None:
+    new_key = certs.other_key()
+    rotated = chain.leaf(new_key)
+    key = signing.trusted_response_key(rotated, chain.trust(), NOW)
+    assert key.public_numbers() == new_key.public_key().public_numbers()
+    pinned = signing.load_pin(chain.leaf())          # the old certificate, pinned
+    with pytest.raises(signing.TrustError, match="pinned"):
+        signing.trusted_response_key(rotated, pinned, NOW)
+
+
+def test_leaf_from_another_ca_with_the_same_names_is_refused(chain: Chain) -> None:
+    impostor = Chain()       # same root/middle names, other keys: only signatures differ
+    with pytest.raises(signing.TrustError, match="not issued by the configured UnionPay "
+                                                  "middle"):
+        signing.trusted_response_key(impostor.leaf(), chain.trust(), NOW)
+    # ... and a middle of the impostor's, configured by mistake, does not chain to our root
+    mixed = signing.load_chain(certs.pem(impostor.middle), certs.pem(chain.root))
+    with pytest.raises(signing.TrustError, match="not issued by the configured root"):
+        signing.trusted_response_key(impostor.leaf(cn=PROD_CN), mixed, NOW)
+
+
+def test_expired_leaf_or_middle_is_refused(chain: Chain) -> None:
+    expired = chain.leaf(not_before=NOW - timedelta(days=30), days=10)
+    with pytest.raises(signing.TrustError, match="signPubKeyCert is outside its validity"):
+        signing.trusted_response_key(expired, chain.trust(), NOW)
+    old_middle = certs.certificate(chain.middle_key, issuer_key=chain.root_key,
+                                   issuer_cn="UnionPay Test Root", cn="UnionPay Test Middle",
+                                   ca=True, not_before=NOW - timedelta(days=30), days=10)
+    trust = signing.load_chain(certs.pem(old_middle), certs.pem(chain.root))
+    with pytest.raises(signing.TrustError, match="middle certificate is outside"):
+        signing.trusted_response_key(chain.leaf(cn=PROD_CN), trust, NOW)
+
+
+@pytest.mark.parametrize(("cn", "production", "test_environment"), [
+    (PROD_CN, True, True),
+    (TEST_CN, False, True),                       # 00040000:SIGN only off production
+    ("041@Z12@00040001:SIGN@00000062", False, False),
+    ("041@Z12@中国银联股份有限公司有限@00000001", False, False),
+    ("中国银联股份有限公司", False, False),          # no third @ field
+    ("UnionPay", False, False),
+])
+def test_cn_rule(chain: Chain, cn: str, production: bool, test_environment: bool) -> None:
+    leaf = chain.leaf(cn=cn)
+    for validate, expected in ((True, production), (False, test_environment)):
+        if expected:
+            signing.trusted_response_key(leaf, chain.trust(validate), NOW)
+        else:
+            with pytest.raises(signing.TrustError, match="CN rule"):
+                signing.trusted_response_key(leaf, chain.trust(validate), NOW)
+
+
+def test_a_signature_by_the_trusted_leaf_verifies_and_by_another_key_not(chain: Chain
+                                                                          ) -> None:
+    signed = {**FIELDS, "signature": EXPECTED_SIGNATURE, "signPubKeyCert": chain.leaf()}
+    signed["signature"] = signing.sign(signed, certs.KEY)
+    assert signing.problem(signed, chain.trust(), NOW) is None
+    forged = {**signed, "signature": signing.sign(signed, certs.other_key())}
+    assert signing.problem(forged, chain.trust(), NOW) == "signature does not verify"
+    assert signing.problem({**signed, "signPubKeyCert": ""}, chain.trust(),
+                           NOW) == "no signPubKeyCert"
+
+
+def test_load_chain_refuses_a_leaf_as_middle_or_root(chain: Chain) -> None:
+    with pytest.raises(ValueError, match="not a CA"):
+        signing.load_chain(chain.leaf(), certs.pem(chain.root))
+    with pytest.raises(ValueError, match="not a CA"):
+        signing.load_chain(certs.pem(chain.middle), chain.leaf())
+    both = certs.pem(chain.middle) + certs.pem(Chain().middle)   # old and new middle
+    assert len(signing.load_chain(both, certs.pem(chain.root)).middles) == 2
+
+
+def test_pin_from_public_key_or_certificate() -> None:
+    by_key = signing.load_pin(certs.public_pem())
+    by_cert = signing.load_pin(certs.pem(certs.certificate()))
     assert by_key.public_key.public_numbers() == by_cert.public_key.public_numbers()
 
 
-NOW = datetime.now(UTC)
-
-
 def test_response_cert_pinned_to_configured_key() -> None:
-    anchor = signing.load_trust_anchor(certs.public_pem())
-    key = signing.trusted_response_key(certs.pem(certs.certificate()), anchor, NOW)
+    pin = signing.load_pin(certs.public_pem())
+    key = signing.trusted_response_key(certs.pem(certs.certificate()), pin, NOW)
     assert key.public_numbers() == certs.KEY.public_key().public_numbers()
 
 
 def test_response_cert_with_another_key_is_refused() -> None:
-    anchor = signing.load_trust_anchor(certs.public_pem())
+    pin = signing.load_pin(certs.public_pem())
     forged = certs.pem(certs.certificate(certs.other_key()))
-    with pytest.raises(signing.TrustError, match="configured UnionPay public key"):
-        signing.trusted_response_key(forged, anchor, NOW)
-
-
-def test_response_cert_issued_by_configured_ca() -> None:
-    ca_key = certs.other_key()
-    ca = certs.certificate(ca_key, cn="UnionPay test middle CA", ca=True)
-    leaf = certs.certificate(issuer_key=ca_key, issuer_cn="UnionPay test middle CA")
-    anchor = signing.load_trust_anchor(certs.pem(ca))
-    signing.trusted_response_key(certs.pem(leaf), anchor, NOW)
-    rogue = certs.certificate(certs.other_key(), issuer_key=certs.other_key(),
-                              issuer_cn="UnionPay test middle CA")
-    with pytest.raises(signing.TrustError, match="not issued"):
-        signing.trusted_response_key(certs.pem(rogue), anchor, NOW)
+    with pytest.raises(signing.TrustError, match="pinned UnionPay public key"):
+        signing.trusted_response_key(forged, pin, NOW)
 
 
 def test_expired_or_garbage_response_cert_is_refused() -> None:
-    anchor = signing.load_trust_anchor(certs.public_pem())
+    pin = signing.load_pin(certs.public_pem())
     old = certs.certificate(not_before=NOW - timedelta(days=30), days=10)
     with pytest.raises(signing.TrustError, match="validity"):
-        signing.trusted_response_key(certs.pem(old), anchor, NOW)
+        signing.trusted_response_key(certs.pem(old), pin, NOW)
     with pytest.raises(signing.TrustError, match="not a PEM"):
-        signing.trusted_response_key("-----BEGIN CERTIFICATE-----\nAAAA\n", anchor, NOW)
+        signing.trusted_response_key("-----BEGIN CERTIFICATE-----\nAAAA\n", pin, NOW)
 
 
-def test_escaped_newlines_in_cert_are_accepted() -> None:
-    anchor = signing.load_trust_anchor(certs.public_pem())
-    escaped = certs.pem(certs.certificate()).replace("\n", "\\n")
-    signing.trusted_response_key(escaped, anchor, NOW)
+def test_escaped_newlines_in_cert_are_accepted(chain: Chain) -> None:
+    escaped = chain.leaf().replace("\n", "\\n")
+    signing.trusted_response_key(escaped, chain.trust(), NOW)
 
 
 def test_non_rsa_private_key_is_refused() -> None:
