@@ -59,7 +59,7 @@ from gateway.settings import (
     RetrySettings,
     load_settings,
 )
-from gateway.store import RefundStore, UnitOfWork
+from gateway.store import NotificationWork, RefundStore, UnitOfWork
 
 log = structlog.get_logger("gateway.service")
 security_log = structlog.get_logger("gateway.security")
@@ -96,6 +96,19 @@ class ResolveReport:
 
 
 _RELEARNABLE = frozenset({ChannelStatus.PROCESSING, ChannelStatus.NOT_FOUND})
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A notification verified by the adapter of the merchant account it is for."""
+
+    route: Route
+    account: str
+    adapter: ChannelAdapter
+    result: ChannelResult
+
+
+_Decided = tuple[str, "Refund | None", "Change | None"]
 
 
 def _failure(exc: ChannelError) -> Failure:
@@ -339,64 +352,51 @@ class RefundGateway:
         serves; unset, each account's adapter tries it (each verifies its own merchant
         id: mchid / app_id / merId), the default first.
         """
-        try:
-            route = Route(route)
-            candidates = self._notification_adapters(route, account)
-            served, adapter = candidates[0]
-        except (ValueError, ConfigurationError):
-            security_log.warning("notification.unknown_route", route=str(route)[:32])
-            return NotificationAck(404, b"unknown route", accepted=False)
-        if not adapter.capabilities.notifications:   # the wallet notifies nobody
-            security_log.warning("notification.route_sends_none", route=route.value)
-            return NotificationAck(404, b"this route sends no notifications",
-                                   accepted=False)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        if not isinstance(body, bytes | bytearray | memoryview):
-            raise InvalidRequest("a notification body is the raw request body, bytes or "
-                                 "str", field="body")
-        now = self._clock()
-        rejected: ChannelError | None = None
-        for name, candidate in candidates:
-            try:
-                result = candidate.parse_notification(headers, bytes(body))
-            except ChannelError as exc:
-                rejected = rejected or exc
-                continue
-            served, adapter = name, candidate
-            break
-        else:
-            assert rejected is not None  # noqa: S101 - at least one candidate
-            security_log.warning("notification.rejected", route=route.value,
-                                 **rejected.describe())
-            return adapter.notification_ack(False)
+        verified = self._verify_notification(route, headers, body, account)
+        if isinstance(verified, NotificationAck):
+            return verified
         failpoints.failpoint(failpoints.IN_NOTIFICATION)
+        now = self._clock()
         try:
-            outcome, refund, change = self._apply_notification(route, served, adapter,
-                                                               result, now)
+            decided = self._apply_notification(verified, now)
         except StoreUnavailable as exc:
-            log.error("notification.not_recorded", route=route.value,
-                      event_id=result.event_id, error=exc.message)
-            refused = adapter.notification_ack(False)
-            # 503: every channel redelivers a notification it was not told "success" for
-            return NotificationAck(503, refused.body, refused.content_type, accepted=False)
-        if outcome == "duplicate" and refund is not None:
-            log.info("notification.duplicate", refund_id=refund.id, route=route.value,
-                     event_id=result.event_id)
-        elif outcome != "applied" or refund is None:
-            security_log.warning(f"notification.{outcome}", route=route.value,
-                                 event_id=result.event_id,
-                                 channel_refund_no=result.channel_refund_no,
-                                 refund_id=refund.id if refund else None,
-                                 stated_minor=result.amount.minor if result.amount else None)
-            return adapter.notification_ack(False)
-        else:
-            log.info("notification.applied", refund_id=refund.id, route=route.value,
-                     status=refund.status.value, event_id=result.event_id)
-        if change is not None:
-            self._announce(refund, change, "notification")
-        ack = adapter.notification_ack(True)
-        return NotificationAck(ack.http_status, ack.body, ack.content_type, refund.id, True)
+            return self._not_recorded(verified, exc)
+        return self._answer_notification(verified, decided)
+
+    def handle_notifications(self, batch: Sequence[tuple[Route | str, Mapping[str, str],
+                                                         bytes | str]],
+                             ) -> list[NotificationAck]:
+        """Many notifications (a queue consumer's batch), verified one by one and applied
+        in one transaction: one commit for the batch, one answer each, in order. None is
+        acknowledged before the batch is durable; if the database fails, every verified
+        one is answered so its channel retries."""
+        answers: list[NotificationAck | None] = []
+        verified: list[tuple[int, _Verified]] = []
+        for index, (route, headers, body) in enumerate(batch):
+            checked = self._verify_notification(route, headers, body, None)
+            if isinstance(checked, NotificationAck):
+                answers.append(checked)
+            else:
+                answers.append(None)
+                verified.append((index, checked))
+        if verified:
+            now = self._clock()
+            try:
+                with self.store.notifications(relaxed=all(
+                        v.adapter.capabilities.refund_query
+                        and v.result.status in _RELEARNABLE for _, v in verified)) as batch_tx:
+                    decided = [(i, v, self._decide_notification(
+                        batch_tx.one(v.route, channel_refund_no=v.result.channel_refund_no,
+                                     replay_key=v.result.replay_key,
+                                     event_id=v.result.event_id, now=now), v, now))
+                        for i, v in verified]
+            except StoreUnavailable as exc:
+                for i, v in verified:
+                    answers[i] = self._not_recorded(v, exc)
+            else:
+                for i, v, outcome in decided:
+                    answers[i] = self._answer_notification(v, outcome)
+        return [a for a in answers if a is not None]
 
     def events_since(self, cursor: int = 0, limit: int = 100) -> list[OutboxEvent]:
         """Status changes after ``cursor`` (an ``OutboxEvent.cursor``; 0 from the start),
@@ -615,29 +615,98 @@ class RefundGateway:
             return self._submit(recorded, adapter)
         return recorded
 
-    def _apply_notification(self, route: Route, account: str, adapter: ChannelAdapter,
-                            result: ChannelResult, now: datetime
-                            ) -> tuple[str, Refund | None, Change | None]:
-        """One notification's unit of work: (outcome, refund, change applied)."""
-        caps = adapter.capabilities
+    def _verify_notification(self, route: Route | str, headers: Mapping[str, str],
+                             body: bytes | str, account: str | None
+                             ) -> _Verified | NotificationAck:
+        """The notification verified by the account adapter it is for, or the answer that
+        refuses it (unknown route, a route that sends none, a forgery)."""
+        try:
+            route = Route(route)
+            candidates = self._notification_adapters(route, account)
+        except (ValueError, ConfigurationError):
+            security_log.warning("notification.unknown_route", route=str(route)[:32])
+            return NotificationAck(404, b"unknown route", accepted=False)
+        first = candidates[0][1]
+        if not first.capabilities.notifications:   # the wallet notifies nobody
+            security_log.warning("notification.route_sends_none", route=route.value)
+            return NotificationAck(404, b"this route sends no notifications",
+                                   accepted=False)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise InvalidRequest("a notification body is the raw request body, bytes or "
+                                 "str", field="body")
+        rejected: ChannelError | None = None
+        for name, candidate in candidates:
+            try:
+                result = candidate.parse_notification(headers, bytes(body))
+            except ChannelError as exc:
+                rejected = rejected or exc
+                continue
+            return _Verified(route, name, candidate, result)
+        assert rejected is not None  # noqa: S101 - at least one candidate
+        security_log.warning("notification.rejected", route=route.value,
+                             **rejected.describe())
+        return first.notification_ack(False)
+
+    def _apply_notification(self, verified: _Verified, now: datetime) -> _Decided:
+        """One notification's own unit of work."""
+        caps, result = verified.adapter.capabilities, verified.result
         with self.store.notification(
-                route, channel_refund_no=result.channel_refund_no,
+                verified.route, channel_refund_no=result.channel_refund_no,
                 replay_key=result.replay_key, event_id=result.event_id, now=now,
                 relaxed=caps.refund_query and result.status in _RELEARNABLE) as tx:
-            if tx.outcome == "duplicate":
-                return "duplicate", tx.apply(lifecycle.duplicate_notification(result)), None
-            if tx.outcome is not None:
-                return tx.outcome, None, None
-            current = tx.current
-            if current.route is not route:
-                return "unknown_refund", None, None
-            if (current.payment.route is route
-                    and current.payment.merchant_account != account):
-                return "account_mismatch", current, None   # verified for another account
-            if result.amount is not None and result.amount != current.amount:
-                return "amount_mismatch", current, None
-            change = lifecycle.on_notification(current, result, now=now, caps=caps)
-            return "applied", tx.apply(change), change
+            return self._decide_notification(tx, verified, now)
+
+    @staticmethod
+    def _decide_notification(tx: NotificationWork, verified: _Verified, now: datetime
+                             ) -> _Decided:
+        """Within a notification's unit of work: (outcome, refund, change applied)."""
+        route, result = verified.route, verified.result
+        caps = verified.adapter.capabilities
+        if tx.outcome == "duplicate":
+            return "duplicate", tx.apply(lifecycle.duplicate_notification(result)), None
+        if tx.outcome is not None:
+            return tx.outcome, None, None
+        current = tx.current
+        if current.route is not route:
+            return "unknown_refund", None, None
+        if (current.payment.route is route
+                and current.payment.merchant_account != verified.account):
+            return "account_mismatch", current, None   # verified for another account
+        if result.amount is not None and result.amount != current.amount:
+            return "amount_mismatch", current, None
+        change = lifecycle.on_notification(current, result, now=now, caps=caps)
+        return "applied", tx.apply(change), change
+
+    def _not_recorded(self, verified: _Verified, exc: StoreUnavailable) -> NotificationAck:
+        log.error("notification.not_recorded", route=verified.route.value,
+                  event_id=verified.result.event_id, error=exc.message)
+        refused = verified.adapter.notification_ack(False)
+        # 503: every channel redelivers a notification it was not told "success" for
+        return NotificationAck(503, refused.body, refused.content_type, accepted=False)
+
+    def _answer_notification(self, verified: _Verified, decided: _Decided
+                             ) -> NotificationAck:
+        outcome, refund, change = decided
+        route, result, adapter = verified.route, verified.result, verified.adapter
+        if outcome == "duplicate" and refund is not None:
+            log.info("notification.duplicate", refund_id=refund.id, route=route.value,
+                     event_id=result.event_id)
+        elif outcome != "applied" or refund is None:
+            security_log.warning(f"notification.{outcome}", route=route.value,
+                                 event_id=result.event_id,
+                                 channel_refund_no=result.channel_refund_no,
+                                 refund_id=refund.id if refund else None,
+                                 stated_minor=result.amount.minor if result.amount else None)
+            return adapter.notification_ack(False)
+        else:
+            log.info("notification.applied", refund_id=refund.id, route=route.value,
+                     status=refund.status.value, event_id=result.event_id)
+        if change is not None:
+            self._announce(refund, change, "notification")
+        ack = adapter.notification_ack(True)
+        return NotificationAck(ack.http_status, ack.body, ack.content_type, refund.id, True)
 
     # -- internals: reroutes ----------------------------------------------------------
     def _abnormal_port(self, adapter: ChannelAdapter, refund: Refund) -> AbnormalRefundPort:

@@ -549,29 +549,57 @@ class RefundStore:
         event id was applied before) or None (``tx.current`` is locked, to decide on).
         An event id is kept only once a change was applied: a refused notification
         leaves it unused, so its genuine redelivery is judged again."""
-        s = self._s
-        with self._tx(relaxed=relaxed, pipelined=True) as conn:
-            nonce = None if not replay_key else s.insert_notification.run(
-                conn, self._notice(route, "nonce", replay_key, now=now, refund_id=None,
-                                   outcome="received"))
-            event = None if not event_id else s.insert_notification.run(
-                conn, self._notice(route, "event", event_id, now=now, refund_id=None,
-                                   outcome="applied"))
-            lookup = None if not channel_refund_no else s.refund_by_channel_no_locked.run(
-                conn, {"no": channel_refund_no})
-            fresh_nonce = nonce is None or s.insert_notification.fetch(conn, nonce) is not None
-            event_row = None if event is None else s.insert_notification.fetch(conn, event)
-            found = (None if lookup is None
-                     else s.refund_by_channel_no_locked.fetch(conn, lookup))
-            current = None if found is None else self._to_refund(
-                self._driver_row(s.refund_by_channel_no_locked, found))
-            outcome = ("replayed" if not fresh_nonce else "unknown_refund" if current is None
-                       else "duplicate" if event is not None and event_row is None else None)
-            tx = NotificationWork(self, conn, current, now, outcome)
+        with self._tx(relaxed=relaxed, pipelined=True) as conn, self._notification_in(
+                conn, route, channel_refund_no=channel_refund_no, replay_key=replay_key,
+                event_id=event_id, now=now) as tx:
             yield tx
-            tx.flush()
-            if event_row is not None and not tx.applied:
-                s.delete_notification.run(conn, {"nid": event_row[0]}).close()
+
+    @contextmanager
+    def notifications(self, *, relaxed: bool = False) -> Iterator[NotificationBatch]:
+        """Many notifications in one transaction (one commit for a queue consumer's
+        batch): ``batch.one(...)`` is each one's unit of work, as ``notification``."""
+        with self._tx(relaxed=relaxed, pipelined=True) as conn:
+            batch = NotificationBatch(self, conn)
+            yield batch
+            batch.close()
+
+    @contextmanager
+    def _notification_in(self, conn: Connection, route: Route, *,
+                         channel_refund_no: str | None, replay_key: str | None,
+                         event_id: str | None, now: datetime) -> Iterator[NotificationWork]:
+        tx = self._open_notification(conn, route, channel_refund_no=channel_refund_no,
+                                     replay_key=replay_key, event_id=event_id, now=now)
+        yield tx
+        self._close_notification(tx)
+
+    def _open_notification(self, conn: Connection, route: Route, *,
+                           channel_refund_no: str | None, replay_key: str | None,
+                           event_id: str | None, now: datetime) -> NotificationWork:
+        s = self._s
+        nonce = None if not replay_key else s.insert_notification.run(
+            conn, self._notice(route, "nonce", replay_key, now=now, refund_id=None,
+                               outcome="received"))
+        event = None if not event_id else s.insert_notification.run(
+            conn, self._notice(route, "event", event_id, now=now, refund_id=None,
+                               outcome="applied"))
+        lookup = None if not channel_refund_no else s.refund_by_channel_no_locked.run(
+            conn, {"no": channel_refund_no})
+        fresh_nonce = nonce is None or s.insert_notification.fetch(conn, nonce) is not None
+        event_row = None if event is None else s.insert_notification.fetch(conn, event)
+        found = (None if lookup is None
+                 else s.refund_by_channel_no_locked.fetch(conn, lookup))
+        current = None if found is None else self._to_refund(
+            self._driver_row(s.refund_by_channel_no_locked, found))
+        outcome = ("replayed" if not fresh_nonce else "unknown_refund" if current is None
+                   else "duplicate" if event is not None and event_row is None else None)
+        tx = NotificationWork(self, conn, current, now, outcome)
+        tx.event_row = event_row
+        return tx
+
+    def _close_notification(self, tx: NotificationWork) -> None:
+        tx.flush()
+        if tx.event_row is not None and not tx.applied:
+            self._s.delete_notification.run(tx.conn, {"nid": tx.event_row[0]}).close()
 
     def _insert_refund(self, conn: Connection, *, refund_id: str, key: str, fingerprint: str,
                        request_json: str, payment_id: int, route: Route, amount: Money,
@@ -931,8 +959,36 @@ class NotificationWork(UnitOfWork):
         super().__init__(store, conn, current, now)
         self.outcome = outcome
         self.applied = False
+        self.event_row: tuple[Any, ...] | None = None
+
+    @property
+    def conn(self) -> Connection:
+        return self._conn
 
     def apply(self, change: Change) -> Refund:
         if self.outcome is None:
             self.applied = True
         return super().apply(change)
+
+
+class NotificationBatch:
+    """``RefundStore.notifications``: each ``one(...)`` is a notification's unit of
+    work inside the batch's one transaction (closed before the next is opened)."""
+
+    def __init__(self, store: RefundStore, conn: Connection) -> None:
+        self._store = store
+        self._conn = conn
+        self._open: NotificationWork | None = None
+
+    def one(self, route: Route, *, channel_refund_no: str | None, replay_key: str | None,
+            event_id: str | None, now: datetime) -> NotificationWork:
+        self.close()
+        self._open = self._store._open_notification(
+            self._conn, route, channel_refund_no=channel_refund_no, replay_key=replay_key,
+            event_id=event_id, now=now)
+        return self._open
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._store._close_notification(self._open)
+            self._open = None

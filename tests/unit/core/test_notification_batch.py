@@ -1,0 +1,72 @@
+"""``handle_notifications``: a queue consumer's batch, one transaction, one answer each
+(issue 21). Nothing is acknowledged before the batch commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from gateway import RefundGateway, RefundStatus, Route
+from gateway.bootstrap import build_gateway
+from gateway.settings import load_settings
+from tests.fakes import FakeBalance, FakeChannel, Ledger
+from tests.helpers import FakeClock, request
+
+S = RefundStatus
+GOOD = {"x-signature": "good"}
+
+
+@pytest.fixture
+def gw(database_url: str) -> Iterator[RefundGateway]:
+    g = build_gateway(load_settings(database_url=database_url), clock=FakeClock(),
+                      sleep=lambda _: None, configure_logs=False,
+                      adapters={Route.WECHATPAY: FakeChannel(),
+                                Route.BALANCE: FakeBalance(Ledger())})
+    yield g
+    g.close()
+
+
+def note(no: str, status: str, amount: int, nonce: str, good: bool = True
+         ) -> tuple[Route, dict[str, str], bytes]:
+    return (Route.WECHATPAY, {"x-signature": "good" if good else "bad", "x-nonce": nonce},
+            f"{no}:{status}:{amount}".encode())
+
+
+def test_a_batch_is_one_commit_with_one_answer_each(gw: RefundGateway) -> None:
+    a, b = gw.refund(request("k1", 100, order="O1")), gw.refund(request("k2", 100, order="O2"))
+    commits: list[int] = []
+
+    def count(_conn: Any) -> None:
+        commits.append(1)
+
+    event.listen(gw.store.engine, "commit", count)
+    answers = gw.handle_notifications([
+        note(a.channel_refund_no, "succeeded", 100, "n1"),
+        note(b.channel_refund_no, "succeeded", 100, "n2", good=False),   # forged
+        note("RFNOSUCHREFUND00000000000", "succeeded", 100, "n3"),       # unknown
+        note(a.channel_refund_no, "succeeded", 100, "n4"),               # same event id
+        note(b.channel_refund_no, "succeeded", 1, "n5"),                 # wrong amount
+    ])
+    event.remove(gw.store.engine, "commit", count)
+    assert [x.accepted for x in answers] == [True, False, False, True, False]
+    assert answers[0].refund_id == a.id and answers[3].refund_id == a.id
+    assert len(commits) == 1
+    assert gw.get(a.id).status is S.SUCCEEDED and gw.get(b.id).status is S.PROCESSING
+
+
+def test_a_batch_the_database_cannot_record_is_retried_by_the_channel(
+        gw: RefundGateway) -> None:
+    a = gw.refund(request("k1", 100, order="O1"))
+    with gw.store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE notifications RENAME TO notifications_away"))
+    answers = gw.handle_notifications([
+        note(a.channel_refund_no, "succeeded", 100, "n1"),
+        note(a.channel_refund_no, "succeeded", 100, "n2", good=False)])
+    with gw.store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE notifications_away RENAME TO notifications"))
+    assert [(x.http_status, x.accepted) for x in answers][0] == (503, False)
+    assert not answers[1].accepted and answers[1].http_status != 503   # the forgery
+    assert gw.get(a.id).status is S.PROCESSING
