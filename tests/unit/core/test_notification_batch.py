@@ -67,6 +67,6 @@ def test_a_batch_the_database_cannot_record_is_retried_by_the_channel(
         note(a.channel_refund_no, "succeeded", 100, "n2", good=False)])
     with gw.store.engine.begin() as conn:
         conn.execute(text("ALTER TABLE notifications_away RENAME TO notifications"))
-    assert [(x.http_status, x.accepted) for x in answers][0] == (503, False)
+    assert (answers[0].http_status, answers[0].accepted) == (503, False)
     assert not answers[1].accepted and answers[1].http_status != 503   # the forgery
     assert gw.get(a.id).status is S.PROCESSING
