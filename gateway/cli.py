@@ -35,6 +35,7 @@ from gateway.money import Money
 from gateway.resolver import run_loop
 from gateway.service import RefundGateway, ResolveReport
 from gateway.settings import GatewaySettings, load_settings
+from gateway.store.location import require_existing_sqlite
 
 log = structlog.get_logger("gateway.cli")
 
@@ -275,6 +276,8 @@ def refund_cmd(app: AppContext, route: str, order: str, trade_no: str, paid: str
 @handle_errors
 def status_cmd(app: AppContext, refund_id: str, do_sync: bool, show_events: bool) -> None:
     """Show a refund."""
+    # Read-only: a SQLite file that is not there would be created empty ("no refund").
+    require_existing_sqlite(app.settings.database_url)
     gw = app.gateway
     refund = gw.sync(refund_id) if do_sync else gw.get(refund_id)
     events = gw.events(refund_id) if show_events else []

@@ -165,23 +165,45 @@ def earlier_matches(engine: Engine, keys: Sequence[tuple[str, str]], run_date: d
     return {k: m for k, m in found.items() if m["run_date"] != run_date}
 
 
-def _upsert_matches(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """One row per matched (route, number): insert, or replace the earlier one (a rerun
-    of the day, or an older day run again)."""
+_MATCH_COLUMNS: Final = ["route", "item_key", "refund_id", "merchant_order_no",
+                         "amount_minor", "currency", "succeeded_at", "statement_time",
+                         "source", "line", "run_id", "run_date"]
+_LISTED: Final = ", ".join(_MATCH_COLUMNS)
+# Built from the constant column list above, never from data.
+_PG_STAGE: Final = (f"CREATE TEMP TABLE recon_matches_in AS SELECT {_LISTED} "  # noqa: S608
+                    "FROM recon_matches WITH NO DATA")
+_PG_COPY: Final = f"COPY recon_matches_in ({_LISTED}) FROM STDIN"
+_PG_MERGE: Final = (f"INSERT INTO recon_matches ({_LISTED}) SELECT {_LISTED} "  # noqa: S608
+                    "FROM recon_matches_in ON CONFLICT (route, item_key) DO UPDATE SET "
+                    + ", ".join(f"{c} = excluded.{c}" for c in _MATCH_COLUMNS[2:]))
+
+
+def _upsert_matches(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """One row per matched (route, number), ``rows`` in ``_MATCH_COLUMNS`` order: insert,
+    or replace the earlier one (a rerun of the day, or an older day run again). A day of
+    1M refunds writes 1M rows: PostgreSQL takes them by COPY into a temporary table and
+    one INSERT ... ON CONFLICT (about twice as fast as batched INSERTs); SQLite spends its
+    time in the index either way (~16 us a row)."""
     if not rows:
         return
+    cols, keep = _MATCH_COLUMNS, _MATCH_COLUMNS[2:]
     name = conn.dialect.name
-    keep = [c for c in rows[0] if c not in ("route", "item_key")]
-    for i in range(0, len(rows), 5_000):
-        chunk = rows[i:i + 5_000]
-        if name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert  # noqa: PLC0415
-
-            pq = pg_insert(recon_matches)
-            conn.execute(pq.on_conflict_do_update(
-                index_elements=["route", "item_key"],
-                set_={c: pq.excluded[c] for c in keep}), chunk)
-        elif name == "sqlite":
+    if name == "postgresql":
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.execute(_PG_STAGE)
+            with cur.copy(_PG_COPY) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(_PG_MERGE)
+            cur.execute("DROP TABLE recon_matches_in")
+        finally:
+            cur.close()
+        return
+    dicts = [dict(zip(cols, r, strict=True)) for r in rows]
+    for i in range(0, len(dicts), 5_000):
+        chunk = dicts[i:i + 5_000]
+        if name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # noqa: PLC0415
 
             sq = sqlite_insert(recon_matches)
@@ -237,14 +259,18 @@ def persist(engine: Engine, result: Any, *, platform_source: str,
             pl.coalesce("platform_amount_minor", "statement_amount_minor").alias(
                 "amount_minor"), pl.col("currency").cast(pl.String), "succeeded_at",
             "statement_time", pl.col("source").cast(pl.String), "line").collect()
-        found = []
-        for m in matched.iter_rows(named=True):
-            old = existing.get((m["route"], m["item_key"]))
-            if m["line"] == CARRIED_LINE and old is not None:
-                # matched on the item's stored line: that line is the evidence
-                m.update(source=old["source"], line=old["line"],
-                         statement_time=old["statement_time"])
-            found.append({**m, "run_id": run_id, "run_date": run_date})
+        matched = matched.with_columns(pl.lit(run_id).alias("run_id"),
+                                       pl.lit(run_date).alias("run_date")).select(
+            _MATCH_COLUMNS)
+        found = list(matched.iter_rows())
+        carried = matched.with_row_index("_i").filter(pl.col("line") == CARRIED_LINE)
+        for i, route, number in carried.select("_i", "route", "item_key").iter_rows():
+            old = existing.get((route, number))
+            if old is not None:   # matched on the item's stored line: that is the evidence
+                row = dict(zip(_MATCH_COLUMNS, found[i], strict=True))
+                row.update(source=old["source"], line=old["line"],
+                           statement_time=old["statement_time"])
+                found[i] = tuple(row[c] for c in _MATCH_COLUMNS)
         _upsert_matches(conn, found)
     result.run_id = run_id
     return run_id
