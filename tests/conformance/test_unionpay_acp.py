@@ -171,3 +171,61 @@ def test_file_transfer(sandbox: SandboxServer, config: acp.AcpConfig, mer_id: st
     assert refund_line[112:144].decode("gbk").strip() == "RFD20260101D"
     assert int(refund_line[66:78]) == 2_500
     assert refund_line[271:292].decode("gbk").strip() == payment["channel_trade_no"]
+
+
+def test_rotated_certificate_validates_through_the_chain(sandbox: SandboxServer,
+                                                         config: acp.AcpConfig,
+                                                         mer_id: str, catcher: Catcher
+                                                         ) -> None:
+    """cert_rotated (issue 19): the SDK's client, configured with the middle and root only,
+    validates answers and the back notification signed under the new leaf unchanged."""
+    payment = pay(sandbox, "bankcard")
+    first, valid, _ = refund(config, mer_id, payment, "RFD20260101G", fen=100)
+    assert valid
+    fault(sandbox, "bankcard", "refund", "cert_rotated")
+    rsp, valid, txn_time = refund(config, mer_id, payment, "RFD20260101H", fen=100)
+    assert valid and rsp["respCode"] == "00", rsp
+    assert rsp["signPubKeyCert"] != first["signPubKeyCert"]
+    old = acp.get_pub_key_cert(first["signPubKeyCert"])
+    new = acp.get_pub_key_cert(rsp["signPubKeyCert"])
+    assert old is not None and new is not None
+    assert (new.issuer, acp.common_name(new)) == (old.issuer, acp.common_name(old))
+    assert new.serial_number == old.serial_number + 1
+    assert new.public_key() != old.public_key()
+    found, valid = send(config, acp.query_request(config, mer_id, "RFD20260101H", txn_time),
+                        config.single_query_url)
+    assert valid and found["origRespCode"] == "00"
+    bodies = [body for _, body in catcher.wait(2)]
+    notes = [acp.back_notification_fields(body, config) for body in bodies]
+    assert all(acp.validate(dict(n), config) for n in notes), notes
+    control(sandbox, "/_sandbox/reset", {})
+    again, valid, _ = refund(config, mer_id, pay(sandbox, "bankcard"), "RFD20260101I")
+    assert valid and again["signPubKeyCert"] == first["signPubKeyCert"]   # reset: the first
+
+
+@pytest.mark.parametrize("params", [{"issuer": "foreign"}, {"expired": True},
+                                    {"cn": "041@Z12@00040001:SIGN@00000062"}])
+def test_untrusted_rotations_fail_validate(sandbox: SandboxServer, config: acp.AcpConfig,
+                                           mer_id: str, params: dict[str, Any]) -> None:
+    """The params of cert_rotated make certificates UnionPay's own SDK refuses."""
+    control(sandbox, "/_sandbox/faults", {"route": "bankcard", "operation": "refund",
+                                          "kind": "cert_rotated", **params})
+    rsp, valid, _ = refund(config, mer_id, pay(sandbox, "bankcard"), "RFD20260101J")
+    assert rsp["respCode"] == "00" and not valid
+
+
+def test_rotation_before_a_back_notification(sandbox: SandboxServer, config: acp.AcpConfig,
+                                             mer_id: str, catcher: Catcher,
+                                             client_env: dict[str, str]) -> None:
+    """Operation notify: the certificate changes as the back notification is made, and the
+    notice validates through the chain."""
+    fault(sandbox, "bankcard", "notify", "cert_rotated")
+    _, valid, _ = refund(config, mer_id, pay(sandbox, "bankcard"), "RFD20260101K")
+    assert valid
+    [(_, body)] = catcher.wait(1)
+    note = acp.back_notification_fields(body, config)
+    assert acp.validate(dict(note), config)
+    new = acp.get_pub_key_cert(note["signPubKeyCert"])
+    old = acp.get_pub_key_cert(client_env[PREFIX + "UNIONPAY_PUBLIC_KEY"])
+    assert new is not None and old is not None
+    assert new.serial_number == old.serial_number + 1
