@@ -6,9 +6,9 @@ web app) that share one database:
   ``/metrics`` shows the same whole picture: refunds by route, account and status;
   refunds whose outcome is unknown and the age of the oldest; the resolver's lag (the
   oldest check that is due); refunds paid after their amount was released; open
-  reconciliation discrepancies by class; receipts issued. Tables another package owns
-  (``recon_items``, ``receipt_versions``) are read by name when they exist, so the core
-  imports nothing of theirs.
+  reconciliation discrepancies by class; receipts issued; relay deliveries by status.
+  Tables another package owns (``recon_items``, ``receipt_versions``) are read by name
+  when they exist, so the core imports nothing of theirs.
 * **this process**, observed by ``instrument(gateway)`` (``gateway.instrument``): channel
   call latency by route, operation and outcome; notifications accepted and rejected by
   reason; refund operations by outcome.
@@ -64,6 +64,7 @@ class StoreFigures:
     paid_after_release: int
     discrepancies: dict[str, int] | None            # open items by class (None: no table)
     receipts: int | None                            # receipt versions (None: no table)
+    relay: dict[tuple[str, str], int] | None        # (relay, status) -> deliveries
 
 
 def _aware(value: Any) -> datetime | None:
@@ -122,6 +123,12 @@ def read_store_figures(store: RefundStore, now: datetime) -> StoreFigures:
             discrepancies = {str(k): int(n) for k, n in conn.execute(
                 select(items.c["class"], func.count()).where(items.c.state == "open")
                 .group_by(items.c["class"])).all()}
+        relay: dict[tuple[str, str], int] | None = None
+        if "relay_deliveries" in names:
+            deliveries = table("relay_deliveries", column("relay"), column("status"))
+            relay = {(str(name), str(status)): int(n) for name, status, n in conn.execute(
+                select(deliveries.c.relay, deliveries.c.status, func.count())
+                .group_by(deliveries.c.relay, deliveries.c.status)).all()}
         receipts_issued: int | None = None
         if "receipt_versions" in names:
             receipts_issued = int(conn.execute(select(func.count()).select_from(
@@ -133,7 +140,7 @@ def read_store_figures(store: RefundStore, now: datetime) -> StoreFigures:
         resolver_lag_seconds=(max(0.0, (now - first_due).total_seconds())
                               if first_due is not None else 0.0),
         paid_after_release=paid_twice, discrepancies=discrepancies,
-        receipts=receipts_issued)
+        receipts=receipts_issued, relay=relay)
 
 
 class StoreCollector(Collector):
@@ -215,6 +222,14 @@ class StoreCollector(Collector):
                                          "Transfer receipt versions issued")
             issued.add_metric([], figures.receipts)
             yield issued
+        if figures.relay is not None:
+            relayed = GaugeMetricFamily(f"{PREFIX}_relay_deliveries",
+                                        "Relay deliveries by relay and status (pending, "
+                                        "delivered, dead: the dead-letter list)",
+                                        labels=["relay", "status"])
+            for (name, status), count in sorted(figures.relay.items()):
+                relayed.add_metric([name, status], count)
+            yield relayed
 
 
 class GatewayMetrics:
