@@ -138,6 +138,8 @@ AUTH, UNKNOWN = ChannelAuthError, OutcomeUnknown
     ("missing_parameter", {"parameter": "sign_type"}, AUTH, "isv.missing-signature-type"),
     # unsigned and about no credential: not a verified refusal, so not a failure
     ("missing_parameter", {"parameter": "method"}, UNKNOWN, "isv.missing-method"),
+    # signed, but about our clock: the refund waits for it to be fixed, never FAILED
+    ("missing_parameter", {"parameter": "timestamp"}, AUTH, "isv.missing-timestamp"),
     ("invalid_auth_token", {}, AUTH, "aop.invalid-app-auth-token"),
     ("insufficient_permissions", {}, AUTH, "isv.insufficient-isv-permissions"),
     ("service_unavailable", {}, UNKNOWN, "isp.unknow-error"),
@@ -159,18 +161,19 @@ def test_gateway_errors_on_submit_are_never_a_failure(
 
 def test_a_signed_missing_parameter_is_a_verified_refusal(gw: RefundGateway,
                                                           control: Control) -> None:
-    """Signed 40001 isv.missing-timestamp: verified, stopped at the gateway, nothing moved
-    (addendum §6 "final refusal"): FAILED by the table, which frees the amount safely."""
+    """Signed 40001 isv.missing-version: verified, stopped at the gateway, nothing moved
+    (addendum §6 "final refusal"): FAILED by the table, which frees the amount safely.
+    (A refused *timestamp* is our clock: ChannelAuthError, the refund waits; below.)"""
     payment = control.payment(10_000)
-    control.fault("refund", "missing_parameter", parameter="timestamp")
+    control.fault("refund", "missing_parameter", parameter="version")
     result = gw.adapters[Route.ALIPAY].submit(bare_refund(payment))
     assert (result.status, result.failure_code) == (ChannelStatus.FAILED,
-                                                    "isv.missing-timestamp")
+                                                    "isv.missing-version")
     assert control.executions() == []
 
 
 @pytest.mark.parametrize(("kind", "params"), [
-    ("missing_parameter", {"parameter": "timestamp"}),
+    ("missing_parameter", {"parameter": "version"}),
     ("service_unavailable", {}),
     ("missing_parameter", {"parameter": "method"}),
 ])
