@@ -92,8 +92,21 @@ class WechatPaySettings(BaseModel):
         apiv3_key: the API v3 key (32 bytes): decrypts notifications and certificates.
         public_key: WeChat Pay's public key (PEM), public-key mode (CH §0 #3).
         public_key_id: its id (``PUB_KEY_ID_...``), sent as ``Wechatpay-Serial``.
-        cert_dir: certificate mode instead: a directory of WeChat platform certificates
-            (``*.pem``).
+        cert_dir: certificate mode: a directory that keeps the downloaded platform
+            certificates (``<SERIAL>.pem``, the SDK's layout) and seeds them at start;
+            optional (they are downloaded from ``/v3/certificates`` on first use).
+        verification: ``public_key``, ``certificate`` (platform certificates, downloaded
+            and refreshed) or ``both`` (a migration: ``Wechatpay-Serial`` picks the key
+            or a certificate); unset: ``public_key`` when PUBLIC_KEY is set, else
+            ``certificate``.
+        certificate_refresh_seconds: how long a certificate download is trusted before
+            the next (WeChat: refresh at least every 12 h).
+        certificate_retry_seconds: the least time between two downloads after a failed
+            one, or for a serial not held (a forged serial cannot force a download per
+            request).
+        sub_mchid: service-provider mode (服务商): these settings are the provider's
+            (``mchid`` = sp_mchid) acting for this sub-merchant: refunds, queries and
+            trade bills carry it; notifications must name it.
         base_url: the API's base URL (WeChat's own by default).
         notify_url: where WeChat sends refund notifications (your endpoint). The sandbox
             points it at its own inbox until you set it.
@@ -112,7 +125,11 @@ class WechatPaySettings(BaseModel):
     apiv3_key: SecretStr
     public_key: SecretStr | None = None       # public-key mode (default, CH §0 #3)
     public_key_id: str | None = None
-    cert_dir: str | None = None               # certificate mode, pre-seeded directory
+    cert_dir: str | None = None               # certificate mode: kept certificates
+    verification: Literal["public_key", "certificate", "both"] | None = None
+    certificate_refresh_seconds: int = Field(43_200, ge=60, le=172_800)   # addendum §3
+    certificate_retry_seconds: float = Field(60.0, ge=0, le=3600)
+    sub_mchid: str | None = Field(None, pattern=r"^[0-9]{6,32}$")    # partner mode
     base_url: str = "https://api.mch.weixin.qq.com"
     notify_url: str | None = None
     notification_max_skew_seconds: int = Field(300, gt=0, le=3600)

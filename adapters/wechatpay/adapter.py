@@ -3,7 +3,9 @@
 Owns: the refund / query / apply-abnormal-refund requests, the checks before any I/O,
 turning answers into ``ChannelResult`` or errors through ``translate``'s tables,
 notifications (``notify``), and the bills (trade REFUND/ALL/..., fund flow) with their
-``hash_value`` checked (``bills``). Must not touch the store, retry or sleep; the SDK and
+``hash_value`` checked (``bills``). One adapter is one merchant: direct, or a service
+provider refunding for its ``sub_mchid`` (addendum §4), verifying by public key,
+platform certificates or both (``client``). Must not touch the store, retry or sleep; the SDK and
 HTTP live in ``client``.
 """
 
@@ -165,7 +167,8 @@ class WechatPayAdapter(ChannelAdapter, AbnormalRefundPort):
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelResult:
         return notify.parse(headers, body, verifier=self._client, mchid=self._client.mchid,
-                            now=self._clock(), max_skew_seconds=self._max_skew)
+                            sub_mchid=self._client.sub_mchid, now=self._clock(),
+                            max_skew_seconds=self._max_skew)
 
     def notification_ack(self, accepted: bool) -> NotificationAck:
         # CH §2.6: WeChat wants 200/204 (JSON optional); anything else is redelivered
@@ -184,6 +187,12 @@ class WechatPayAdapter(ChannelAdapter, AbnormalRefundPort):
         kind = BillKind(kind)
         name = f"wechatpay-{kind.value.lower()}-{day.isoformat()}"
         account = kind.fund_account
+        if account and self._client.sub_mchid:
+            # The provider's fund flow is its own account, not the sub-merchant's money;
+            # the sub-merchant's (/v3/bill/sub-merchant-fundflowbill) comes encrypted,
+            # its key unwrapping UNCONFIRMED (addendum §4): not read rather than misread.
+            raise StatementError("a service provider's fund-flow bill does not show the "
+                                 "sub-merchant's refunds; use the trade bill", file=name)
         answer = (self._client.fundflow_bill(day.isoformat(), account) if account
                   else self._client.trade_bill(day.isoformat(), kind.value))
         if not 200 <= answer.http_status < 300:
@@ -353,12 +362,18 @@ def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
     if not cfg.base_url.startswith(("https://", "http://")):
         raise ConfigurationError("base_url must be an http(s) URL",
                                  setting="REFUND_GATEWAY_WECHATPAY__BASE_URL")
+    if cfg.sub_mchid is not None and cfg.sub_mchid == cfg.mchid:
+        raise ConfigurationError("sub_mchid is the sub-merchant, mchid the service "
+                                 "provider: they differ",
+                                 setting="REFUND_GATEWAY_WECHATPAY__SUB_MCHID")
     client = WechatPayClient(
         mchid=cfg.mchid, appid=cfg.appid, private_key_pem=private_key,
         cert_serial_no=cfg.cert_serial_no, apiv3_key=apiv3, base_url=cfg.base_url,
         connect_timeout=cfg.timeouts.connect, read_timeout=cfg.timeouts.read,
         deadline=cfg.timeouts.deadline, download_deadline=cfg.timeouts.download_deadline,
         public_key_pem=public_key, public_key_id=cfg.public_key_id if public_key else None,
-        cert_dir=cfg.cert_dir, notify_url=cfg.notify_url)
+        cert_dir=cfg.cert_dir, notify_url=cfg.notify_url, verification=cfg.verification,
+        sub_mchid=cfg.sub_mchid, certificate_refresh_seconds=cfg.certificate_refresh_seconds,
+        certificate_retry_seconds=cfg.certificate_retry_seconds)
     return WechatPayAdapter(client, clock=clock,
                             max_skew_seconds=cfg.notification_max_skew_seconds)

@@ -2,8 +2,9 @@
 
 Owns: header lookup under every spelling (``Wechatpay-*``, ``wechatpay-*``,
 ``HTTP_WECHATPAY_*``), the checks the SDK does not make (timestamp within
-``notification_max_skew_seconds`` of the injected clock, CH §2.4; serial = our public-key
-id; ``mchid`` = ours), and the ``ChannelResult`` of a REFUND.SUCCESS / ABNORMAL / CLOSED
+``notification_max_skew_seconds`` of the injected clock, CH §2.4; a serial this verification
+mode accepts; ``mchid`` = ours, or ``sp_mchid``/``sub_mchid`` = ours for a service
+provider), and the ``ChannelResult`` of a REFUND.SUCCESS / ABNORMAL / CLOSED
 event. Signature and AES-GCM go through the SDK (``client``). Must not store anything:
 the nonce is handed back as ``replay_key`` and the service rejects one seen before.
 Anything that does not hold up raises ``SignatureInvalid`` (the service answers 4xx).
@@ -32,7 +33,7 @@ MAX_BODY: Final = 64 * 1024   # a refund notification is well under 2 KiB
 
 
 class Verifier(Protocol):
-    public_key_id: str | None
+    def serial_acceptable(self, serial: str) -> bool: ...
 
     def verify_notification(self, headers: Mapping[str, str], body: str) -> bool: ...
 
@@ -58,7 +59,8 @@ def canonical_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def parse(headers: Mapping[str, str], body: bytes, *, verifier: Verifier, mchid: str,
-          now: datetime, max_skew_seconds: int) -> ChannelResult:
+          now: datetime, max_skew_seconds: int, sub_mchid: str | None = None
+          ) -> ChannelResult:
     if len(body) > MAX_BODY:
         raise _reject("body too large", "BODY_TOO_LARGE")
     hdrs = canonical_headers(headers)
@@ -67,8 +69,11 @@ def parse(headers: Mapping[str, str], body: bytes, *, verifier: Verifier, mchid:
         raise _reject(f"missing header {missing[0]}", "MISSING_HEADER")
     if hdrs["Wechatpay-Signature-Type"] != SIGNATURE_TYPE:
         raise _reject("unsupported signature type", "SIGNATURE_TYPE")
-    if verifier.public_key_id and hdrs["Wechatpay-Serial"] != verifier.public_key_id:
-        raise _reject("Wechatpay-Serial is not our platform public key id", "SERIAL")
+    if not verifier.serial_acceptable(hdrs["Wechatpay-Serial"]):
+        # public-key mode: only our PUB_KEY_ID_...; certificate mode: a hex serial (an
+        # unknown one is downloaded once, client.py); both: either (addendum §3)
+        raise _reject("Wechatpay-Serial names no key or certificate of this mode",
+                      "SERIAL")
     stamp = hdrs["Wechatpay-Timestamp"]
     if not stamp.isdigit() or len(stamp) > 12:
         raise _reject("Wechatpay-Timestamp is not unix seconds", "TIMESTAMP")
@@ -85,10 +90,36 @@ def parse(headers: Mapping[str, str], body: bytes, *, verifier: Verifier, mchid:
     envelope = verifier.decrypt_notification(text)
     if envelope is None:
         raise _reject("resource does not decrypt (AES-GCM tag)", "DECRYPT")
-    return decode(envelope, mchid=mchid, nonce=hdrs["Wechatpay-Nonce"])
+    return decode(envelope, mchid=mchid, sub_mchid=sub_mchid,
+                  nonce=hdrs["Wechatpay-Nonce"])
 
 
-def decode(envelope: Mapping[str, Any], *, mchid: str, nonce: str) -> ChannelResult:
+def merchant_problem(resource: Mapping[str, Any], *, mchid: str, sub_mchid: str | None
+                     ) -> tuple[str, str] | None:
+    """Why a verified resource is not this merchant's, as (reason, code); None when it is.
+
+    Direct merchants get ``mchid`` and no partner fields; a service provider's
+    notification names ``sp_mchid`` (the provider, our ``mchid``) and ``sub_mchid`` (the
+    sub-merchant), CH §5.5 / addendum §4. Whether it also carries ``mchid`` is
+    UNCONFIRMED: absent, or one of the two, is accepted."""
+    if sub_mchid is None:
+        if resource.get("mchid") != mchid:
+            return "notification for another merchant", "MCHID_MISMATCH"
+        if resource.get("sp_mchid") or resource.get("sub_mchid"):
+            return "a service provider's notification to a direct merchant", \
+                "MCHID_MISMATCH"
+        return None
+    if resource.get("sp_mchid") != mchid:
+        return "notification for another service provider", "MCHID_MISMATCH"
+    if resource.get("sub_mchid") != sub_mchid:
+        return "notification for another sub-merchant", "SUB_MCHID_MISMATCH"
+    if resource.get("mchid") not in (None, mchid, sub_mchid):
+        return "notification naming another merchant", "MCHID_MISMATCH"
+    return None
+
+
+def decode(envelope: Mapping[str, Any], *, mchid: str, nonce: str,
+           sub_mchid: str | None = None) -> ChannelResult:
     """A verified, decrypted envelope -> ``ChannelResult`` (CH §5.5)."""
     event_type = envelope.get("event_type")
     announced = translate.EVENT_STATUS.get(event_type) if isinstance(event_type, str) \
@@ -96,13 +127,12 @@ def decode(envelope: Mapping[str, Any], *, mchid: str, nonce: str) -> ChannelRes
     if announced is None:
         raise _reject(f"not a refund event ({str(event_type)[:32]})", "UNSUPPORTED_EVENT")
     resource: Mapping[str, Any] = envelope["resource"]
-    # Direct merchants get ``mchid``; partner mode has ``sp_mchid``/``sub_mchid`` (CH §5.5).
-    stated = resource.get("mchid") or resource.get("sp_mchid")
-    if stated != mchid:
+    problem = merchant_problem(resource, mchid=mchid, sub_mchid=sub_mchid)
+    if problem is not None:
         # Genuinely signed by the platform, but for another merchant (a shared platform
-        # key, a misrouted notify_url): not ours to apply. Rejected like a forgery, so
-        # nothing changes and the security log says why.
-        raise _reject("notification for another merchant", "MCHID_MISMATCH")
+        # key, a misrouted notify_url, a provider's other sub-merchant): not ours to
+        # apply. Rejected like a forgery, so nothing changes and the security log says why.
+        raise _reject(*problem)
     out_refund_no = resource.get("out_refund_no")
     if not isinstance(out_refund_no, str) or not out_refund_no:
         raise _reject("no out_refund_no in the resource", "NO_REFUND_NO")
