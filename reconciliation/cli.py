@@ -4,8 +4,9 @@ refunded, 1 discrepancies (or bad lines below the threshold, or input warnings),
 or configuration error or wrong input (never a traceback for a user mistake).
 
 ``--json`` (on the command, or ``refund-gateway --json``) prints one JSON document per
-command on stdout, the schemas in README.md ("Reconciliation --json"); an error is
-``{"command", "error", "exit_code": 2}`` there too (and one line on stderr). Every output
+command on stdout, named by its ``schema`` (``refund-gateway/cli/reconcile/v1``,
+``.../discrepancies-list/v1``...; README.md "Reconciliation --json"); an error is
+``{"schema", "error", "exit_code": 2}`` there too (and one line on stderr). Every output
 names the database it used, password masked. ``discrepancies list`` and ``show`` refuse a
 SQLite file that does not exist (they would create an empty one and say "nothing").
 Statements come from ``--statement`` files or, without them, from each route's adapter
@@ -81,6 +82,11 @@ def _engine(ctx: click.Context, *, read_only: bool = False) -> Engine:
     return engine
 
 
+def schema_of(command: str) -> str:
+    """The name of a command's ``--json`` document (README.md)."""
+    return f"refund-gateway/cli/{command.replace(' ', '-')}/v1"
+
+
 def _emit(doc: Mapping[str, Any]) -> None:
     click.echo(json.dumps(_plain(doc), ensure_ascii=False, indent=2, sort_keys=False))
 
@@ -101,7 +107,7 @@ def _plain(value: Any) -> Any:
 def _fail(message: str, *, command: str, as_json: bool) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     if as_json:
-        _emit({"command": command, "error": message, "exit_code": EXIT_USAGE})
+        _emit({"schema": schema_of(command), "error": message, "exit_code": EXIT_USAGE})
     raise SystemExit(EXIT_USAGE)
 
 
@@ -234,7 +240,7 @@ def run_document(result: RunResult, *, database: str | None, saved: bool,
         for c in carried:
             c["class"] = classes.get(f"{c['route']}|{c['channel_refund_no']}")
     return {
-        "command": "reconcile", "database": database, "saved": saved,
+        "schema": schema_of("reconcile"), "database": database, "saved": saved,
         "run_id": result.run_id, "run_date": result.run_date,
         "routes": [r.value for r in result.routes], "platform_source": platform_source,
         "statements": [{"name": s.name, "format": s.format, "route": s.route.value,
@@ -340,7 +346,7 @@ def list_command(ctx: click.Context, show_all: bool, as_json: bool) -> None:
         items = list_items(_engine(ctx, read_only=True), state=None if show_all else "open")
         database = _database(ctx)
     if as_json:
-        _emit({"command": "discrepancies list", "database": database,
+        _emit({"schema": schema_of("discrepancies list"), "database": database,
                "state": "all" if show_all else "open",
                "items": [{**item_document(i), "events": i["events"],
                           "last_event": event_document(i["last_event"])
@@ -379,7 +385,7 @@ def show_command(ctx: click.Context, item_id: int, as_json: bool) -> None:
         item, events = item_history(_engine(ctx, read_only=True), item_id)
         database = _database(ctx)
     if as_json:
-        _emit({"command": "discrepancies show", "database": database,
+        _emit({"schema": schema_of("discrepancies show"), "database": database,
                "item": item_document(item), "history": [event_document(e) for e in events]})
         return
     k = Klass(item["class"])
@@ -424,7 +430,7 @@ def _change_command(name: str, verb: str) -> click.Command:
             item, event = action(_engine(ctx), item_id, by=by, note=note)
             database = _database(ctx)
         if as_json:
-            _emit({"command": f"discrepancies {name}", "database": database,
+            _emit({"schema": schema_of(f"discrepancies {name}"), "database": database,
                    "item": item_document(item), "event": event_document(event)})
             return
         click.echo(f"{verb} {item['id']} ({item['class']}, {item['item_key']}) by "

@@ -34,6 +34,9 @@ THU, FRI, NEXT_THU, NEXT_FRI, MON = (date(2026, 11, 19), date(2026, 11, 20),
                                      date(2026, 11, 26), date(2026, 11, 27),
                                      date(2026, 11, 30))
 DEADLINE = "2026-11-26"      # 5 working days after the 19th
+RECONCILE_KEYS = {"schema", "database", "saved", "run_id", "run_date", "routes",
+                  "platform_source", "statements", "counts", "summary", "discrepancies",
+                  "carried_over", "chains", "warnings", "bad_lines", "reports", "exit_code"}
 
 
 def _at(day: date, hh: int, mm: int = 0) -> datetime:
@@ -87,6 +90,7 @@ class Days:
         assert done.exit_code in (0, 1), (done.output, repr(done.exception))
         doc = json.loads(done.stdout)
         assert doc["exit_code"] == done.exit_code
+        assert set(doc) == RECONCILE_KEYS and doc["schema"] == "refund-gateway/cli/reconcile/v1"
         report = json.loads((folder / f"reconciliation-{day}.json").read_text("utf-8"))
         return doc, report
 

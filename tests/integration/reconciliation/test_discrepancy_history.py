@@ -68,7 +68,8 @@ def test_resolve_and_reopen_append_history_and_a_run_reopens_with_its_reason(
                                                                  tzinfo=BEIJING))])
     assert first.exit_code == 1, first.output
     listed = cli.json("discrepancies", "list")
-    assert listed["command"] == "discrepancies list" and listed["state"] == "open"
+    assert listed["schema"] == "refund-gateway/cli/discrepancies-list/v1"
+    assert listed["state"] == "open"
     assert listed["database"] == database_label(cli.url)
     (item,) = listed["items"]
     assert set(item) >= ITEM_KEYS and item["events"] == 1
@@ -88,8 +89,8 @@ def test_resolve_and_reopen_append_history_and_a_run_reopens_with_its_reason(
 
     done = cli.json("discrepancies", "resolve", number, "--by", "li.na", "--note",
                     "channel kept a 1.00 fee; accepted, ticket FIN-7")
-    assert done["command"] == "discrepancies resolve" and set(done) == {
-        "command", "database", "item", "event"}
+    assert done["schema"] == "refund-gateway/cli/discrepancies-resolve/v1" and set(done) == {
+        "schema", "database", "item", "event"}
     assert (done["item"]["state"], done["item"]["resolved_by"]) == ("resolved", "li.na")
     assert (done["event"]["action"], done["event"]["actor"], done["event"]["class_before"],
             done["event"]["class_after"], done["event"]["state_before"],
@@ -115,7 +116,7 @@ def test_resolve_and_reopen_append_history_and_a_run_reopens_with_its_reason(
                                  at=datetime(2026, 11, 20, 10, tzinfo=BEIJING))])
     assert second.exit_code == 1, second.output
     shown = cli.json("discrepancies", "show", number)
-    assert set(shown) == {"command", "database", "item", "history"}
+    assert set(shown) == {"schema", "database", "item", "history"}
     assert (shown["item"]["state"], shown["item"]["class"]) == ("open",
                                                                 "refunded_not_received")
     assert all(set(e) == EVENT_KEYS for e in shown["history"])
@@ -149,5 +150,5 @@ def test_resolve_and_reopen_append_history_and_a_run_reopens_with_its_reason(
 def test_unknown_item_is_exit_2_in_json_too(cli: Cli) -> None:
     cli.run(DAY1, [])
     doc = cli.json("discrepancies", "show", "4242", code=2)
-    assert doc == {"command": "discrepancies show", "error": "no discrepancy with id 4242",
-                   "exit_code": 2}
+    assert doc == {"schema": "refund-gateway/cli/discrepancies-show/v1",
+                   "error": "no discrepancy with id 4242", "exit_code": 2}

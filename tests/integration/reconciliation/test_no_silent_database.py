@@ -58,7 +58,7 @@ def test_the_refusal_in_json_and_the_database_named_once_it_exists(
     refused = _run("discrepancies", "list", "--json")
     assert refused.exit_code == 2
     doc = json.loads(refused.stdout)
-    assert doc["command"] == "discrepancies list" and doc["exit_code"] == 2
+    assert doc["schema"] == "refund-gateway/cli/discrepancies-list/v1" and doc["exit_code"] == 2
     assert str(elsewhere / "refund-gateway.db") in doc["error"]
 
     real = tmp_path / "finance" / "gateway.db"
@@ -66,7 +66,7 @@ def test_the_refusal_in_json_and_the_database_named_once_it_exists(
     assert _run("db", "upgrade", env={"REFUND_GATEWAY_DATABASE_URL": url}).exit_code == 0
     listed = _run("discrepancies", "list", "--json", env={"REFUND_GATEWAY_DATABASE_URL": url})
     assert listed.exit_code == 0, listed.output
-    assert json.loads(listed.stdout) == {"command": "discrepancies list",
+    assert json.loads(listed.stdout) == {"schema": "refund-gateway/cli/discrepancies-list/v1",
                                          "database": f"sqlite:///{real}", "state": "open",
                                          "items": []}
     text = _run("discrepancies", "list", env={"REFUND_GATEWAY_DATABASE_URL": url})
