@@ -52,9 +52,17 @@ class RabbitRelay:
     def _open(self) -> Any:
         if self._channel is not None and self._channel.is_open \
                 and self._connection is not None and self._connection.is_open:
-            return self._channel
+            try:
+                # an idle connection is not read between batches (no heartbeats): find
+                # out now whether the broker dropped it, rather than at the first publish
+                self._connection.process_data_events(time_limit=0)
+                return self._channel
+            except AMQPError:
+                log.info("relay.rabbitmq_reconnecting", relay=self.name)
         self.close()
         params = pika.URLParameters(self.url)
+        # named, so the broker's connection list says which relay a connection is
+        params.client_properties = {"connection_name": f"refund-gateway {self.consumer}"}
         self._connection = pika.BlockingConnection(params)
         channel = self._connection.channel()
         channel.confirm_delivery()   # basic_publish now waits for the broker's ack

@@ -71,6 +71,7 @@ class RelayStore:
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
         self._pg = engine.dialect.name == "postgresql"
+        self._my = engine.dialect.name == "mysql"
 
     @contextmanager
     def _tx(self, *, readonly: bool = False) -> Iterator[Connection]:
@@ -130,6 +131,8 @@ class RelayStore:
             q = q.where(d.id.in_(list(ids)))
         if self._pg:
             q = q.with_for_update(skip_locked=True, of=relay_deliveries)
+        elif self._my:   # MySQL 8 / MariaDB 10.6+: SKIP LOCKED, no OF
+            q = q.with_for_update(skip_locked=True)
         with self._tx() as conn:
             rows = conn.execute(q).all()
             if rows:

@@ -2,8 +2,9 @@
 guest/guest; ``.ci/run`` starts it in CI): a consumer bound to the exchange checks that
 every refund event arrives, routed ``refund.<route>.<status>``, persistent, with the
 event id as message id; with ``mandatory``, events no queue takes are not confirmed, the
-cursor stays, and they arrive once a queue is bound. ``refund-gateway relay rabbitmq``
-runs as a process until SIGTERM."""
+cursor stays, and they arrive once a queue is bound; a connection the broker closes is
+reopened, nothing sent twice. ``refund-gateway relay rabbitmq`` runs as a process until
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -144,6 +145,42 @@ def test_unroutable_events_are_not_confirmed_until_a_queue_takes_them(
     with gw.store.engine.connect() as conn:
         assert conn.execute(select(outbox_consumers.c.position).where(
             outbox_consumers.c.name == "relay:rabbitmq")).scalar() == events[-1].cursor
+
+
+def close_broker_side(connection_name: str) -> int:
+    """Close, from the broker, every connection with that name (as a broker restart or
+    a network cut would); returns how many."""
+    listed = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid",
+                             "client_properties"], capture_output=True, text=True,
+                            timeout=60, check=True).stdout
+    closed = 0
+    for line in listed.splitlines():
+        if connection_name in line:
+            pid = line.split("\t")[0]
+            subprocess.run(["rabbitmqctl", "close_connection", pid, "test cut"],
+                           capture_output=True, timeout=60, check=True)
+            closed += 1
+    return closed
+
+
+def test_a_connection_the_broker_closed_is_reopened(
+        gw: RefundGateway, channel: FakeChannel, broker: Any, exchange: str) -> None:
+    queue = bind(broker, exchange, "refund.#")
+    relay = RabbitRelay(gw.store, url=AMQP_URL, exchange=exchange,
+                        name=f"cut-{secrets.token_hex(3)}")
+    stop, thread = running(relay)
+    try:
+        settle(gw, channel, 2, prefix="a")
+        first = drain(broker, queue, 6)
+        assert close_broker_side(f"refund-gateway {relay.consumer}") == 1
+        settle(gw, channel, 2, prefix="b")
+        second = drain(broker, queue, 6)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    ids = [p.message_id for _, p, _ in first + second]
+    assert set(ids) == {e.event_id for e in gw.events_since(0, 1000)}
+    assert len(ids) == 12        # the cut fell between batches: nothing sent twice
 
 
 def test_the_command_runs_until_sigterm(gw: RefundGateway, channel: FakeChannel,
