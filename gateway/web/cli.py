@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 import click
 
 from gateway.cli import EXIT_OK, AppContext, handle_errors, pass_app
+from gateway.resolver import run_loop
 
 
 @click.command("serve")
@@ -23,16 +25,26 @@ from gateway.cli import EXIT_OK, AppContext, handle_errors, pass_app
 @click.option("--metrics-cache", type=click.FloatRange(0, 300), default=5.0,
               show_default=True, help="Seconds one read of the store's figures serves "
                                       "scrapes of /metrics.")
+@click.option("--resolve", "resolve_every", type=click.IntRange(1, 3600), default=None,
+              metavar="SECONDS", help="Also run the resolver in this process, a cycle "
+              "every SECONDS (its channel calls then show in /metrics).")
 @pass_app
 @handle_errors
 def serve_command(app: AppContext, host: str, port: int, access_log: bool,
-                  metrics_cache: float) -> None:
+                  metrics_cache: float, resolve_every: int | None) -> None:
     """Serve /notify/{route}, /healthz, /readyz and /metrics (until SIGTERM: exit 0)."""
     import uvicorn  # noqa: PLC0415 - the web extra, only for this command
 
     from gateway.web import create_app  # noqa: PLC0415
 
-    web = create_app(app.gateway, close_gateway=True, metrics_cache_seconds=metrics_cache)
+    web = create_app(app.gateway, metrics_cache_seconds=metrics_cache)
+    stop_resolver = threading.Event()
+    resolver: threading.Thread | None = None
+    if resolve_every is not None:
+        resolver = threading.Thread(target=run_loop, args=(app.gateway,), kwargs={
+            "interval": resolve_every, "stop": stop_resolver, "settings": app.settings},
+            name="resolver", daemon=True)
+        resolver.start()
     click.echo(f"serving on http://{host}:{port} (notifications at /notify/<route>)",
                err=True)
     # uvicorn handles SIGTERM/SIGINT itself (finishing the requests in hand), then raises
@@ -40,8 +52,14 @@ def serve_command(app: AppContext, host: str, port: int, access_log: bool,
     stopped: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: stopped.append(number))
-    uvicorn.run(web, host=host, port=port, log_config=None, access_log=access_log,
-                lifespan="on", server_header=False)
+    try:
+        uvicorn.run(web, host=host, port=port, log_config=None, access_log=access_log,
+                    lifespan="on", server_header=False)
+    finally:
+        stop_resolver.set()          # the resolver finishes the refund in hand
+        if resolver is not None:
+            resolver.join(timeout=60)
+        app.gateway.close()
     click.echo(f"stopped ({', '.join(signal.Signals(n).name for n in stopped) or 'done'})",
                err=True)
     sys.exit(EXIT_OK)

@@ -1,6 +1,7 @@
 """``refund-gateway serve`` as a process: the sandbox's channels deliver their signed
 notifications to it over HTTP (the notify URLs the refunds carried), the refunds settle,
-``/readyz`` and ``/metrics`` answer from the process, and SIGTERM stops it cleanly."""
+its resolver (``--resolve``) settles an unknown outcome, ``/readyz`` and ``/metrics``
+answer from the process, and SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def test_serve_takes_the_channels_notifications(refund_sandbox: SandboxServer,
     for route, name in NOTIFY_SETTING.items():
         assert settings[f"REFUND_GATEWAY_{route.value.upper()}__{name}"] == urls[route.value]
     settings["REFUND_GATEWAY_DATABASE_URL"] = f"sqlite:///{tmp_path / 'gateway.db'}"
+    # an unknown outcome is queried at once by the resolver the served process runs
+    settings["REFUND_GATEWAY_RESOLVER__FIRST_CHECK_SECONDS"] = "0"
+    settings["REFUND_GATEWAY_BALANCE__TIMEOUTS__READ"] = "1"
     env_file = tmp_path / "gateway.env"
     env_file.write_text("".join(f"{k}={json.dumps(v)}\n" for k, v in settings.items()),
                         encoding="utf-8")
@@ -52,7 +56,7 @@ def test_serve_takes_the_channels_notifications(refund_sandbox: SandboxServer,
     proc = subprocess.Popen(
         [sys.executable, "-c", "from gateway.cli import main; main()", "--env-file",
          str(env_file), "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--metrics-cache", "0"],
+         "--metrics-cache", "0", "--resolve", "1"],
         stdout=log, stderr=subprocess.STDOUT, env={**env, "NO_PROXY": "127.0.0.1,localhost"})
     gw = None
     try:
@@ -69,6 +73,10 @@ def test_serve_takes_the_channels_notifications(refund_sandbox: SandboxServer,
         gw = build_gateway(load_settings(str(env_file)), sleep=lambda _: None,
                            configure_logs=False)
         refunds = {route: gw.refund(ask(sandbox.payment(route))) for route in NOTIFYING}
+        sandbox.fault(Route.BALANCE, "refund", "timeout_after_commit", stall_seconds=2)
+        unknown = gw.refund(ask(sandbox.payment(Route.BALANCE)))
+        assert unknown.status is not RefundStatus.SUCCEEDED
+        refunds[Route.BALANCE] = unknown
         def accepted(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float],
                      route: Route) -> float:
             return samples.get(("refund_gateway_notifications_total", (
@@ -82,14 +90,17 @@ def test_serve_takes_the_channels_notifications(refund_sandbox: SandboxServer,
                        for f in text_string_to_metric_families(text) for s in f.samples}
             settled = all(gw.get(r.id).status is RefundStatus.SUCCEEDED
                           for r in refunds.values())
-            if settled and all(accepted(samples, route) >= 1 for route in NOTIFYING):
+            resolved = samples.get(("refund_gateway_channel_call_seconds_count", (
+                ("operation", "query"), ("outcome", "succeeded"), ("route", "balance"))), 0)
+            if settled and resolved >= 1 and all(accepted(samples, route) >= 1
+                                                 for route in NOTIFYING):
                 break
             assert time.monotonic() < deadline, (
                 {route: gw.get(r.id).status for route, r in refunds.items()},
                 {route: accepted(samples, route) for route in NOTIFYING},
                 (tmp_path / "serve.log").read_text()[-3000:])
             time.sleep(0.2)
-        for route in NOTIFYING:
+        for route in (*NOTIFYING, Route.BALANCE):
             assert samples[("refund_gateway_refunds", (
                 ("account", "default"), ("route", route.value), ("status", "succeeded")))] == 1
         proc.send_signal(signal.SIGTERM)
