@@ -294,13 +294,23 @@ def status_cmd(app: AppContext, refund_id: str, do_sync: bool, show_events: bool
 @click.option("--loop", is_flag=True, help="Keep running (a scheduler-free resolver).")
 @click.option("--interval", type=click.IntRange(1, 3600), default=10, show_default=True)
 @click.option("--limit", type=click.IntRange(1, 100_000), default=None)
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
+              help="Refunds checked at once (default: REFUND_GATEWAY_RESOLVER__CONCURRENCY,"
+                   " 32), within each route and account's rate and in-flight limits.")
 @pass_app
 @handle_errors
-def resolve_cmd(app: AppContext, loop: bool, interval: int, limit: int | None) -> None:
+def resolve_cmd(app: AppContext, loop: bool, interval: int, limit: int | None,
+                concurrency: int | None) -> None:
     """Query refunds whose check is due; resend under the same number when needed.
 
-    With --loop it runs until SIGTERM or SIGINT, finishing the refund in hand; a database
-    or channel outage is logged and retried with backoff, never a reason to exit."""
+    Due refunds are checked concurrently: a pool per route and merchant account, within
+    the account's calls per second and in-flight cap (REFUND_GATEWAY_RESOLVER__LIMITS__...;
+    WeChat 150/s), slowed down on its own by a 429 / FREQUENCY_LIMITED answer. With --loop
+    it runs until SIGTERM or SIGINT, finishing the refunds in hand; a database or channel
+    outage is logged and retried with backoff, never a reason to exit."""
+    if concurrency is not None:
+        settings = app.settings
+        settings.resolver = settings.resolver.model_copy(update={"concurrency": concurrency})
     gw = app.gateway
 
     def emit(report: ResolveReport) -> None:

@@ -37,6 +37,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.events import run_consumer
+from gateway.lanes import Batch, PerThreadCount
 from gateway.lifecycle import Change, Failure, Source
 from gateway.models import (
     Attempt,
@@ -51,6 +52,7 @@ from gateway.models import (
     Route,
 )
 from gateway.ports import AbnormalRefundInstruction, AbnormalRefundPort, ChannelAdapter
+from gateway.ratelimit import Lane, Pacer
 from gateway.retry import resend_policy
 from gateway.settings import (
     DEFAULT_ACCOUNT,
@@ -146,7 +148,9 @@ class RefundGateway:
         self._retry = retry or RetrySettings()
         self._resolver = resolver or ResolverSettings()
         self._new_id = id_factory
-        self._resends = 0
+        # Resends counted per thread: each resolver worker reports its own (gateway.lanes).
+        self._resends = PerThreadCount()
+        self._pacer = Pacer(self._resolver)     # the resolver's lanes and their rates
         for route, adapter in [*self.adapters.items(),
                                *((r, a) for (r, _), a in self.accounts.items())]:
             if adapter.route is not route:
@@ -238,46 +242,38 @@ class RefundGateway:
         """Query every refund whose check is due; resend under the same number when the
         channel has no record of it. Safe to run from several processes (PostgreSQL).
 
-        The batch is hidden from other resolvers by a lease, renewed while the batch
-        runs (so a slow channel never lets a peer claim the same refunds in the same
-        cycle). ``stop()`` is asked between refunds: once true, the refund in hand is
-        finished and the rest of the batch is handed back, due at once."""
+        The batch is worked through concurrently: a pool per route and merchant account,
+        at most ``ResolverSettings.concurrency`` refunds at once, each account's calls
+        within its rate limit and in-flight cap (``ResolverSettings.limits``); a
+        rate-limited answer (429, FREQUENCY_LIMITED, ...) slows that account down until
+        it recovers. The batch is hidden from other resolvers by a lease, renewed while
+        the batch runs (so a slow channel never lets a peer claim the same refunds in
+        the same cycle). ``stop()`` is asked before each refund is taken: once true, the
+        refunds in hand are finished and the rest of the batch is handed back, due at
+        once. One refund's error is counted and logged, never a reason to stop."""
         now = self._clock()
         lease = timedelta(seconds=self._resolver.lease_seconds)
         due = self.store.claim_due(now, limit=limit or self._resolver.batch_size,
                                    lease=lease)
-        held_until = now + lease
-        changed = errors = final = 0
-        resends_before = self._resends
-        stopped = False
-        for index, refund in enumerate(due):
-            if stop is not None and stop():
-                self.store.release([r.id for r in due[index:]], held_until=held_until,
-                                   now=self._clock())
-                stopped = True
-                log.info("resolver.stopping", handed_back=len(due) - index)
-                break
-            moment = self._clock()
-            if moment >= held_until - lease / 3:
-                renewed = moment + lease
-                self.store.renew_lease([r.id for r in due[index:]], held_until=held_until,
-                                       until=renewed)
-                held_until = renewed
-            try:
-                after = self._check(refund)
-            except Exception:  # one bad refund must not stop the rest; logged, retried
-                errors += 1
-                log.exception("resolver.unexpected_error", refund_id=refund.id)
-                continue
-            changed += after.status is not refund.status
-            final += after.status.is_final
-        report = ResolveReport(claimed=len(due), changed=changed,
-                               resent=self._resends - resends_before,
-                               errors=errors, final=final, stopped=stopped)
+        done = Batch(due, lane_of=self._lane_of, check=self._check, resends=self._resends,
+                     store=self.store, clock=self._clock, lease=lease,
+                     held_until=now + lease, stop=stop,
+                     concurrency=self._resolver.concurrency).run()
+        report = ResolveReport(claimed=len(due), changed=done.changed, resent=done.resent,
+                               errors=done.errors, final=done.final, stopped=done.stopped)
         if due:
             log.info("resolver.cycle", claimed=report.claimed, changed=report.changed,
                      errors=report.errors, final=report.final)
         return report
+
+    def _lane_of(self, refund: Refund) -> tuple[Lane, ChannelAdapter]:
+        """The resolver lane (route, merchant account) that checks ``refund``, and the
+        adapter it goes through (made pace-able)."""
+        adapter = self._adapter_of(refund)
+        Pacer.attach(adapter)
+        account = (refund.payment.merchant_account if refund.route is refund.payment.route
+                   else DEFAULT_ACCOUNT)
+        return self._pacer.lane(refund.route, account), adapter
 
     def reroute(self, refund_id: str, to: Route | str | None = None, *,
                 instruction: AbnormalRefundInstruction | None = None,

@@ -226,6 +226,70 @@ class RetrySettings(BaseModel):
     max_total_seconds: float = Field(15.0, gt=0, le=300)
 
 
+class AccountLimits(BaseModel):
+    """How hard the resolver drives one merchant account of a route.
+
+    Attributes:
+        calls_per_second: channel calls per second at most (queries and resends
+            together); unset: no limit until the channel answers "too many requests",
+            then the rate it was sending at, cut and grown back.
+        max_in_flight: the account's refunds checked at once; unset: the resolver's
+            ``concurrency``.
+    """
+
+    calls_per_second: float | None = Field(None, gt=0, le=100_000)
+    max_in_flight: int | None = Field(None, ge=1, le=1024)
+
+
+class ChannelLimits(AccountLimits):
+    """A route's resolver limits; each merchant account of the route gets them on its own
+    (a channel limits each merchant: WeChat per mchid).
+
+    Attributes:
+        calls_per_second: channel calls per second at most, per account (queries and
+            resends together); unset: no limit until the channel answers "too many
+            requests", then the rate it was sending at, cut and grown back.
+        max_in_flight: an account's refunds checked at once; unset: the resolver's
+            ``concurrency``.
+        accounts: one account's own limits, by account name
+            (``REFUND_GATEWAY_RESOLVER__LIMITS__<ROUTE>__ACCOUNTS__<NAME>__<FIELD>``);
+            what is unset there is the route's.
+    """
+
+    accounts: dict[str, AccountLimits] = Field(default_factory=dict)
+
+
+class WechatPayLimits(ChannelLimits):
+    """WeChat Pay's resolver limits: 150 calls/s per merchant by default.
+
+    Attributes:
+        calls_per_second: channel calls per second at most, per merchant account
+            (default 150: about what WeChat lets one merchant send).
+        max_in_flight: an account's refunds checked at once; unset: the resolver's
+            ``concurrency``.
+        accounts: one account's own limits, by account name; what is unset there is
+            the route's.
+    """
+
+    calls_per_second: float | None = Field(150.0, gt=0, le=100_000)
+
+
+class RouteLimits(BaseModel):
+    """The resolver's limits per route (``REFUND_GATEWAY_RESOLVER__LIMITS__<ROUTE>__...``).
+
+    Attributes:
+        alipay: Alipay's (no rate by default: cut when Alipay says isv.app-call-limited).
+        wechatpay: WeChat Pay's (150 calls/s per merchant account).
+        bankcard: UnionPay's (no rate by default: cut on 37 过于频繁).
+        balance: the wallet service's (no rate by default: cut on 429).
+    """
+
+    alipay: ChannelLimits = Field(default_factory=ChannelLimits)
+    wechatpay: WechatPayLimits = Field(default_factory=WechatPayLimits)
+    bankcard: ChannelLimits = Field(default_factory=ChannelLimits)
+    balance: ChannelLimits = Field(default_factory=ChannelLimits)
+
+
 class ResolverSettings(BaseModel):
     """The resolver (``refund-gateway resolve``, ``RefundGateway.resolve_due``).
 
@@ -233,12 +297,30 @@ class ResolverSettings(BaseModel):
         first_check_seconds: seconds after an unknown outcome before the first query
             (Alipay: at least 10 s after the refund call).
         lease_seconds: how long refunds claimed by one resolver are hidden from others.
-        batch_size: refunds claimed per cycle.
+        batch_size: refunds claimed per cycle (enough for a few seconds of calls at the
+            rate limit, so the end of a batch, waiting on its slowest call, is a small
+            share of the cycle).
+        concurrency: refunds one resolver process checks at once, over all routes and
+            accounts (``refund-gateway resolve --concurrency N``); 1: one at a time.
+        limits: calls per second and refunds in flight, per route and merchant account.
     """
 
     first_check_seconds: int = Field(10, ge=0, le=60)   # Alipay: query >= 10 s after refund
     lease_seconds: int = Field(120, ge=5, le=3600)      # claimed refunds hidden from peers
-    batch_size: int = Field(100, ge=1, le=10_000)
+    batch_size: int = Field(500, ge=1, le=10_000)
+    concurrency: int = Field(32, ge=1, le=1024)
+    limits: RouteLimits = Field(default_factory=RouteLimits)
+
+    def limits_for(self, route: str, account: str) -> AccountLimits:
+        """The limits of one route's merchant account: the account's own fields where
+        set, else the route's."""
+        base: ChannelLimits = getattr(self.limits, route)
+        merged = AccountLimits(calls_per_second=base.calls_per_second,
+                               max_in_flight=base.max_in_flight)
+        own = base.accounts.get(account)
+        if own is not None:
+            merged = merged.model_copy(update=own.model_dump(include=own.model_fields_set))
+        return merged
 
 
 class ReceiptSettings(BaseModel):
@@ -281,7 +363,7 @@ class GatewaySettings(BaseSettings):
         log_format: ``json``, ``console``, or ``auto`` (console on a terminal).
         log_level: the log level (``INFO``, ``WARNING``, ...).
         retry: inline resends of provably-unsent submits.
-        resolver: the resolver's cadence.
+        resolver: the resolver's cadence, concurrency and rate limits.
         receipts: transfer receipts' keys.
         alipay: the Alipay route; unset: disabled.
         wechatpay: the WeChat Pay route; unset: disabled.

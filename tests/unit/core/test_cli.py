@@ -71,3 +71,26 @@ def test_resolve_with_nothing_due(tmp_path: Path) -> None:
     out = run(["--json", "resolve"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["claimed"] == 0
+
+
+def test_resolve_concurrency_reaches_the_resolver(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from gateway import RefundGateway, cli
+
+    seen: list[int] = []
+    build = RefundGateway.from_settings
+
+    def spy(settings: object = None, **kwargs: object) -> RefundGateway:
+        seen.append(settings.resolver.concurrency)  # type: ignore[attr-defined]
+        return build(settings, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REFUND_GATEWAY_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
+    monkeypatch.setattr(RefundGateway, "from_settings", staticmethod(spy))
+    out = CliRunner().invoke(cli.main, ["--json", "resolve", "--concurrency", "3"])
+    assert out.exit_code == 0, out.output
+    assert seen == [3] and json.loads(out.output)["claimed"] == 0
+    refused = CliRunner().invoke(cli.main, ["resolve", "--concurrency", "0"])
+    assert refused.exit_code == 2

@@ -52,7 +52,9 @@ def slow(clock: FakeClock) -> SlowChannel:
 
 @pytest.fixture
 def gw(database_url: str, clock: FakeClock, slow: SlowChannel) -> Iterator[RefundGateway]:
-    g = gateway(database_url, clock, slow, lease_seconds=30, batch_size=20)
+    # One refund at a time: each query moves the clock 10 s (the concurrent resolver's
+    # lease is tested in test_resolver_concurrency.py, with a channel that blocks).
+    g = gateway(database_url, clock, slow, lease_seconds=30, batch_size=20, concurrency=1)
     yield g
     g.close()
 
