@@ -272,3 +272,57 @@ def test_sqlite_on_a_full_and_a_read_only_disk(refund_sandbox: SandboxServer, tm
     # full: refused before any call, or (if the disk filled between) unknown, never a leak
     assert seen["StoreUnavailable"] + seen["OutcomeUnknown"] == 4
     assert all(k == "notification:503" for k in seen if k.startswith("notification"))
+
+
+@needs_cluster
+def test_two_resolvers_never_query_one_refund_twice_in_a_slow_batch(
+        cluster: OwnCluster, refund_sandbox: SandboxServer, tmp_path: Path,
+        summary_path: Path) -> None:
+    """Issue 16 item 7 on real processes: a 5 s lease, 1.5 s per query, 10 refunds in a
+    batch (15 s): the lease is renewed while the batch runs, so the second resolver
+    never claims the first one's refunds."""
+    gw = gateway(refund_sandbox, tmp_path, cluster.url)
+    for i in range(10):
+        refund_sandbox.state.add_fault(Fault("alipay", "refund", "timeout_after_commit", 1,
+                                             {}))
+        with contextlib.suppress(OutcomeUnknown):
+            gw.refund(alipay_request(refund_sandbox, f"lease-{i}"))
+    ids = [r.id for r in gw.store.list_refunds() if r.idempotency_key.startswith("lease")]
+    numbers = {gw.get(i).channel_refund_no for i in ids}
+    gw.close()
+    refund_sandbox.state.add_fault(Fault("alipay", "query", "latency", None, {"ms": 1500}))
+    env_file = refund_sandbox.write_env_file(tmp_path / "sandbox.env")
+    env = {**ENV, "REFUND_GATEWAY_DATABASE_URL": cluster.url,
+           "REFUND_GATEWAY_RESOLVER__FIRST_CHECK_SECONDS": "0",
+           "REFUND_GATEWAY_RESOLVER__LEASE_SECONDS": "5",
+           "REFUND_GATEWAY_RESOLVER__BATCH_SIZE": "10",
+           # one at a time, so the batch (15 s) outlives the lease (5 s) three times over
+           "REFUND_GATEWAY_RESOLVER__CONCURRENCY": "1"}
+    exe = str(Path(sys.executable).parent / "refund-gateway")
+    logs = [(tmp_path / f"resolver-{n}.log").open("w") for n in range(2)]
+    loops = [subprocess.Popen([exe, "--env-file", str(env_file), "resolve", "--loop",
+                               "--interval", "1"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=log) for log in logs]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = [r for r in refund_sandbox.state.truth()
+                    if r["channel_refund_no"] in numbers and r["status"] == "SUCCESS"
+                    and r["queries"] >= 1]
+            if len(done) == len(numbers):
+                break
+            time.sleep(0.5)
+        time.sleep(3)                     # a peer that would re-query has had its chance
+    finally:
+        for loop in loops:
+            loop.send_signal(signal.SIGTERM)
+        codes = [loop.wait(timeout=30) for loop in loops]
+        for log in logs:
+            log.close()
+    queries = Counter(r["queries"] for r in refund_sandbox.state.truth()
+                      if r["channel_refund_no"] in numbers)
+    summarise(summary_path, "two resolvers, 5 s lease, 1.5 s queries, 10-refund batch",
+              Counter({f"queried {k}x": v for k, v in queries.items()}),
+              loop_exits=codes)
+    assert queries == Counter({1: 10}), queries
+    assert codes == [0, 0]
