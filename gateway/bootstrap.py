@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from gateway import calendar
 from gateway.clock import Clock, utcnow
 from gateway.errors import ConfigurationError
 from gateway.logging import configure_logging
@@ -118,6 +119,8 @@ def build_gateway(settings: GatewaySettings | None = None, *, clock: Clock = utc
     settings = settings or load_settings()
     if configure_logs:
         configure_logging(settings.log_format, settings.log_level)
+    calendar.configure(calendar.load_schedule(settings.holiday_schedule)
+                       if settings.holiday_schedule else None)
     store = build_store(settings)
     built = dict(adapters) if adapters is not None else build_adapters(settings, clock)
     if adapters is None and "accounts" not in kwargs:

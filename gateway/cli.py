@@ -28,6 +28,7 @@ import click
 import structlog
 from dotenv import dotenv_values
 
+from gateway import calendar
 from gateway.errors import ConfigurationError, GatewayError, OutcomeUnknown, StoreUnavailable
 from gateway.logging import configure_logging
 from gateway.models import Payment, Refund, RefundRequest, RefundStatus, Route
@@ -370,6 +371,24 @@ def doctor_cmd(app: AppContext, warn_days: int, routes: tuple[str, ...],
     click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=2) if as_json
                else report.table())
     sys.exit(report.exit_code)
+
+
+@main.command("calendar")
+@pass_app
+@handle_errors
+def calendar_cmd(app: AppContext) -> None:
+    """Say how far the working-day calendar reaches (holiday data, schedule file)."""
+    settings = app.settings
+    calendar.configure(calendar.load_schedule(settings.holiday_schedule)
+                       if settings.holiday_schedule else None)
+    reach = calendar.reach()
+    package, schedule = reach["package"], reach["schedule_file"]
+    text = (f"holiday data 节假日数据: chinese-calendar {package['first_year']}-"
+            f"{package['last_year']}; schedule file 安排文件: "
+            f"{schedule['path'] or 'none'} {schedule['years'] or ''}".rstrip()
+            + f"\ncovered through 覆盖至: {reach['covered_through']}; after that: "
+            f"{reach['fallback']}")
+    app.emit(reach, text)
 
 
 @main.command("reroute")

@@ -57,7 +57,17 @@ class AlipaySettings(BaseModel):
     Attributes:
         app_id: the Alipay app's id.
         app_private_key: the app's RSA private key (PEM, PKCS#1 or PKCS#8), signs requests.
-        alipay_public_key: Alipay's public key (PEM): verifies answers and notifications.
+        alipay_public_key: Alipay's public key (PEM): verifies answers and notifications
+            (public-key mode).
+        app_cert: the app's public-key certificate (PEM text or a path;
+            ``appCertPublicKey_<app_id>.crt``): public-key-certificate mode, with the two
+            below instead of ``alipay_public_key`` (CHANNELS-ADDENDUM §5).
+        alipay_cert: Alipay's public-key certificate (``alipayCertPublicKey_RSA2.crt``);
+            answers naming another ``alipay_cert_sn`` are verified with the certificate
+            downloaded for it, trusted through ``alipay_root_cert``.
+        alipay_root_cert: Alipay's root certificates (``alipayRootCert.crt``).
+        app_auth_token: service-provider (ISV) mode: the authorised merchant's
+            ``app_auth_token``, sent with every request.
         gateway_url: the gateway's URL (Alipay's own by default; the sandbox's in its env
             file).
         notify_url: where Alipay sends refund notifications (your endpoint). The sandbox
@@ -71,7 +81,11 @@ class AlipaySettings(BaseModel):
 
     app_id: str
     app_private_key: SecretStr
-    alipay_public_key: SecretStr
+    alipay_public_key: SecretStr | None = None     # public-key mode
+    app_cert: str | None = None                    # certificate mode: these three
+    alipay_cert: str | None = None
+    alipay_root_cert: str | None = None
+    app_auth_token: SecretStr | None = None        # ISV: the authorised merchant
     gateway_url: str = "https://openapi.alipay.com/gateway.do"
     notify_url: str | None = None
     sign_type: Literal["RSA2"] = "RSA2"
@@ -384,6 +398,11 @@ class GatewaySettings(BaseSettings):
     # Commit every outcome record with a full sync, not only reservations and refusals
     # (README, "Durability"); costs one more fsync per refund and per notification.
     sync_every_outcome: bool = False
+    # The State Council's holiday notice for years the chinese-calendar package does not
+    # have yet (or to override it): a TOML file, one [YYYY] table of ``holidays`` and
+    # ``workdays`` (gateway.calendar.load_schedule). Years covered by neither are counted
+    # Monday to Friday, with a warning, and estimates are flagged approximate.
+    holiday_schedule: str | None = None
     # SQLite: the longest a write waits for the file's write lock (queue and BEGIN
     # IMMEDIATE together) before StoreUnavailable; also the busy timeout of reads.
     database_lock_timeout: float = Field(30.0, gt=0, le=600)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +32,7 @@ from typing import Any, Final
 import polars as pl
 from jinja2 import Environment, select_autoescape
 
+from gateway import calendar
 from gateway.clock import to_beijing
 from gateway.masking import mask_text
 from gateway.money import Money
@@ -172,8 +173,21 @@ def totals(result: RunResult, by: str) -> list[dict[str, Any]]:
 def warning_records(result: RunResult) -> list[dict[str, Any]]:
     """The run's input warnings (lines of other days, ...), with their counts."""
     found = getattr(result, "warnings", None) or []
-    return [{"code": w.code, "message": mask_text(w.message), "count": w.count,
-             "source": w.source} for w in found]
+    records = [{"code": w.code, "message": mask_text(w.message), "count": w.count,
+                "source": w.source} for w in found]
+    run_date = getattr(result, "run_date", None)
+    if isinstance(run_date, date):
+        # deadlines reach up to the longest arrival window (5 working days) past the day
+        near = [run_date + timedelta(days=d) for d in range(-14, 15)]
+        if not all(calendar.covered(d) for d in near):
+            reach = calendar.reach()
+            records.append({
+                "code": "calendar_approximate",
+                "message": f"no holiday data after {reach['covered_through']}: arrival "
+                           "deadlines near this day are counted Monday to Friday, so they "
+                           "are approximate (set holiday_schedule) · 无节假日数据, 到账期限为估算",
+                "count": 1, "source": None})
+    return records
 
 
 def write_csv(result: RunResult, path: Path) -> Path:

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Final, Protocol
 
 from gateway.bootstrap import capabilities_of
+from gateway.calendar import is_approximate
 from gateway.clock import BEIJING, to_beijing, utcnow
 from gateway.errors import ConfigurationError, RefundNotFound
 from gateway.masking import ACCOUNT_FIELDS, mask_account, mask_text
@@ -198,6 +199,9 @@ def build_unsigned(source: RefundSource, refund_id: str, *, platform: str = "ref
     days = _arrival_days(refund)
     working_days = f"{days[0]}-{days[1]}" if days and days[0] != days[1] else \
         (str(days[0]) if days else None)
+    if working_days and is_approximate(window):
+        # no holiday data for those dates: counted Monday to Friday (gateway.calendar)
+        working_days += "，估算 approximate: Mon-Fri, no holiday data"
     refs: list[tuple[str, str, str]] = [("渠道退款单号", "channel refund number",
                                          refund.channel_refund_no)]
     if refund.channel_refund_id:
