@@ -76,8 +76,8 @@ class Check:
         route: the route (``alipay``, ``wechatpay``, ...).
         account: the merchant account (``default`` or a name from ``..._ACCOUNTS__``).
         check: what was checked (``settings``, ``notify_url``, ``private_key``,
-            ``platform_key``, ``key_pair``, ``certificate``, ``cert_dir``, ``apiv3_key``,
-            ``hmac_key``, ``channel``).
+            ``platform_key``, ``key_pair``, ``chain``, ``certificate``, ``cert_dir``,
+            ``apiv3_key``, ``hmac_key``, ``channel``).
         status: ``ok``, ``warning`` or ``problem``.
         zh: the detail in Chinese.
         en: the detail in English (short words).
@@ -255,6 +255,11 @@ class _Account:
     def __init__(self, route: str, account: str, cfg: BaseModel) -> None:
         self.route, self.account, self.cfg = route, account, cfg
         self.keys = ROUTE_KEYS.get(route, RouteKeys(None, ()))
+        self.unused = unused_fields(route, cfg)
+
+    def configured(self, name: str) -> bool:
+        """The field is set and the adapter reads it in the account's mode."""
+        return name not in self.unused and getattr(self.cfg, name, None) is not None
 
     def setting(self, name: str) -> str:
         return setting_name(self.route, self.account, name)
@@ -270,6 +275,22 @@ class _Account:
             if value:
                 return value
         return None
+
+
+def unused_fields(route: str, cfg: BaseModel) -> frozenset[str]:
+    """Fields the adapter does not read in the account's mode, left unchecked: UnionPay's
+    pin under ``trust=chain`` (or the chain under ``pin``), WeChat's certificate directory
+    in public-key verification (or the public key in certificate verification)."""
+    fields = type(cfg).model_fields
+    if route == "bankcard" and "trust" in fields:
+        return frozenset({"middle_cert", "root_cert"} if getattr(cfg, "trust", None) == "pin"
+                         else {"unionpay_public_key"})
+    if route == "wechatpay" and "verification" in fields:
+        mode = getattr(cfg, "verification", None) or (
+            "public_key" if getattr(cfg, "public_key", None) is not None else "certificate")
+        return frozenset(() if mode == "both" else
+                         {"cert_dir"} if mode == "public_key" else {"public_key"})
+    return frozenset()
 
 
 def _is_loopback(url: str | None) -> bool:
@@ -416,10 +437,10 @@ def key_checks(acct: _Account) -> tuple[list[Check], rsa.RSAPrivateKey | None]:
                                   f"RSA {loaded.key_size}-bit key loads", name,
                                   bits=loaded.key_size))
     for name in spec.platform_keys:
-        if getattr(acct.cfg, name, None) is not None:
+        if acct.configured(name):
             out.extend(_platform_key_check(acct, name, private))
     if spec.platform_keys and acct.route != "wechatpay" and not any(
-            getattr(acct.cfg, n, None) is not None for n in spec.platform_keys):
+            acct.configured(n) for n in spec.platform_keys):
         out.append(acct.check("platform_key", Status.PROBLEM, "未配置渠道公钥或证书",
                               "no channel public key or certificate",
                               spec.platform_keys[-1]))
@@ -443,8 +464,9 @@ def _platform_key_check(acct: _Account, name: str, private: rsa.RSAPrivateKey | 
         return [acct.check("platform_key", Status.PROBLEM, f"这是{zh}自己的公钥，不是渠道的",
                            f"this is the {en}'s own public key, not the channel's", name,
                            field=name)]
-    return [acct.check("platform_key", Status.OK, "渠道公钥可用", "channel public key loads",
-                       name, field=name, bits=loaded.key_size)]
+    return [acct.check("platform_key", Status.OK, "渠道公钥或证书可用",
+                       "channel key or certificate loads", name, field=name,
+                       bits=loaded.key_size)]
 
 
 def _wechat_key_checks(acct: _Account) -> list[Check]:
@@ -512,6 +534,8 @@ def _certificates(acct: _Account) -> tuple[list[_Cert], list[Check]]:
     found: list[_Cert] = []
     bad: list[Check] = []
     for name in _fields(acct.cfg):
+        if name in acct.unused:
+            continue
         raw = _text(getattr(acct.cfg, name, None)) or ""
         if "-----BEGIN" not in raw and not raw.strip().lower().endswith(PEM_SUFFIXES):
             continue
@@ -565,7 +589,7 @@ def certificate_checks(acct: _Account, now: datetime, warn_days: int) -> list[Ch
     certs, out = _certificates(acct)
     out += [expiry_check(acct, c.field, c.cert, now, warn_days) for c in certs]
     cert_dir = _text(getattr(acct.cfg, "cert_dir", None))
-    if acct.route == "wechatpay" and cert_dir:
+    if acct.route == "wechatpay" and cert_dir and "cert_dir" not in acct.unused:
         out.append(_cert_dir_check(acct, Path(cert_dir), now, warn_days))
     return out
 
@@ -646,13 +670,38 @@ def _carries(cert: x509.Certificate, public: rsa.RSAPublicKey) -> bool:
     return isinstance(key, rsa.RSAPublicKey) and _same(key, public)
 
 
+def chain_checks(acct: _Account) -> list[Check]:
+    """UnionPay's trust by chain (CH §6): the middle certificate is issued by the root.
+    (The answer's signing certificate under the middle is checked by the channel call.)"""
+    if acct.route != "bankcard" or not (acct.configured("middle_cert")
+                                        and acct.configured("root_cert")):
+        return []
+    certs, _ = _certificates(acct)
+    middles = [c.cert for c in certs if c.field == "middle_cert"]
+    roots = [c.cert for c in certs if c.field == "root_cert"]
+    for middle in middles:
+        for root in roots:
+            try:
+                middle.verify_directly_issued_by(root)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return [acct.check("chain", Status.OK, "中级证书由根证书签发",
+                               "middle certificate issued by the root", "middle_cert")]
+    if not middles or not roots:
+        return []      # unreadable: the certificate rows say so
+    return [acct.check("chain", Status.PROBLEM, "中级证书不是由所配置的根证书签发",
+                       "middle certificate not issued by the configured root",
+                       "middle_cert")]
+
+
 def account_checks(route: str, account: str, cfg: BaseModel, *, now: datetime,
                    warn_days: int = WARN_DAYS) -> list[Check]:
     """Every offline check of one account (no network; reads PEM files and cert_dir)."""
     acct = _Account(route, account, cfg)
     keys, private = key_checks(acct)
     return [*settings_checks(acct), *notify_checks(acct), *keys,
-            *key_pair_checks(acct, private), *certificate_checks(acct, now, warn_days)]
+            *key_pair_checks(acct, private), *chain_checks(acct),
+            *certificate_checks(acct, now, warn_days)]
 
 
 def certificate_warnings(settings: GatewaySettings, now: datetime,
@@ -705,9 +754,9 @@ SIGNED_ANSWERS: Final = frozenset({"alipay", "bankcard"})
 def answer_key_setting(route: str, account: str, cfg: BaseModel) -> str | None:
     """The setting that verifies the channel's answers: the first configured of the
     route's channel keys (WeChat: its public key, else the certificate directory)."""
-    names = (*ROUTE_KEYS.get(route, RouteKeys(None, ())).platform_keys, "cert_dir")
-    for name in names:
-        if getattr(cfg, name, None) is not None:
+    acct = _Account(route, account, cfg)
+    for name in (*acct.keys.platform_keys, "cert_dir"):
+        if acct.configured(name):
             return setting_name(route, account, name)
     return None
 

@@ -425,3 +425,68 @@ def test_a_fault_in_the_certificate_look_does_not_stop_the_loop(
     assert cycles == 2
     assert [e["event"] for e in logs if e["event"].startswith("certificate.")] == \
         ["certificate.check_failed"]
+
+
+# -- UnionPay's chain and the fields a mode does not read ---------------------------------
+def issued(key: rsa.RSAPrivateKey, issuer_key: rsa.RSAPrivateKey, name: str, issuer: str,
+           *, days: float = 3000, ca: bool = True) -> str:
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key()).serial_number(7)
+            .not_valid_before(NOW - timedelta(days=1))
+            .not_valid_after(NOW + timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(issuer_key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+class Bankcard(BaseModel):
+    """UnionPay settings in either trust mode (``trust``: chain or pin)."""
+
+    mer_id: str = "777290058110048"
+    private_key: SecretStr
+    cert_id: str = "69629715588"
+    back_url: str = "https://shop.example.com/notify/bankcard"
+    unionpay_public_key: SecretStr | None = None
+    middle_cert: str | None = None
+    root_cert: str | None = None
+    trust: str = "chain"
+
+
+@pytest.fixture(scope="module")
+def unionpay_ca() -> tuple[str, str, str]:
+    """(middle issued by root, root, another root that issued nothing)."""
+    root, middle, other = rsa_key(), rsa_key(), rsa_key()
+    return (issued(middle, root, "Middle", "Root"), issued(root, root, "Root", "Root"),
+            issued(other, other, "Root", "Root"))
+
+
+def test_the_unionpay_middle_certificate_must_be_issued_by_the_root(
+        ours: rsa.RSAPrivateKey, unionpay_ca: tuple[str, str, str]) -> None:
+    middle, root, other_root = unionpay_ca
+    key = SecretStr(private_pem(ours))
+    good = Bankcard(private_key=key, middle_cert=middle, root_cert=root)
+    assert only("bankcard", good, "chain").status is Status.OK
+    wrong = Bankcard(private_key=key, middle_cert=middle, root_cert=other_root)
+    check = only("bankcard", wrong, "chain")
+    assert (check.status, check.setting) == (Status.PROBLEM,
+                                             "REFUND_GATEWAY_BANKCARD__MIDDLE_CERT")
+
+
+def test_a_field_the_trust_mode_does_not_read_is_not_checked(
+        ours: rsa.RSAPrivateKey, theirs: rsa.RSAPrivateKey,
+        unionpay_ca: tuple[str, str, str]) -> None:
+    """An old pinned certificate left beside the chain is not an expiry problem."""
+    middle, root, _ = unionpay_ca
+    old_pin = SecretStr(certificate(theirs, days=-5, start_days_ago=400))
+    chain = Bankcard(private_key=SecretStr(private_pem(ours)), middle_cert=middle,
+                     root_cert=root, unionpay_public_key=old_pin)
+    found = checks("bankcard", chain)
+    assert [c for c in found if c.status is not Status.OK] == []
+    assert "REFUND_GATEWAY_BANKCARD__UNIONPAY_PUBLIC_KEY" not in {c.setting for c in found}
+    pin = chain.model_copy(update={"trust": "pin"})
+    assert [(c.check, c.status, c.setting) for c in checks("bankcard", pin)
+            if c.status is not Status.OK] == [
+        ("certificate", Status.PROBLEM, "REFUND_GATEWAY_BANKCARD__UNIONPAY_PUBLIC_KEY")]
+    assert checks("bankcard", pin, "chain") == []
