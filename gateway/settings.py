@@ -374,6 +374,9 @@ class GatewaySettings(BaseSettings):
             reservations and final outcomes (README "Durability").
         database_lock_timeout: SQLite: seconds a write waits for the file's write lock
             before ``StoreUnavailable``.
+        holiday_schedule: a TOML file of the State Council's holiday notice for years the
+            package lacks (``[YYYY]`` with ``holidays`` and ``workdays``); years covered
+            by neither count Monday to Friday, flagged approximate.
         log_format: ``json``, ``console``, or ``auto`` (console on a terminal).
         log_level: the log level (``INFO``, ``WARNING``, ...).
         retry: inline resends of provably-unsent submits.
