@@ -36,7 +36,7 @@ from gateway.money import Money
 from gateway.resolver import run_loop
 from gateway.service import RefundGateway, ResolveReport
 from gateway.settings import GatewaySettings, load_settings
-from gateway.store.location import require_existing_sqlite
+from gateway.store.location import database_label, require_existing_sqlite
 
 log = structlog.get_logger("gateway.cli")
 
@@ -65,8 +65,12 @@ class AppContext:
 
     def emit(self, payload: Any, text: str | None = None) -> None:
         if self.as_json:
-            click.echo(json.dumps(to_jsonable(payload), ensure_ascii=False, sort_keys=True,
-                                  indent=2))
+            document = to_jsonable(payload)
+            if isinstance(document, dict) and "database" not in document:
+                # which database answered (password masked, SQLite path absolute): the
+                # relative default otherwise hides which file a command read
+                document["database"] = database_label(self.settings.database_url)
+            click.echo(json.dumps(document, ensure_ascii=False, sort_keys=True, indent=2))
         else:
             click.echo(text if text is not None else str(payload))
 

@@ -109,3 +109,15 @@ def test_a_report_near_uncovered_days_says_its_deadlines_are_approximate() -> No
     late = warning_records(SimpleNamespace(warnings=[], run_date=date(2026, 12, 28)))
     assert [w["code"] for w in late] == ["calendar_approximate"]
     assert warning_records(SimpleNamespace(warnings=[], run_date=date(2026, 11, 20))) == []
+
+
+def test_json_output_names_the_database(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18: every command's --json names the database it used (absolute path)."""
+    from gateway.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REFUND_GATEWAY_DATABASE_URL", "sqlite:///refund-gateway.db")
+    result = CliRunner().invoke(main, ["--json", "calendar"])
+    assert result.exit_code == 0, result.output
+    assert f'"database": "sqlite:///{tmp_path / "refund-gateway.db"}"' in result.output
