@@ -9,7 +9,9 @@ a notification that cannot be recorded must be answered so the channel retries, 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -326,3 +328,45 @@ def test_two_resolvers_never_query_one_refund_twice_in_a_slow_batch(
               loop_exits=codes)
     assert queries == Counter({1: 10}), queries
     assert codes == [0, 0]
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed "
+                    "(scripts/install-system-deps.sh installs it)")
+def test_a_clock_stepped_back_does_not_hold_first_checks(refund_sandbox: SandboxServer,
+                                                         tmp_path: Path,
+                                                         summary_path: Path) -> None:
+    """Issue 16 item 6 on real processes: refunds made by a process whose wall clock ran a
+    day ahead (libfaketime) carry that day in their schedule; a resolver on the right
+    clock checks them at once (a first check is promised within a minute), logging a
+    clock anomaly, instead of a day later."""
+    env_file = refund_sandbox.write_env_file(tmp_path / "sandbox.env")
+    url = f"sqlite:///{tmp_path / 'clock.db'}"
+    env = {**ENV, "REFUND_GATEWAY_DATABASE_URL": url, "REFUND_GATEWAY_LOG_FORMAT": "json",
+           "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    exe = str(Path(sys.executable).parent / "refund-gateway")
+    made = []
+    for i in range(3):
+        p = refund_sandbox.state.add_payment("alipay", 10_000)
+        refund_sandbox.state.add_fault(Fault("alipay", "refund", "timeout_after_commit", 1,
+                                             {}))
+        out = subprocess.run(
+            ["faketime", "-f", "+1d", exe, "--env-file", str(env_file), "--json", "refund",
+             "--route", "alipay", "--order", p.merchant_order_no, "--trade-no",
+             p.channel_trade_no, "--paid", "100.00", "--amount", "10.00", "--key",
+             f"clock-{i}"], env=env, capture_output=True, text=True, timeout=60,
+            check=False)
+        assert out.returncode == 3, out.stderr           # outcome unknown: query first
+        made.append(i)
+    resolved = subprocess.run([exe, "--env-file", str(env_file), "--json", "resolve"],
+                              env=env, capture_output=True, text=True, timeout=60,
+                              check=False)
+    report = json.loads(resolved.stdout)
+    gw = gateway(refund_sandbox, tmp_path, url)
+    statuses = Counter(r.status.value for r in gw.store.list_refunds())
+    gw.close()
+    summarise(summary_path, "wall clock a day ahead when refunds were made, then right",
+              statuses, claimed=report["claimed"],
+              anomaly_logged="clock.anomaly" in resolved.stderr + resolved.stdout)
+    assert report["claimed"] == 3, resolved.stderr
+    assert statuses == Counter({"succeeded": 3})
+    assert "clock.anomaly" in resolved.stderr + resolved.stdout
