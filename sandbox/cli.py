@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 
 import click
 
 from sandbox.server import SandboxServer
+from sandbox.state_file import StateFileError
 
 
 @click.group("sandbox")
@@ -24,18 +26,31 @@ def sandbox_group() -> None:
               help="0 picks a free port.")
 @click.option("--env-file", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the REFUND_GATEWAY_* settings (sandbox keys included) here.")
-@click.option("--seed", default=0, show_default=True, type=int)
-def serve(host: str, port: int, env_file: str | None, seed: int) -> None:
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seeds the ids (a state file that has a seed keeps its own).")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, writable=True),
+              default=None,
+              help="Keep payments, refunds, notifications and keys in this SQLite file "
+                   "(written through on every change), and resume from it: a restarted "
+                   "sandbox remembers them and signs with the same keys. Faults stay in "
+                   "memory.")
+def serve(host: str, port: int, env_file: str | None, seed: int,
+          state_path: str | None) -> None:
     """Serve all four channels on one port until stopped (Ctrl-C)."""
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     try:
-        server = SandboxServer(host, port, seed=seed).start()
+        server = SandboxServer(host, port, seed=seed, state_path=state_path).start()
+    except StateFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"cannot use {state_path} as a state file: {exc}") from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     if env_file:
         server.write_env_file(env_file)
     click.echo(f"sandbox listening on {server.url}"
-               + (f"; settings written to {env_file}" if env_file else ""), err=True)
+               + (f"; settings written to {env_file}" if env_file else "")
+               + (f"; state kept in {state_path}" if state_path else ""), err=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

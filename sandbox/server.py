@@ -29,6 +29,12 @@ answer in about 150 ms, not N x 150 ms; the listen backlog is sized for bursts.
 Notifications are delivered by a background thread with the channel's retry
 schedule compressed into seconds; without a notify URL they wait in
 ``pending_notifications()`` for tests that feed them to a handler directly.
+
+``state_path`` (``sandbox serve --state``) keeps the run in a SQLite file
+(``sandbox.state_file``): payments, executed refunds, notifications, the id counter and
+config through ``State``; here, the run's keys, each channel's certificates and the
+receipt signing key, so a sandbox restarted on the file signs as before and the env file
+it writes again is the same. Every answer leaves after its changes are written.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import secrets
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,6 +67,7 @@ from sandbox.state import (
     Notification,
     State,
 )
+from sandbox.state_file import StateFile, keepable
 
 INBOX_PATH = "/_sandbox/inbox/"
 INBOX_SETTINGS = {"alipay": "NOTIFY_URL", "wechatpay": "NOTIFY_URL", "bankcard": "BACK_URL"}
@@ -146,10 +153,15 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class SandboxServer:
-    """Start with ``start()`` (a free port unless one is given); ``url``; ``stop()``."""
+    """Start with ``start()`` (a free port unless one is given); ``url``; ``stop()``.
+
+    ``state_path``: a SQLite state file to keep the run in and, when it holds one, to
+    resume (its keys, certificates, seed, payments, refunds and notifications win over
+    ``seed``); faults stay in memory. ``StateFileError`` when another sandbox holds it."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 0,
-                 keys: SandboxKeys | None = None) -> None:
+                 keys: SandboxKeys | None = None,
+                 state_path: str | Path | None = None) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the sandbox serves loopback only")
         from sandbox.alipay import AlipayChannel  # noqa: PLC0415 - avoid import cycles
@@ -157,12 +169,19 @@ class SandboxServer:
         from sandbox.unionpay import UnionPayChannel  # noqa: PLC0415
         from sandbox.wechatpay import WechatPayChannel  # noqa: PLC0415
 
-        self.state = State(seed)
-        self.keys = keys or SandboxKeys.generate()
-        self.channels: list[Channel] = [
-            cls(self.state, self.keys)
-            for cls in (AlipayChannel, WechatPayChannel, UnionPayChannel, BalanceChannel)]
-        self._http = _HTTPServer((host, port), _Handler)
+        self._file = StateFile(state_path) if state_path is not None else None
+        try:
+            self.state = State(seed, store=self._file)
+            self.keys = self._keys(keys)
+            self.channels: list[Channel] = [
+                cls(self.state, self.keys)
+                for cls in (AlipayChannel, WechatPayChannel, UnionPayChannel, BalanceChannel)]
+            self._keep_certificates()
+            self._http = _HTTPServer((host, port), _Handler)
+        except BaseException:
+            if self._file is not None:
+                self._file.close()
+            raise
         self._http.sandbox = self
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -190,8 +209,42 @@ class SandboxServer:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._http.shutdown()
+        if self._threads:         # shutdown() waits for a serve_forever that never ran
+            self._http.shutdown()
         self._http.server_close()
+        self.state.close()
+
+    # -- the state file ---------------------------------------------------------------
+    def _keys(self, given: SandboxKeys | None) -> SandboxKeys:
+        """The run's keys: the state file's (a restart), else ``given`` or fresh ones,
+        then kept in the file. Fields the file lacks (a newer sandbox) are fresh."""
+        if self._file is None:
+            return given or SandboxKeys.generate()
+        saved = self._file.get("keys")
+        if saved is not None and given is not None:
+            raise ValueError("the state file has its keys already; give keys or a new file")
+        names = {f.name for f in fields(SandboxKeys)}
+        if saved is not None and names <= set(saved):
+            return SandboxKeys(**{k: v for k, v in saved.items() if k in names})
+        keys = given or SandboxKeys.generate()
+        if saved is not None:
+            keys = replace(keys, **{k: v for k, v in saved.items() if k in names})
+        self._file.put("keys", {f.name: getattr(keys, f.name) for f in fields(keys)})
+        return keys
+
+    def _keep_certificates(self) -> None:
+        """Each channel's key and certificate material (what its constructor made: e.g.
+        UnionPay's CA chain): the state file's when it has them, else kept in it."""
+        if self._file is None:
+            return
+        saved = self._file.get("channels") or {}
+        for channel in self.channels:
+            for name, value in (saved.get(channel.route) or {}).items():
+                setattr(channel, name, value)
+        self._file.put("channels", {channel.route: {
+            name: value for name, value in vars(channel).items()
+            if name not in ("state", "keys") and keepable(value)}
+            for channel in self.channels})
 
     def __enter__(self) -> SandboxServer:
         return self.start()
@@ -222,22 +275,40 @@ class SandboxServer:
         """The settings, plus a fresh Ed25519 receipt signing key and its key id, so the
         gateway pointed at this sandbox makes transfer receipts (``receipt`` needs one)."""
         lines = ["# Written by `refund-gateway sandbox serve`: sandbox keys, never real ones."]
-        for key, value in sorted({**self.settings(), **receipt_settings()}.items()):
+        for key, value in sorted({**self.settings(), **self._receipt_settings()}.items()):
             lines.append(f"{key}={json.dumps(value)}")   # "\n" escapes survive dotenv
         target = Path(path)
         target.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return target
+
+    def _receipt_settings(self) -> dict[str, str]:
+        """New each time; with a state file, the first ones again (the env file a
+        restarted sandbox writes stays the one the gateway was given)."""
+        if self._file is None:
+            return receipt_settings()
+        saved = self._file.get("receipts")
+        if saved is None:
+            saved = receipt_settings()
+            self._file.put("receipts", saved)
+        return dict(saved)
 
     # -- requests ---------------------------------------------------------------------
     def dispatch(self, request: Request) -> Outcome | None:
         """The answer to one request and how to send it; None: drop the connection.
         Runs on the connection's own thread; may sleep (latency), never under the lock."""
         if request.path.startswith("/_sandbox/"):
-            return Outcome(handle_control(self, request))
-        for channel in self.channels:
-            if request.path.startswith(channel.prefixes):
-                return self._channel_request(channel, request)
-        return Outcome(Response.json({"code": "NOT_FOUND", "message": request.path}, 404))
+            outcome: Outcome | None = Outcome(handle_control(self, request))
+        else:
+            channel = next((c for c in self.channels
+                            if request.path.startswith(c.prefixes)), None)
+            if channel is None:
+                return Outcome(Response.json({"code": "NOT_FOUND",
+                                              "message": request.path}, 404))
+            outcome = self._channel_request(channel, request)
+        # Anything changed outside the lock is written before the answer (or the stall,
+        # or the dropped connection) goes out: nothing acknowledged is only in memory.
+        self.state.flush()
+        return outcome
 
     def _channel_request(self, channel: Channel, request: Request) -> Outcome | None:
         operation = channel.operation(request)

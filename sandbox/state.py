@@ -5,17 +5,27 @@ Ids come from counters and a seeded RNG, so a run with the same seed and the sam
 produces the same ids. ``refunds`` is the truth: a refund enters it only when a channel
 *executes* it, and ``executions`` counts how often the same refund number was executed
 (a correct client can never push it above 1).
+
+With a state file (``State(store=StateFile(path))``, ``sandbox serve --state``) every
+change to a payment, refund, notification, replay nonce, the id counter or the config is
+written through: releasing the lock (its outermost hold) writes what changed, in one
+transaction, before another thread gets it; a restarted sandbox loads it all back.
+Faults (and ``cert_rotated``'s certificates) stay in memory: a restart clears them.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from sandbox.state_file import Loaded, StateFile
 
 BEIJING = timezone(timedelta(hours=8))
 ROUTES = ("alipay", "wechatpay", "bankcard", "balance")
@@ -60,8 +70,102 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+class _Kept:
+    """A payment, refund or notification the state file keeps: setting an attribute marks
+    its row for the next write (``_record`` is set when it enters the state). ``extra``
+    is wrapped so that setting one of its items marks the row too."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "extra" and isinstance(value, dict) and \
+                not (isinstance(value, _Items) and value._owner is self):
+            value = _Items(value, owner=self)
+        object.__setattr__(self, name, value)
+        self._changed()
+
+    def _changed(self) -> None:
+        record = self.__dict__.get("_record")
+        if record is not None:
+            record(self)
+
+
+class _Items(dict[str, Any]):
+    """A kept object's ``extra``: any change marks the owner's row."""
+
+    def __init__(self, *args: Any, owner: _Kept | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owner = owner
+
+    def _changed(self) -> None:
+        if self._owner is not None:
+            self._owner._changed()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._changed()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def pop(self, key: str, *default: Any) -> Any:
+        value = super().pop(key, *default)
+        self._changed()
+        return value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        value = super().setdefault(key, default)
+        self._changed()
+        return value
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+Touch = Callable[[str, Any, Any], None]
+
+
+class _Rows(dict[K, V]):
+    """``payments`` and ``refunds``: an item set gives the object its ``_record`` and
+    marks its row; an item deleted marks the row for deletion."""
+
+    def __init__(self, table: str, touch: Touch) -> None:
+        super().__init__()
+        self._table, self._touch = table, touch
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        object.__setattr__(value, "_record", functools.partial(self._touch, self._table, key))
+        self._touch(self._table, key, value)
+
+    def __delitem__(self, key: K) -> None:
+        object.__setattr__(self[key], "_record", None)
+        super().__delitem__(key)
+        self._touch(self._table, key, None)
+
+    def pop(self, key: K, *default: Any) -> Any:
+        if key in self:
+            object.__setattr__(self[key], "_record", None)
+            self._touch(self._table, key, None)
+        return super().pop(key, *default)
+
+
+class _Nonces(set[str]):
+    """Replay nonces (the wallet's X-Nonce): an added one is written too."""
+
+    def __init__(self, touch: Touch) -> None:
+        super().__init__()
+        self._touch = touch
+
+    def add(self, nonce: str) -> None:
+        super().add(nonce)
+        self._touch("nonces", nonce, True)
+
+
 @dataclass
-class Payment:
+class Payment(_Kept):
     route: str
     merchant_order_no: str
     channel_trade_no: str
@@ -76,7 +180,7 @@ class Payment:
 
 
 @dataclass
-class Refund:
+class Refund(_Kept):
     route: str
     channel_refund_no: str
     channel_refund_id: str
@@ -115,7 +219,7 @@ class Fault:
 
 
 @dataclass
-class Notification:
+class Notification(_Kept):
     route: str
     url: str | None
     headers: dict[str, str]
@@ -126,7 +230,8 @@ class Notification:
     delivered: bool = False
     hold_back: bool = False        # out_of_order: released after the next one
     # Fresh headers for each delivery attempt (e.g. WeChat signs every attempt with a new
-    # timestamp and nonce); ``headers`` is used when absent.
+    # timestamp and nonce); ``headers`` is used when absent. Not kept by a state file: a
+    # restored notification goes out with the headers it was queued with.
     resign: Callable[[bytes], dict[str, str]] | None = None
 
 
@@ -139,11 +244,52 @@ class Settle:
     seconds: float = 0.0
 
 
+class _WritingLock:
+    """The state's re-entrant lock. Its outermost release first calls ``write`` (the
+    state file's write-through), so what changed under it is written before another
+    thread sees it, and before the handler that changed it answers."""
+
+    def __init__(self, write: Callable[[], None]) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0            # only the holder changes it
+        self._write = write
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        self._depth += got
+        return got
+
+    def release(self) -> None:
+        try:
+            if self._depth == 1:
+                self._write()
+        finally:
+            self._depth -= 1
+            self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class State:
-    def __init__(self, seed: int = 0) -> None:
-        self.lock = threading.RLock()
+    def __init__(self, seed: int = 0, store: StateFile | None = None) -> None:
+        """``store``: the state file to write through to and load from (None: memory)."""
+        self._store: StateFile | None = None
+        self._dirty: dict[tuple[str, Any], Any] = {}     # (table, key) -> object | None
+        self._dirty_lock = threading.Lock()
+        self._cleared = False
+        self._generation = 0
+        self._written = ""
+        self.lock = _WritingLock(self._write)
         self.seed = seed
         self.reset(seed)
+        if store is not None:
+            with self.lock:
+                self._store = store
+                self._restore(store.load())
 
     def reset(self, seed: int | None = None) -> None:
         with self.lock:
@@ -151,14 +297,19 @@ class State:
             # Deterministic ids for reproducible runs, not secrets: a seeded PRNG is the point.
             self.rng = random.Random(self.seed)  # noqa: S311
             self.counter = 0
-            self.payments: dict[tuple[str, str], Payment] = {}
+            self._notes = 0
+            with self._dirty_lock:              # what was marked belongs to the old run
+                self._generation += 1
+                self._dirty, self._cleared = {}, True
+            touch = functools.partial(self._touch, self._generation)
+            self.payments: dict[tuple[str, str], Payment] = _Rows("payments", touch)
             self.payments_by_trade: dict[tuple[str, str], Payment] = {}
-            self.refunds: dict[tuple[str, str], Refund] = {}
+            self.refunds: dict[tuple[str, str], Refund] = _Rows("refunds", touch)
             self.faults: list[Fault] = []
             self.notifications: list[Notification] = []
             self.settle: dict[str, Settle] = {r: Settle() for r in ROUTES}
             self.notify_urls: dict[str, str] = {}
-            self.nonces: set[str] = set()
+            self.nonces: set[str] = _Nonces(touch)
             # A channel's signing certificates after cert_rotated, by route (a channel's
             # own object; empty again on reset: the run's first certificates sign again).
             self.certificates: dict[str, Any] = {}
@@ -244,10 +395,103 @@ class State:
         with self.lock:
             held = [n for n in self.notifications if n.hold_back and not n.delivered]
             self.notifications.append(note)
+            self._keep_note(note)
             for n in held:          # out_of_order: the held one goes after this one
                 n.hold_back = False
                 self.notifications.remove(n)
                 self.notifications.append(n)
+                self._keep_note(n)
+
+    def _keep_note(self, note: Notification) -> None:
+        """Give a notification the next row (a moved one leaves its old row): rows load
+        in the order they were written, which is the queue's order."""
+        old = note.__dict__.get("_record")
+        if old is not None:
+            old(None)
+        self._notes += 1
+        record = functools.partial(self._touch, self._generation, "notifications", self._notes)
+        object.__setattr__(note, "_record", record)
+        record(note)
+
+    # -- the state file -----------------------------------------------------------------
+    def flush(self) -> None:
+        """Write what changed (outside the lock too) to the state file now."""
+        with self.lock:
+            pass                    # the outermost release writes
+
+    def close(self) -> None:
+        """Write what is left and close the state file (no-op without one)."""
+        with self.lock:
+            self._write()
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    def _touch(self, generation: int, table: str, key: Any, obj: Any) -> None:
+        with self._dirty_lock:
+            if generation == self._generation and self._store is not None:
+                self._dirty[(table, key)] = obj
+
+    def _saved(self) -> str:
+        from sandbox.state_file import dumps  # noqa: PLC0415 - the file is optional
+
+        return dumps({"seed": self.seed, "counter": self.counter, "notes": self._notes,
+                      "settle": {r: asdict(rule) for r, rule in self.settle.items()},
+                      "notify_urls": self.notify_urls, "limits": self.limits})
+
+    def _write(self) -> None:
+        """One transaction with every marked row and the counters and config (the lock's
+        outermost release calls it). On failure the marks stay for the next write."""
+        store = self._store
+        if store is None:
+            return
+        from sandbox.state_file import dumps  # noqa: PLC0415
+
+        saved = self._saved()
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, {}
+            clear, self._cleared = self._cleared, False
+        if not dirty and not clear and saved == self._written:
+            return
+        try:
+            rows = {(table, dumps(key)): None if obj is None else dumps(_row(obj))
+                    for (table, key), obj in dirty.items()}
+            store.write(rows, {"state": saved}, clear=clear)
+        except BaseException:
+            with self._dirty_lock:
+                self._dirty = {**dirty, **self._dirty}
+                self._cleared = self._cleared or clear
+            raise
+        self._written = saved
+
+    def _restore(self, loaded: Loaded) -> None:
+        """Build the state back from a state file (nothing marked: it is all there)."""
+        saved = loaded.state
+        if saved is None:           # a new file
+            return
+        self.seed, self.counter, self._notes = saved["seed"], saved["counter"], saved["notes"]
+        self.settle = {r: Settle(**rule) for r, rule in saved["settle"].items()}
+        self.notify_urls = dict(saved["notify_urls"])
+        self.limits = {r: {} for r in ROUTES} | saved["limits"]
+        # New ids after a restart differ from the ones before (the counter is kept) and
+        # are still reproducible: the RNGs restart from (seed, counter).
+        self.rng = random.Random(f"{self.seed}:{self.counter}")  # noqa: S311 - not a secret
+        self.latency_rng = random.Random(f"{self.seed}:{self.counter}:latency")  # noqa: S311
+        for key, data in loaded.rows["payments"]:
+            payment = self.payments[key] = _build(Payment, data)
+            self.payments_by_trade[(payment.route, payment.channel_trade_no)] = payment
+        for key, data in loaded.rows["refunds"]:
+            self.refunds[key] = _build(Refund, data)
+        for key, data in loaded.rows["notifications"]:
+            note = _build(Notification, data)
+            object.__setattr__(note, "_record", functools.partial(
+                self._touch, self._generation, "notifications", key))
+            self.notifications.append(note)
+        for nonce, _ in loaded.rows["nonces"]:
+            set.add(self.nonces, nonce)
+        with self._dirty_lock:
+            self._dirty, self._cleared = {}, False
+        self._written = self._saved()
 
     def truth(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -256,3 +500,24 @@ class State:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+# Not kept: ``resign`` is code (a restored notification is sent with its headers) and
+# ``next_at`` is a monotonic time of this process (a restored one is due at once).
+_NOT_KEPT = ("resign", "next_at")
+T = TypeVar("T", Payment, Refund, Notification)
+
+
+def _row(obj: Any) -> Any:
+    """A row's data: a kept object's fields (dicts copied whole, under the GIL, so a
+    change made outside the lock meanwhile cannot break the copy), or a nonce's True."""
+    if obj is True:
+        return True
+    return {f.name: dict.copy(value) if isinstance(value, dict) else value
+            for f in fields(obj) if f.name not in _NOT_KEPT
+            for value in (getattr(obj, f.name),)}
+
+
+def _build(cls: type[T], data: dict[str, Any]) -> T:
+    names = {f.name for f in fields(cls)} - set(_NOT_KEPT)
+    return cls(**{k: v for k, v in data.items() if k in names})
