@@ -36,6 +36,13 @@ log = structlog.get_logger("gateway.resolver")
 WATCH_SECONDS = 0.25
 # A worker waiting longer than this for its lane's next slot asks ``stop()`` meanwhile.
 WAIT_SLICE_SECONDS = 0.25
+# A check the channel refused as "too many requests" (nothing was answered, nothing was
+# executed: WeChat's 429 is "not accepted", addendum §9) is recorded like any unknown
+# outcome, then tried again in the same batch once the lane has slowed down, up to this
+# many times, rather than waiting for the lifecycle's next check (minutes away). A refused
+# resend is sent again as it was (same number; the query just before found nothing), not
+# queried a second time.
+RETRIES_WHEN_LIMITED = 3
 
 
 class PerThreadCount:
@@ -69,14 +76,16 @@ class Done:
 
 @dataclass(eq=False)
 class _Queue:
-    """One lane's refunds of this batch, in claim order, and how many of its workers
-    hold a reserved slot (a worker reserves only while refunds remain unreserved, so the
-    end of a batch wastes no slots of the lane's rate)."""
+    """One lane's refunds of this batch, in claim order; how many of its workers hold a
+    reserved slot (a worker reserves only while refunds remain unreserved, so the end of
+    a batch wastes no slots of the lane's rate) and how many checks are in flight (one
+    refused as too many comes back to the queue)."""
 
     lane: Lane
     adapter: ChannelAdapter
     refunds: deque[Refund] = field(default_factory=deque)
     waiting: int = 0
+    active: int = 0
 
 
 class Batch:
@@ -84,25 +93,32 @@ class Batch:
 
     def __init__(self, due: Sequence[Refund], *,
                  lane_of: Callable[[Refund], tuple[Lane, ChannelAdapter]],
-                 check: Callable[[Refund], Refund], resends: PerThreadCount,
+                 check: Callable[[Refund], Refund], resend: Callable[[Refund], Refund],
+                 resends: PerThreadCount,
                  store: RefundStore, clock: Callable[[], datetime], lease: timedelta,
                  held_until: datetime, stop: Callable[[], bool] | None,
                  concurrency: int) -> None:
         self._due = list(due)
-        self._lane_of, self._check, self._resends = lane_of, check, resends
+        self._lane_of, self._check, self._resend = lane_of, check, resend
+        self._resends = resends
         self._store, self._clock, self._lease = store, clock, lease
         self._held_until = held_until
         self._stop = stop
         self._concurrency = concurrency
         self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)   # a refund queued or a check done
         self._slots = threading.BoundedSemaphore(concurrency)
         self._wake = threading.Event()       # set once stopping: waits end at once
         self._finished = threading.Event()
         self._unfinished = {r.id for r in self._due}
         self._taken: set[str] = set()
+        self._claimed_as = {r.id: r.status for r in self._due}
+        self._retries: dict[str, int] = {}
+        self._send_again: set[str] = set()    # refused resends: sent again, not queried
+        self._resent_ids: set[str] = set()
         self._stopping = self._stopped = False
         self._failure: BaseException | None = None
-        self._changed = self._resent = self._errors = self._final = 0
+        self._changed = self._errors = self._final = 0
         self._running = 0
 
     # -- the caller's thread ------------------------------------------------------------
@@ -134,7 +150,7 @@ class Batch:
             rest = [r.id for r in self._due if r.id not in self._taken]
             self._store.release(rest, held_until=self._held_until, now=self._clock())
             log.info("resolver.stopping", handed_back=len(rest))
-        return Done(changed=self._changed, resent=self._resent, errors=self._errors,
+        return Done(changed=self._changed, resent=len(self._resent_ids), errors=self._errors,
                     final=self._final, stopped=self._stopped)
 
     def _queues(self) -> dict[int, _Queue]:
@@ -171,19 +187,30 @@ class Batch:
 
     def _next(self, queue: _Queue) -> bool:
         """Reserve a slot of the lane's rate, take one refund, check it; False when the
-        lane has nothing left for this worker or the batch is stopping."""
-        with self._lock:
-            if self._stopping or len(queue.refunds) <= queue.waiting:
+        lane has nothing left for this worker (nothing queued, nothing in flight that
+        could come back) or the batch is stopping."""
+        with self._turn:
+            while not self._stopping and len(queue.refunds) <= queue.waiting:
+                if queue.active == 0:
+                    return False
+                self._turn.wait(WATCH_SECONDS)
+            if self._stopping:
                 return False
             queue.waiting += 1
         awake = self._wait(queue.lane.rate.reserve())
         with self._slots:
-            with self._lock:
+            with self._turn:
                 queue.waiting -= 1
                 refund = self._take(queue) if awake else None
-            if refund is None:
-                return False
-            self._one(refund, queue)
+                if refund is None:
+                    return not self._stopping
+                queue.active += 1
+            try:
+                self._one(refund, queue)
+            finally:
+                with self._turn:
+                    queue.active -= 1
+                    self._turn.notify_all()
         return True
 
     def _take(self, queue: _Queue) -> Refund | None:
@@ -199,22 +226,42 @@ class Batch:
         return refund
 
     def _one(self, refund: Refund, queue: _Queue) -> None:
+        """Check one refund; one the channel refused as too many goes back to the end of
+        its lane's queue (it is counted when its last check ends)."""
         before = self._resends.mine()
+        again = False
+        with self._lock:
+            check = self._resend if refund.id in self._send_again else self._check
+            self._send_again.discard(refund.id)
         try:
-            with Pacer.pacing(queue.lane, queue.adapter, self._pause, reserved=True):
-                after = self._check(refund)
+            with Pacer.pacing(queue.lane, queue.adapter, self._pause,
+                              reserved=True) as mark:
+                after = check(refund)
         except Exception:  # one bad refund must not stop the rest; logged, retried
             log.exception("resolver.unexpected_error", refund_id=refund.id)
             with self._lock:
                 self._errors += 1
         else:
             with self._lock:
-                self._changed += after.status is not refund.status
-                self._final += after.status.is_final
+                tries = self._retries.get(refund.id, 0)
+                again = (mark.limited > 0 and not after.status.is_final
+                         and tries < RETRIES_WHEN_LIMITED)
+                if again:
+                    self._retries[refund.id] = tries + 1
+                    queue.refunds.append(after)
+                    if (mark.last_limited == "submit"
+                            and queue.adapter.capabilities.idempotent_submit):
+                        self._send_again.add(refund.id)
+                else:
+                    was = self._claimed_as[refund.id]
+                    self._changed += after.status is not was
+                    self._final += after.status.is_final
         finally:
             with self._lock:
-                self._resent += self._resends.mine() - before
-                self._unfinished.discard(refund.id)
+                if self._resends.mine() > before:
+                    self._resent_ids.add(refund.id)
+                if not again:
+                    self._unfinished.discard(refund.id)
 
     def _wait(self, seconds: float) -> bool:
         """Wait for a reserved slot; False when the batch stops meanwhile. A long wait

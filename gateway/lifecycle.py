@@ -278,8 +278,12 @@ def _open_answer(current: Refund, result: ChannelResult, source: Source, now: da
     if channel in (ChannelStatus.FAILED, ChannelStatus.CLOSED, ChannelStatus.ABNORMAL):
         return _refused(_FROM_CHANNEL[channel], result, evidence, notes)
     if channel is ChannelStatus.NOT_FOUND:
-        # The channel has no record: resend under the same number, at once. Never failed.
-        return Change(update=_with(evidence, next_check_at=now), notes=tuple(notes))
+        # The channel has no record: resend under the same number, at once (the check that
+        # asked does, RefundGateway._check). Never failed. Until that resend is recorded
+        # the refund is hidden from other resolvers for a submit's grace, as a new refund
+        # is: due "now", a peer would claim it and query it again mid-resend (issue 21).
+        return Change(update=_with(evidence, next_check_at=now + SUBMIT_GRACE),
+                      notes=tuple(notes))
     # PROCESSING: accepted, not yet final.
     return Change(
         status=S.PROCESSING if current.status is S.PENDING else None,

@@ -151,8 +151,8 @@ class Lane:
     limited: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def called(self, exc: BaseException | None) -> None:
-        """Count a call; a rate-limited answer cuts the rate."""
+    def called(self, exc: BaseException | None) -> bool:
+        """Count a call; a rate-limited answer cuts the rate. True when it was one."""
         with self._lock:
             self.calls += 1
             hit = exc is not None and rate_limited(exc, self.route)
@@ -161,21 +161,25 @@ class Lane:
             log.warning("resolver.rate_limited", route=self.route.value,
                         account=self.account, rate_per_second=round(self.rate.rate, 1),
                         code=getattr(exc, "code", None))
+        return hit
 
 
 @dataclass(slots=True)
-class _Mark:
-    """A resolver worker's thread: its lane, the adapter it paces, and whether the slot
-    for its next call was already reserved (the worker waits for it before taking a
-    refund, so a stop is never held up by a refund waiting for its slot)."""
+class Mark:
+    """A resolver worker's thread: its lane, the adapter it paces, whether the slot for
+    its next call was already reserved (the worker waits for it before taking a refund,
+    so a stop is never held up by a refund waiting for its slot), and how many of its
+    calls the channel refused as too many."""
 
     lane: Lane
     adapter: ChannelAdapter
     wait: Callable[[float], None]
     reserved: bool = False
+    limited: int = 0
+    last_limited: str | None = None        # the call refused last: submit or query
 
 
-_MARK: contextvars.ContextVar[_Mark | None] = contextvars.ContextVar(
+_MARK: contextvars.ContextVar[Mark | None] = contextvars.ContextVar(
     "refund_gateway_pacing", default=None)
 
 PACED_CALLS = ("submit", "query")
@@ -185,12 +189,12 @@ class _Paced:
     """An adapter's ``submit``/``query`` that waits for the lane's rate when called on a
     resolver worker's thread (``Pacer.pacing``), and passes straight through otherwise."""
 
-    __slots__ = ("_adapter", "_call")
+    __slots__ = ("_adapter", "_call", "_name")
     paced = True
 
-    def __init__(self, adapter: ChannelAdapter, call: Callable[[Refund], ChannelResult]
-                 ) -> None:
-        self._adapter, self._call = adapter, call
+    def __init__(self, adapter: ChannelAdapter, call: Callable[[Refund], ChannelResult],
+                 name: str) -> None:
+        self._adapter, self._call, self._name = adapter, call, name
 
     def __call__(self, refund: Refund) -> ChannelResult:
         mark = _MARK.get()
@@ -203,7 +207,9 @@ class _Paced:
         try:
             result = self._call(refund)
         except BaseException as exc:
-            mark.lane.called(exc)
+            if mark.lane.called(exc):
+                mark.limited += 1
+                mark.last_limited = self._name
             raise
         mark.lane.called(None)
         return result
@@ -244,17 +250,19 @@ class Pacer:
         for name in PACED_CALLS:
             current = getattr(adapter, name)
             if not getattr(current, "paced", False):
-                setattr(adapter, name, _Paced(adapter, current))
+                setattr(adapter, name, _Paced(adapter, current, name))
 
     @staticmethod
     @contextmanager
     def pacing(lane: Lane, adapter: ChannelAdapter, wait: Callable[[float], None],
-               *, reserved: bool) -> Iterator[None]:
+               *, reserved: bool) -> Iterator[Mark]:
         """Within the block, this thread's calls to ``adapter`` wait for ``lane``'s
-        rate; ``reserved``: the first one's slot was reserved (and waited for) already."""
-        token = _MARK.set(_Mark(lane, adapter, wait, reserved))
+        rate; ``reserved``: the first one's slot was reserved (and waited for) already.
+        The mark yielded counts the calls refused as too many (``limited``)."""
+        mark = Mark(lane, adapter, wait, reserved)
+        token = _MARK.set(mark)
         try:
-            yield
+            yield mark
         finally:
             _MARK.reset(token)
 

@@ -255,8 +255,8 @@ class RefundGateway:
         lease = timedelta(seconds=self._resolver.lease_seconds)
         due = self.store.claim_due(now, limit=limit or self._resolver.batch_size,
                                    lease=lease)
-        done = Batch(due, lane_of=self._lane_of, check=self._check, resends=self._resends,
-                     store=self.store, clock=self._clock, lease=lease,
+        done = Batch(due, lane_of=self._lane_of, check=self._check, resend=self._resend,
+                     resends=self._resends, store=self.store, clock=self._clock, lease=lease,
                      held_until=now + lease, stop=stop,
                      concurrency=self._resolver.concurrency).run()
         report = ResolveReport(claimed=len(due), changed=done.changed, resent=done.resent,
@@ -274,6 +274,11 @@ class RefundGateway:
         account = (refund.payment.merchant_account if refund.route is refund.payment.route
                    else DEFAULT_ACCOUNT)
         return self._pacer.lane(refund.route, account), adapter
+
+    def _resend(self, refund: Refund) -> Refund:
+        """A resend the channel refused as too many, sent again under the same number
+        (the resolver's retry within its batch: the query before it found nothing)."""
+        return self._submit(refund, self._adapter_of(refund))
 
     def reroute(self, refund_id: str, to: Route | str | None = None, *,
                 instruction: AbnormalRefundInstruction | None = None,

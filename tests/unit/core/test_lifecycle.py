@@ -79,10 +79,12 @@ def test_answers(status: RefundStatus, channel: ChannelStatus, source: Source,
         lifecycle.check(status, after)   # every decided edge is in the machine
 
 
-def test_not_found_schedules_an_immediate_resend() -> None:
+def test_not_found_is_resent_at_once_and_hidden_from_peers_meanwhile() -> None:
     change = lifecycle.on_answer(refund(S.PROCESSING), answer(C.NOT_FOUND),
                                  source=Source.QUERY, now=NOW, caps=CAPS)
-    assert change.update.next_check_at == NOW
+    # The check that asked resends at once; another resolver must not claim the refund
+    # while that resend is in flight (a process that dies mid-resend: due after the grace).
+    assert change.update.next_check_at == NOW + lifecycle.SUBMIT_GRACE
     assert change.status is None
 
 

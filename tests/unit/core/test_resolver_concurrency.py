@@ -18,6 +18,7 @@ import pytest
 from gateway import Money, Payment, RefundGateway, RefundRequest, RefundStatus, Route
 from gateway.bootstrap import build_gateway
 from gateway.errors import OutcomeUnknown
+from gateway.lanes import RETRIES_WHEN_LIMITED
 from gateway.models import ChannelResult, ChannelStatus, Refund
 from gateway.ports import Capabilities
 from gateway.settings import load_settings
@@ -41,6 +42,7 @@ class Gate(FakeChannel):
         self.hold = 0.0                  # real seconds each query takes once let in
         self.fail: set[str] = set()      # refund ids whose query raises a bug
         self.limited: int = 0            # the next n queries answer 429
+        self.limited_submits: int = 0    # the next n submits answer 429
         self._count = threading.Lock()
 
     def query(self, refund: Refund) -> ChannelResult:
@@ -64,6 +66,16 @@ class Gate(FakeChannel):
         finally:
             with self._count:
                 self.inside -= 1
+
+    def submit(self, refund: Refund) -> ChannelResult:
+        with self._count:
+            limited = self.limited_submits > 0
+            self.limited_submits -= limited
+        if limited:                      # refused before anything is executed
+            raise OutcomeUnknown("HTTP 429 FREQUENCY_LIMITED", channel="fake",
+                                 operation="submit", http_status=429,
+                                 code="FREQUENCY_LIMITED")
+        return super().submit(refund)
 
 
 class GateBalance(Gate):
@@ -277,6 +289,40 @@ def test_a_rate_limited_answer_slows_that_account_alone(sqlite_url: str,
     assert lanes["shop2"].limited == 0 and lanes["shop2"].rate.rate == 100
     limited = [gw.get(i) for i in ids if gw.get(i).check_count]
     assert all(r.status is RefundStatus.PROCESSING for r in limited)   # never failed
+    # the three refused queries were asked again in the same cycle, once the lane slowed
+    answered = [no for op, no in shops["default"].ledger.calls if op == "query"]
+    assert len(shops["default"].started) == 6 + 3 and sorted(answered) == sorted(ids)
+    gw.close()
+
+
+def test_a_refused_resend_is_sent_again_without_a_second_query(
+        database_url: str, clock: FakeClock) -> None:
+    channel = Gate(open_=True)
+    gw = build(database_url, clock, channel, concurrency=4)
+    channel.submit_script = ["unavailable"] * 3 * 4
+    ids = make(gw, 4)                        # never reached the channel: PENDING
+    channel.limited_submits = 3              # the first three resends: 429
+    clock.advance(minutes=5)
+    report = gw.resolve_due()
+    queried = [no for op, no in channel.ledger.calls if op == "query"]
+    assert sorted(queried) == sorted(ids)    # one query each, in this cycle
+    assert sorted(channel.ledger.executed) == sorted(ids)
+    assert (report.claimed, report.resent, report.errors) == (4, 4, 0)
+    gw.close()
+
+
+def test_a_channel_that_refuses_everything_is_asked_a_bounded_number_of_times(
+        sqlite_url: str, clock: FakeClock) -> None:
+    channel = Gate(open_=True)
+    channel.limited = 1_000
+    gw = build(sqlite_url, clock, channel, concurrency=4,
+               limits={"wechatpay": {"calls_per_second": 1_000}})
+    ids = make(gw, 2)
+    clock.advance(minutes=5)
+    report = gw.resolve_due()
+    assert (report.claimed, report.errors, report.changed) == (2, 0, 0)
+    assert len(channel.started) == 2 * (1 + RETRIES_WHEN_LIMITED)      # then the schedule
+    assert all(gw.get(i).next_check_at > clock() for i in ids)          # type: ignore[operator]
     gw.close()
 
 
