@@ -126,22 +126,68 @@ the sorted parameters EXCLUDING ``sign`` and ``sign_type``:
   notify_id, utc_timestamp, msg_method, app_id, version, biz_content JSON, charset,
   sign_type, sign).
 
-Not emulated: RSA (SHA1) and certificate mode (DCAliPay), ISV ``app_auth_token``, the
-timestamp window, refund currencies/royalties/goods details, month bills,
-``bill_file_code``, ACQ.SYSTEM_ERROR answers (isp.unknow-error: the
-``service_unavailable`` fault), the T+1 bill rule.
+Certificates: the certificate-mode app (CHANNELS-ADDENDUM §5)
+-------------------------------------------------------------
+Two apps: ``APP_ID`` in public-key mode (Alipay's public key verifies its answers) and
+``CERT_APP_ID`` in public-key-certificate mode, with its own key. A sandbox test CA (an
+RSA root and under it a "Class 2" CA, both named ``CN=…,OU=Certification
+Authority,O=…,C=CN`` like Ant's) issued its app certificate and the Alipay certificate.
+The root file (``__ALIPAY_ROOT_CERT``) holds an ECDSA root first and the RSA root after a
+blank line, as Alipay's does: the root SN is that of the RSA one only. SN = lower-case
+hex MD5 of the issuer DN (``CN=…,OU=…,O=…,C=…``, RFC 2253) followed by the decimal serial.
+
+* Requests of the certificate app must carry ``app_cert_sn`` (its certificate's SN) and
+  ``alipay_root_cert_sn``, both signed; else, signed under ``<method>_response``, 40002
+  ``isv.missing-app-cert-sn`` / ``isv.app-cert-not-exist`` (another SN) /
+  ``isv.missing-alipay-root-cert-sn`` / ``isv.invalid-alipay-root-cert-sn`` (sub_codes
+  from Alipay's common error table; where Alipay checks them and whether it signs:
+  UNCONFIRMED). The signature is verified with the key of the app certificate.
+* Its answers are ``{"<method>_response":{…},"alipay_cert_sn":"<SN>","sign":"…"}``
+  signed with the key of the Alipay certificate of that SN; its notifications are signed
+  with it too (they name no certificate).
+* ``alipay.open.app.alipaycert.download`` ``{"alipay_cert_sn"}`` answers
+  ``alipay_cert_content`` = base64 of that certificate's PEM followed by its issuer's
+  (the file's layout); an SN it never issued: 40004 ``isv.alipay-cert-not-exist``
+  (UNCONFIRMED). It takes no faults.
+* Fault ``cert_rotated`` (any operation; ``notify``: before the next notification): a
+  new key and Alipay certificate from the Class 2 CA (a new random serial, so a new SN);
+  from then on the certificate app's answers name it and notifications are signed with
+  it, until the next rotation or ``/_sandbox/reset``; every certificate issued stays
+  downloadable. ``"issuer": "foreign"``: from another root/Class 2 pair with the SAME
+  names (the chain does not verify); ``"expired": true``: validity ended yesterday.
+  The public-key app is not affected.
+
+ISV (service provider, addendum §5): a request may carry ``app_auth_token`` (a signed
+top-level parameter). ``app_auth_token`` (new each run, like the keys; the settings'
+``__APP_AUTH_TOKEN`` in ISV mode) is the token of the one merchant that authorised the
+apps (its app is ``AUTH_APP_ID``); any other value: signed ``error_response`` 20001
+``aop.invalid-app-auth-token`` (the shape of the ``invalid_auth_token`` fault), nothing
+executed. A refund made with the token is the merchant's: its notifications carry
+``auth_app_id`` and the truth ``extra.auth_app_id``.
+
+Not emulated: RSA (SHA1), the timestamp window, refund currencies/royalties/goods
+details, month bills, ``bill_file_code``, ACQ.SYSTEM_ERROR answers (isp.unknow-error: the
+``service_unavailable`` fault), the T+1 bill rule, which merchant a trade belongs to (any
+app refunds any Alipay payment).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
+import secrets
 import threading
 import time
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from sandbox.alipay_bill import (
     BillRow,
@@ -153,14 +199,18 @@ from sandbox.alipay_bill import (
 )
 from sandbox.channel import Channel
 from sandbox.http import Request, Response
-from sandbox.keys import KeyPair, SandboxKeys, verify_b64
-from sandbox.state import BEIJING, Fault, Payment, Refund, State, now_utc
+from sandbox.keys import KeyPair, SandboxKeys, TestCA, dn, pem, verify_b64
+from sandbox.state import BEIJING, CERT_ROTATED, Fault, Payment, Refund, State, now_utc
 
 APP_ID = "2021000000000001"
+CERT_APP_ID = "2021000000000002"         # the public-key-certificate app ("Certificates")
+AUTH_APP_ID = "2021000000000009"         # the merchant that authorised the apps (ISV)
 PID = "2088000000000001"                 # the merchant's partner id (bill account)
 METHODS = {"alipay.trade.refund": "refund",
            "alipay.trade.fastpay.refund.query": "query",
            "alipay.data.dataservice.bill.downloadurl.query": "statement"}
+CERT_DOWNLOAD = "alipay.open.app.alipaycert.download"   # no faults: not in METHODS
+RSA_SIGNATURES = "1.2.840.113549.1.1"
 DBACK_PENDING_QUERIES = 1                # queries answered P before the bank acks
 BILL_URL_TTL = 30.0                      # seconds a bill_download_url stays valid
 BANK_RECEIPT_DAYS = 3                    # est_bank_receipt_time = refund + 3 days
@@ -224,6 +274,57 @@ def _beijing(moment: datetime) -> str:
     return moment.astimezone(BEIJING).strftime(STAMP)
 
 
+def cert_sn(cert: x509.Certificate) -> str:
+    """Alipay's certificate SN: MD5 of the issuer DN + the decimal serial. The sandbox's
+    names hold only CN/OU/O/C without special characters, for which the RFC 4514 string
+    is Java's RFC 2253 ``getName()``."""
+    text = cert.issuer.rfc4514_string() + str(cert.serial_number)
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class AlipayCert:
+    """An Alipay certificate of the certificate app: its key, its file (the certificate,
+    then its issuer's), its SN."""
+
+    key: KeyPair
+    pem: str
+    sn: str
+
+
+def _cas() -> tuple[TestCA, TestCA]:
+    """A (root, Class 2) pair with the sandbox's Alipay CA names."""
+    root = TestCA.root(dn("Sandbox Alipay Root CA R1", ou="Certification Authority",
+                          o="Sandbox Ant Financial", c="CN"))
+    return root, root.issue_ca(dn("Sandbox Alipay Certification Authority Class 2 R1",
+                                  ou="Certification Authority", o="Sandbox Ant Financial",
+                                  c="CN"), x509.random_serial_number())
+
+
+def _ecdsa_root() -> str:
+    """A self-signed ECDSA root, as Alipay's root file carries one the root SN skips."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = dn("Sandbox Alipay Root CA E1", ou="Certification Authority",
+              o="Sandbox Ant Financial", c="CN")
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA384()))
+    return pem(cert)
+
+
+def _alipay_cert(ca: TestCA, key: KeyPair, *, expired: bool = False) -> AlipayCert:
+    now = datetime.now(UTC)
+    cert = ca.issue(key.public, dn(f"支付宝(中国)网络技术有限公司-{PID}", ou="Alipay",
+                                   o="Sandbox", c="CN"), x509.random_serial_number(),
+                    not_before=now - timedelta(days=30) if expired else None,
+                    not_after=now - timedelta(days=1) if expired else None)
+    return AlipayCert(key, pem(cert) + ca.pem, cert_sn(cert))
+
+
 def buyer_of(user_id: str) -> tuple[str, str]:
     """(masked buyer_logon_id like 159****5620, buyer_user_id 2088…), stable per user."""
     digits = str(int(hashlib.sha256(user_id.encode()).hexdigest(), 16))
@@ -238,6 +339,50 @@ class AlipayChannel(Channel):
         super().__init__(state, keys)
         self._links: dict[str, tuple[date, str, float]] = {}
         self._links_lock = threading.Lock()
+        # "Certificates": the CA, the certificate app's certificate, the first Alipay one.
+        self.root_ca, self.class2_ca = _cas()
+        self.root_file = _ecdsa_root() + "\n" + self.root_ca.pem
+        self.root_cert_sn = cert_sn(self.root_ca.cert)       # the RSA root only
+        app_cert = self.class2_ca.issue(
+            keys.alipay_cert_app.public, dn(f"{PID}-{CERT_APP_ID}", ou="Alipay",
+                                            o="Sandbox merchant", c="CN"),
+            x509.random_serial_number())
+        self.app_cert, self.app_cert_sn = pem(app_cert), cert_sn(app_cert)
+        self.first_alipay_cert = _alipay_cert(self.class2_ca, keys.alipay_platform)
+        # ISV: the authorised merchant's token (40 characters, like Alipay's).
+        self.app_auth_token = f"{datetime.now(BEIJING):%Y%m}BB{secrets.token_hex(15)[:29]}X01"
+        # What client_settings() writes: "key" (the public-key app) or "cert", and
+        # whether with the ISV token (``refund-gateway sandbox serve --alipay-mode``).
+        self.client_mode = "key"
+        self.client_isv = False
+
+    # -- certificates -------------------------------------------------------------------
+    def alipay_certs(self) -> tuple[AlipayCert, ...]:
+        """Every Alipay certificate issued this run, the one signing now last."""
+        with self.state.lock:
+            held = self.state.certificates.get(self.route)
+        return held if isinstance(held, tuple) and held else (self.first_alipay_cert,)
+
+    @property
+    def alipay_cert(self) -> AlipayCert:
+        return self.alipay_certs()[-1]
+
+    def rotate(self, params: dict[str, Any] | None = None) -> AlipayCert:
+        """A new Alipay certificate for the certificate app (fault ``cert_rotated``)."""
+        params = params or {}
+        ca = _cas()[1] if params.get("issuer") == "foreign" else self.class2_ca
+        new = _alipay_cert(ca, KeyPair.generate(), expired=bool(params.get("expired")))
+        with self.state.lock:
+            self.state.certificates[self.route] = (*self.alipay_certs(), new)
+        return new
+
+    def _cert_download(self, biz: Fields) -> Fields:
+        wanted = str(biz.get("alipay_cert_sn", ""))
+        for cert in self.alipay_certs():
+            if cert.sn == wanted:
+                return {"code": "10000", "msg": "Success", "alipay_cert_content":
+                        base64.b64encode(cert.pem.encode("ascii")).decode("ascii")}
+        raise _business("isv.alipay-cert-not-exist", "支付宝公钥证书不存在")
 
     # -- framework hooks ----------------------------------------------------------------
     def operation(self, request: Request) -> str | None:
@@ -252,15 +397,29 @@ class AlipayChannel(Channel):
                         {"Content-Type": "text/html; charset=utf-8"})
 
     def client_settings(self, base_url: str) -> dict[str, str]:
-        settings = {"REFUND_GATEWAY_ALIPAY__APP_ID": APP_ID,
-                    "REFUND_GATEWAY_ALIPAY__APP_PRIVATE_KEY": self.keys.alipay_app.private_pem(),
-                    "REFUND_GATEWAY_ALIPAY__ALIPAY_PUBLIC_KEY":
-                        self.keys.alipay_platform.public_pem(),
-                    "REFUND_GATEWAY_ALIPAY__GATEWAY_URL": f"{base_url}/gateway.do"}
+        return self.app_settings(base_url, mode=self.client_mode, isv=self.client_isv)
+
+    def app_settings(self, base_url: str, *, mode: str = "key", isv: bool = False,
+                     prefix: str = "REFUND_GATEWAY_ALIPAY__") -> dict[str, str]:
+        """The settings of one app: ``key`` (public-key mode, ``APP_ID``) or ``cert``
+        (``CERT_APP_ID`` with its three certificates, no public key); ``isv``: with the
+        authorised merchant's ``app_auth_token``. ``prefix`` may name an account, e.g.
+        ``REFUND_GATEWAY_ALIPAY__ACCOUNTS__CERT__``."""
+        if mode == "cert":
+            settings = {"APP_ID": CERT_APP_ID,
+                        "APP_PRIVATE_KEY": self.keys.alipay_cert_app.private_pem(),
+                        "APP_CERT": self.app_cert, "ALIPAY_CERT": self.alipay_cert.pem,
+                        "ALIPAY_ROOT_CERT": self.root_file}
+        else:
+            settings = {"APP_ID": APP_ID, "APP_PRIVATE_KEY": self.keys.alipay_app.private_pem(),
+                        "ALIPAY_PUBLIC_KEY": self.keys.alipay_platform.public_pem()}
+        settings["GATEWAY_URL"] = f"{base_url}/gateway.do"
+        if isv:
+            settings["APP_AUTH_TOKEN"] = self.app_auth_token
         notify_url = self.state.notify_urls.get(self.route)
         if notify_url:
-            settings["REFUND_GATEWAY_ALIPAY__NOTIFY_URL"] = notify_url
-        return settings
+            settings["NOTIFY_URL"] = notify_url
+        return {prefix + key: value for key, value in settings.items()}
 
     def tick(self) -> None:
         """Time-based progression (Settle mode after_seconds), when the server ticks."""
@@ -292,8 +451,11 @@ class AlipayChannel(Channel):
         params = self._params(request)
         method = params.get("method", "")
         self._sweep()
+        if request.fault is not None and request.fault.kind == CERT_ROTATED:
+            self.rotate(request.fault.params)
         name = method.replace(".", "_") + "_response"
         bad = request.fault is not None and request.fault.kind == "bad_signature"
+        cert_app = params.get("app_id") == CERT_APP_ID
         try:
             self._authenticate(params)
             if request.fault is not None:
@@ -306,6 +468,8 @@ class AlipayChannel(Channel):
                 inner = self._refund(params, biz, fault)
             elif method == "alipay.trade.fastpay.refund.query":
                 inner = self._query(biz, fault)
+            elif method == CERT_DOWNLOAD:
+                inner = self._cert_download(biz)
             else:
                 inner = self._bill_url(biz, request.base_url)
         except _Refusal as refusal:
@@ -315,7 +479,8 @@ class AlipayChannel(Channel):
                 return Response.json({name: refusal.fields}, headers={
                     "Content-Type": "text/html;charset=utf-8"})
             inner = refusal.fields
-        return self._signed(name, inner, self.keys.wrong if bad else None)
+        return self._signed(name, inner, self.keys.wrong if bad else None,
+                            cert_app=cert_app)
 
     @staticmethod
     def _params(request: Request) -> dict[str, str]:
@@ -335,7 +500,7 @@ class AlipayChannel(Channel):
             raise _missing("method", signed=False, envelope="error")
         if not params.get("app_id"):
             raise _missing("app_id", signed=False)
-        if params["app_id"] != APP_ID:
+        if params["app_id"] not in (APP_ID, CERT_APP_ID):
             raise self._unknown_app()
         if not params.get("sign_type"):
             raise _missing("sign_type", signed=False)
@@ -344,12 +509,33 @@ class AlipayChannel(Channel):
         for name in ("timestamp", "version"):
             if not params.get(name):
                 raise _missing(name, signed=True)
+        cert_app = params["app_id"] == CERT_APP_ID
+        if cert_app:
+            self._check_cert_sns(params)
         content = self._string_to_sign(params)
-        if not verify_b64(self.keys.alipay_app.public, content.encode("utf-8"), sign):
+        key = self.keys.alipay_cert_app if cert_app else self.keys.alipay_app
+        if not verify_b64(key.public, content.encode("utf-8"), sign):
             raise self._bad_signature(params)
-        if params["method"] not in METHODS:
+        if params["method"] not in METHODS and not (cert_app and
+                                                    params["method"] == CERT_DOWNLOAD):
             raise _invalid("isv.invalid-method", "不存在的方法名", signed=False,
                            envelope="error")
+        token = params.get("app_auth_token")
+        if token is not None and token != self.app_auth_token:
+            raise _Refusal("20001", "Insufficient Token Permissions",
+                           "aop.invalid-app-auth-token", "无效的应用授权令牌", envelope="error")
+
+    def _check_cert_sns(self, params: dict[str, str]) -> None:
+        """The certificate app's two SNs ("Certificates"), before its signature: the app
+        certificate they name holds the key that verifies it."""
+        if not params.get("app_cert_sn"):
+            raise _invalid("isv.missing-app-cert-sn", "缺少应用公钥证书序列号")
+        if params["app_cert_sn"] != self.app_cert_sn:
+            raise _invalid("isv.app-cert-not-exist", "应用公钥证书不存在")
+        if not params.get("alipay_root_cert_sn"):
+            raise _invalid("isv.missing-alipay-root-cert-sn", "缺少支付宝根证书序列号")
+        if params["alipay_root_cert_sn"] != self.root_cert_sn:
+            raise _invalid("isv.invalid-alipay-root-cert-sn", "支付宝根证书序列号无效")
 
     @staticmethod
     def _string_to_sign(params: dict[str, str]) -> str:
@@ -409,11 +595,16 @@ class AlipayChannel(Channel):
             raise _business("ACQ.INVALID_PARAMETER", "biz_content 不是合法的JSON对象")
         return biz
 
-    def _signed(self, name: str, inner: Fields, key: KeyPair | None = None) -> Response:
-        """``{"<name>":{…},"sign":"…"}``: the sign covers the inner JSON text exactly."""
+    def _signed(self, name: str, inner: Fields, key: KeyPair | None = None, *,
+                cert_app: bool = False) -> Response:
+        """``{"<name>":{…},"sign":"…"}``: the sign covers the inner JSON text exactly. The
+        certificate app's answers name the Alipay certificate between them."""
         text = json.dumps(inner, ensure_ascii=False, separators=(",", ":"))
-        sign = (key or self.keys.alipay_platform).sign_b64(text.encode("utf-8"))
-        body = f'{{"{name}":{text},"sign":"{sign}"}}'
+        signer = self.alipay_cert if cert_app else None
+        sign = (key or (signer.key if signer else self.keys.alipay_platform)).sign_b64(
+            text.encode("utf-8"))
+        sn = f'"alipay_cert_sn":"{signer.sn}",' if signer else ""
+        body = f'{{"{name}":{text},{sn}"sign":"{sign}"}}'
         return Response(200, body.encode("utf-8"),
                         {"Content-Type": "application/json;charset=utf-8"})
 
@@ -478,6 +669,8 @@ class AlipayChannel(Channel):
                 status="PROCESSING", created_at=now, request_fingerprint=fingerprint,
                 abnormal=abnormal, notify_url=params.get("notify_url") or None,
                 extra={"refund_reason": _clean(biz.get("refund_reason", "")),
+                       "app_id": params["app_id"],
+                       "auth_app_id": AUTH_APP_ID if params.get("app_auth_token") else None,
                        "card_funded": payment.funding == "bankcard" or abnormal,
                        "dback_status": None, "dback_queries": 0, "gmt_refund_pay": None,
                        "bank_ack_time": None})
@@ -590,9 +783,19 @@ class AlipayChannel(Channel):
 
     # -- notifications ------------------------------------------------------------------
     def _queue(self, refund: Refund, fields: dict[str, str]) -> None:
-        """Sign (wrong key under a notify ``bad_signature`` fault) and queue."""
+        """Sign (wrong key under a notify ``bad_signature`` fault) and queue: the refund's
+        app is the notice's ``app_id``; the certificate app's are signed with its current
+        Alipay certificate's key (after a notify ``cert_rotated``: a new one)."""
+        rotation = self.state.take_fault(self.route, "notify", (CERT_ROTATED,))
+        if rotation is not None:
+            self.rotate(rotation.params)
+        app_id = refund.extra.get("app_id") or APP_ID
+        fields = {**fields, "app_id": app_id}
+        if refund.extra.get("auth_app_id"):
+            fields["auth_app_id"] = refund.extra["auth_app_id"]
         fault = self.state.take_fault(self.route, "notify", ("bad_signature",))
-        key = self.keys.wrong if fault is not None else self.keys.alipay_platform
+        key = (self.keys.wrong if fault is not None else self.alipay_cert.key
+               if app_id == CERT_APP_ID else self.keys.alipay_platform)
         content = "&".join(f"{k}={v}" for k, v in sorted(fields.items())
                            if k not in ("sign", "sign_type"))
         body = urlencode({**fields, "sign": key.sign_b64(content.encode("utf-8"))})

@@ -144,6 +144,7 @@ class SandboxKeys:
 
     alipay_app: KeyPair
     alipay_platform: KeyPair
+    alipay_cert_app: KeyPair    # the certificate-mode app (sandbox/alipay.py "Certificates")
     wechat_merchant: KeyPair
     wechat_platform: KeyPair
     unionpay_merchant: KeyPair
@@ -155,7 +156,8 @@ class SandboxKeys:
     @classmethod
     def generate(cls) -> SandboxKeys:
         pair = KeyPair.generate
-        return cls(alipay_app=pair(), alipay_platform=pair(), wechat_merchant=pair(),
+        return cls(alipay_app=pair(), alipay_platform=pair(), alipay_cert_app=pair(),
+                   wechat_merchant=pair(),
                    wechat_platform=pair(), unionpay_merchant=pair(), unionpay_platform=pair(),
                    wrong=pair(), apiv3_key=secrets.token_hex(16),
                    balance_hmac_key=secrets.token_hex(32))

@@ -15,8 +15,10 @@ from datetime import date
 from typing import Any, ClassVar, Final
 
 import structlog
+from pydantic import SecretStr
 
 from adapters.alipay import notify, translate
+from adapters.alipay.certs import CertificateMode
 from adapters.alipay.client import CHANNEL, AlipayClient, Answer
 from adapters.alipay.zipguard import check_zip
 from gateway import failpoints
@@ -179,12 +181,40 @@ def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
         raise ConfigurationError("the alipay route is not configured "
                                  "(REFUND_GATEWAY_ALIPAY__APP_ID and keys)",
                                  setting="REFUND_GATEWAY_ALIPAY")
-    client = AlipayClient(
+    return AlipayAdapter(client_for(alipay, clock))
+
+
+def client_for(alipay: AlipaySettings, clock: Clock) -> AlipayClient:
+    """The client of one Alipay app: public-key mode, or certificate mode when any of the
+    three certificate settings is set (then all three are needed, and the public key is
+    not read: what Alipay's own SDKs do), ISV with ``app_auth_token``."""
+    prefix = "REFUND_GATEWAY_ALIPAY__"
+    files = {"APP_CERT": alipay.app_cert, "ALIPAY_CERT": alipay.alipay_cert,
+             "ALIPAY_ROOT_CERT": alipay.alipay_root_cert}
+    certificates = None
+    if any(files.values()):
+        missing = [prefix + name for name, value in files.items() if not value]
+        if missing:
+            raise ConfigurationError(f"certificate mode needs {', '.join(missing)} too",
+                                     setting=missing[0])
+        pems = {name: pem_text(SecretStr(str(value)), prefix + name)
+                for name, value in files.items()}
+        certificates = CertificateMode(app_cert=pems["APP_CERT"],
+                                       alipay_cert=pems["ALIPAY_CERT"],
+                                       alipay_root_cert=pems["ALIPAY_ROOT_CERT"])
+    elif alipay.alipay_public_key is None:
+        raise ConfigurationError(
+            f"set {prefix}ALIPAY_PUBLIC_KEY (public-key mode) or {prefix}APP_CERT, "
+            f"{prefix}ALIPAY_CERT and {prefix}ALIPAY_ROOT_CERT (certificate mode)",
+            setting=prefix + "ALIPAY_PUBLIC_KEY")
+    token = alipay.app_auth_token.get_secret_value() if alipay.app_auth_token else None
+    return AlipayClient(
         app_id=alipay.app_id,
-        app_private_key_pem=pem_text(alipay.app_private_key,
-                                     "REFUND_GATEWAY_ALIPAY__APP_PRIVATE_KEY"),
-        alipay_public_key_pem=pem_text(alipay.alipay_public_key,
-                                       "REFUND_GATEWAY_ALIPAY__ALIPAY_PUBLIC_KEY"),
+        app_private_key_pem=pem_text(alipay.app_private_key, prefix + "APP_PRIVATE_KEY"),
+        alipay_public_key_pem=None if certificates or alipay.alipay_public_key is None
+        else pem_text(alipay.alipay_public_key, prefix + "ALIPAY_PUBLIC_KEY"),
+        certificates=certificates,
+        app_auth_token=token,
         gateway_url=alipay.gateway_url,
         connect_timeout=alipay.timeouts.connect,
         read_timeout=alipay.timeouts.read,
@@ -192,4 +222,3 @@ def build(settings: GatewaySettings, clock: Clock) -> ChannelAdapter:
         download_deadline=alipay.timeouts.download_deadline,
         clock=clock,
     )
-    return AlipayAdapter(client)

@@ -20,24 +20,31 @@ tells a connect failure (provably not sent) from a read failure (sent, outcome u
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import ssl
+import threading
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any, Final
 
+import structlog
+
 # The one module allowed to import the SDK (the ban in pyproject.toml points here).
-from alipay import AliPay  # noqa: TID251
+from alipay import AliPay, BaseAliPay, DCAliPay  # noqa: TID251
 from alipay.exceptions import AliPayException, AliPayValidationError  # noqa: TID251
 from alipay.utils import AliPayConfig  # noqa: TID251
+from cryptography import x509
 
-from adapters.alipay import translate
+from adapters.alipay import certs, translate
 from gateway import transport
-from gateway.clock import Clock, to_beijing
+from gateway.clock import Clock, to_beijing, utcnow
 from gateway.errors import (
     ChannelAuthError,
     ChannelError,
@@ -47,7 +54,12 @@ from gateway.errors import (
 )
 from gateway.models import Route
 
+log = structlog.get_logger(__name__)
+
 CHANNEL: Final = Route.ALIPAY.value
+CERT_DOWNLOAD: Final = "alipay.open.app.alipaycert.download"   # CHANNELS-ADDENDUM §5
+# Alipay certificates downloaded after a rotation, kept besides the configured one.
+MAX_DOWNLOADED_CERTS: Final = 4
 # An OpenAPI answer is a few KB; anything near this is not an Alipay answer.
 MAX_ANSWER_BYTES: Final = 1 << 20
 _CHUNK: Final = 1 << 16
@@ -127,27 +139,61 @@ class Answer:
         return str(value) if value else None
 
 
-class AlipayClient:
-    """One Alipay app: keys loaded once; each call is one signed GET (CH §1.2, §1.3)."""
+@dataclass(frozen=True, slots=True)
+class _Verifier:
+    """An SDK object verifying with one Alipay certificate (certificate mode)."""
 
-    def __init__(self, *, app_id: str, app_private_key_pem: str, alipay_public_key_pem: str,
+    sn: str
+    sdk: BaseAliPay
+    not_before: datetime
+    not_after: datetime
+    configured: bool = False
+
+    def valid(self, now: datetime) -> bool:
+        return self.not_before <= now <= self.not_after
+
+
+class AlipayClient:
+    """One Alipay app: keys loaded once; each call is one signed GET (CH §1.2, §1.3).
+
+    Public-key mode (``alipay_public_key_pem``): the SDK's ``AliPay``. Certificate mode
+    (``certificates``, CHANNELS-ADDENDUM §5): the SDK's ``DCAliPay`` adds ``app_cert_sn``
+    and ``alipay_root_cert_sn`` to every request and verifies with the key of the Alipay
+    certificate; the SDK ignores the answer's ``alipay_cert_sn``, so this client picks the
+    certificate it names, downloading one it does not hold with
+    ``alipay.open.app.alipaycert.download`` and trusting it only if it chains to the
+    configured roots (Alipay's Java SDK, ``checkResponseCertSign``). ``app_auth_token``
+    (ISV mode) goes with every business request as the signed top-level parameter the
+    SDK's ``build_body`` takes it as.
+    """
+
+    def __init__(self, *, app_id: str, app_private_key_pem: str,
+                 alipay_public_key_pem: str | None = None,
                  gateway_url: str, connect_timeout: float, read_timeout: float,
                  clock: Clock, deadline: float | None = None,
-                 download_deadline: float | None = None) -> None:
+                 download_deadline: float | None = None,
+                 certificates: certs.CertificateMode | None = None,
+                 app_auth_token: str | None = None) -> None:
         """``deadline`` bounds each call, ``download_deadline`` the bill file's download
-        (None: ``gateway.transport``'s defaults)."""
-        try:
-            self._sdk = AliPay(appid=app_id, app_notify_url=None,
-                               app_private_key_string=app_private_key_pem,
-                               alipay_public_key_string=alipay_public_key_pem,
-                               sign_type="RSA2",
-                               config=AliPayConfig(timeout=read_timeout))
-        except (ValueError, IndexError, TypeError) as exc:
-            # Cryptodome says "RSA key format is not supported"; never echo the key.
-            raise ConfigurationError(
-                "REFUND_GATEWAY_ALIPAY__APP_PRIVATE_KEY / ALIPAY_PUBLIC_KEY: not an RSA PEM "
-                f"key ({type(exc).__name__})", setting="REFUND_GATEWAY_ALIPAY__APP_PRIVATE_KEY"
-            ) from None
+        (None: ``gateway.transport``'s defaults). One of ``alipay_public_key_pem`` and
+        ``certificates``; with both, certificate mode."""
+        self._verifiers: dict[str, _Verifier] = {}
+        self._current_sn: str | None = None
+        self._roots: list[x509.Certificate] = []
+        self._cert_lock = threading.Lock()
+        self._token = app_auth_token or None
+        if certificates is not None:
+            self._sdk = self._certificate_mode(app_id, app_private_key_pem, certificates)
+        elif alipay_public_key_pem is not None:
+            self._sdk = _sdk_or_config_error(partial(
+                AliPay, appid=app_id, app_notify_url=None,
+                app_private_key_string=app_private_key_pem,
+                alipay_public_key_string=alipay_public_key_pem, sign_type="RSA2",
+                config=AliPayConfig(timeout=read_timeout)))
+        else:
+            raise ConfigurationError("Alipay needs ALIPAY_PUBLIC_KEY (public-key mode) or "
+                                     "APP_CERT, ALIPAY_CERT and ALIPAY_ROOT_CERT (certificate "
+                                     "mode)", setting="REFUND_GATEWAY_ALIPAY__ALIPAY_PUBLIC_KEY")
         # CH §0 #2: no constructor argument for the base URL; the SDK is pinned exactly.
         self._sdk._gateway = gateway_url
         self.app_id = app_id
@@ -159,17 +205,151 @@ class AlipayClient:
         self._opener = urllib.request.build_opener(_HTTPHandler(read_timeout),
                                                    _HTTPSHandler(read_timeout))
 
+    def __repr__(self) -> str:  # never print keys or the token
+        return f"AlipayClient(app_id={self.app_id!r}, gateway_url={self.gateway_url!r})"
+
+    # -- certificate mode ----------------------------------------------------------------
+    @property
+    def certificate_mode(self) -> bool:
+        return bool(self._verifiers)
+
+    @property
+    def alipay_cert_sns(self) -> tuple[str, ...]:
+        """The SNs of the Alipay certificates held, the one answers last named first."""
+        order = sorted(self._verifiers, key=lambda sn: sn != self._current_sn)
+        return tuple(order)
+
+    def _certificate_mode(self, app_id: str, private_key_pem: str,
+                          files: certs.CertificateMode) -> BaseAliPay:
+        try:
+            root_text = certs.normalized(files.alipay_root_cert)
+            app_sn, root_sn = certs.first_sn(files.app_cert), certs.root_sn(root_text)
+            alipay = certs.load(files.alipay_cert)
+            self._roots = certs.load_roots(root_text)
+        except certs.CertError as exc:
+            raise ConfigurationError(
+                f"REFUND_GATEWAY_ALIPAY__APP_CERT / ALIPAY_CERT / ALIPAY_ROOT_CERT: {exc}",
+                setting="REFUND_GATEWAY_ALIPAY__APP_CERT") from None
+        sdk = _sdk_or_config_error(partial(
+            DCAliPay, appid=app_id, app_private_key_string=private_key_pem,
+            app_public_key_cert_string=certs.normalized(files.app_cert),
+            alipay_public_key_cert_string=certs.normalized(files.alipay_cert),
+            alipay_root_cert_string=root_text, sign_type="RSA2"))
+        # The SDK writes the issuer as 'CN={},OU={},O={},C={}' whatever it holds; Alipay
+        # compares Java's RFC 2253 name (CHANNELS-ADDENDUM §5). Ours wins where they differ.
+        for attr, ours in (("_app_cert_sn", app_sn), ("_alipay_root_cert_sn", root_sn)):
+            try:
+                with warnings.catch_warnings():   # at start-up only: filters are global
+                    # pyOpenSSL deprecates X509.get_issuer, which the SDK's SN code calls
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    theirs = (sdk.app_cert_sn if attr == "_app_cert_sn"
+                              else sdk.alipay_root_cert_sn)
+            except Exception:   # pyOpenSSL raises its own types; ours is the fix
+                theirs = None
+            if theirs != ours:
+                log.warning("alipay.sdk_cert_sn_differs", sn=attr.strip("_"),
+                            sdk_value=theirs, used=ours)
+                setattr(sdk, attr, ours)
+        self._keep(_verifier(certs.cert_sn(alipay[0]), sdk, alipay[0], configured=True))
+        return sdk
+
+    def _keep(self, verifier: _Verifier) -> None:
+        self._verifiers[verifier.sn] = verifier
+        downloaded = [sn for sn, v in self._verifiers.items() if not v.configured]
+        for sn in downloaded[:-MAX_DOWNLOADED_CERTS]:      # the oldest first
+            del self._verifiers[sn]
+
+    def _verifier_for(self, text: str, response_type: str, operation: str) -> BaseAliPay:
+        """The SDK object to verify this answer with: in certificate mode the one of the
+        certificate its ``alipay_cert_sn`` names (downloaded when new)."""
+        if not self._verifiers:
+            return self._sdk
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return self._sdk                    # unreadable: the SDK says so below
+        sn = doc.get("alipay_cert_sn") if isinstance(doc, dict) else None
+        if not isinstance(sn, str) or not sn:
+            inner = doc.get(response_type) if isinstance(doc, dict) else None
+            if isinstance(doc, dict) and "sign" in doc and isinstance(inner, dict) \
+                    and str(inner.get("code")) == translate.SUCCESS_CODE:
+                # Alipay's Java SDK: "cert check fail: ALIPAY_CERT_SN is Empty!"
+                raise OutcomeUnknown("Alipay answer names no alipay_cert_sn",
+                                     channel=CHANNEL, operation=operation,
+                                     code="CERT_SN_MISSING")
+            return self._sdk                    # a failure: the configured certificate
+        verifier = self._verifiers.get(sn) or self._download(sn, operation)
+        if not verifier.valid(utcnow()):
+            raise OutcomeUnknown("the Alipay certificate the answer names is outside its "
+                                 "validity", channel=CHANNEL, operation=operation,
+                                 code="CERT_EXPIRED")
+        self._current_sn = sn
+        return verifier.sdk
+
+    def _download(self, sn: str, operation: str) -> _Verifier:
+        """``alipay.open.app.alipaycert.download`` (CHANNELS-ADDENDUM §5): the certificate
+        named ``sn``, trusted only through the configured roots (its answer's own
+        signature is not what makes it trusted: Alipay's Java SDK does not check it)."""
+        with self._cert_lock:
+            known = self._verifiers.get(sn)
+            if known is not None:
+                return known
+
+            def unknown(why: str, code: str) -> OutcomeUnknown:
+                log.warning("alipay.cert_download_failed", sn=sn, reason=why)
+                return OutcomeUnknown(f"Alipay answer names certificate {sn}: {why}",
+                                      channel=CHANNEL, operation=operation, code=code)
+
+            timestamp = to_beijing(self._clock()).strftime("%Y-%m-%d %H:%M:%S")
+            data = self._sdk.build_body(CERT_DOWNLOAD, {"alipay_cert_sn": sn},
+                                        timestamp=timestamp)
+            try:
+                raw = self._get(self.gateway_url + "?" + self._sdk.sign_data(data),
+                                operation=operation, limit=MAX_ANSWER_BYTES)
+            except ChannelError as exc:
+                raise unknown(f"download failed ({exc.code})", "CERT_UNAVAILABLE") from None
+            try:
+                inner = json.loads(raw.decode("utf-8"))[
+                    CERT_DOWNLOAD.replace(".", "_") + "_response"]
+                code, content = str(inner.get("code")), inner.get("alipay_cert_content")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise unknown("download answer unreadable", "CERT_UNAVAILABLE") from None
+            if code != translate.SUCCESS_CODE or not isinstance(content, str):
+                raise unknown(f"download refused ({code} {inner.get('sub_code') or ''})",
+                              "CERT_UNAVAILABLE")
+            try:
+                pem = base64.b64decode(content, validate=True).decode("ascii")
+                chain = certs.load(pem)
+                certs.verify_chain(chain, self._roots, utcnow())
+            except (ValueError, UnicodeDecodeError) as exc:   # CertError is a ValueError
+                raise unknown(f"not trusted: {exc}", "CERT_UNTRUSTED") from None
+            if certs.cert_sn(chain[0]) != sn:
+                raise unknown("the downloaded certificate has another SN", "CERT_UNTRUSTED")
+            sdk = _sdk_or_config_error(partial(
+                DCAliPay, appid=self.app_id,
+                app_private_key_string=self._sdk._app_private_key_string,
+                app_public_key_cert_string=self._sdk._app_public_key_cert_string,
+                alipay_public_key_cert_string=certs.normalized(pem),
+                alipay_root_cert_string=self._sdk._alipay_root_cert_string,
+                sign_type="RSA2"))
+            verifier = _verifier(sn, sdk, chain[0])
+            self._keep(verifier)
+            log.info("alipay.cert_downloaded", sn=sn)
+            return verifier
+
     # -- OpenAPI calls ----------------------------------------------------------------
     def call(self, method: str, biz_content: Mapping[str, Any], *, operation: str,
              after_send: Callable[[], None] | None = None) -> Answer:
         """Send ``method`` and return the verified answer, a business failure included.
 
         Raises ``ChannelUnavailable`` (not sent), ``OutcomeUnknown`` (sent, no verified
-        answer: read timeout, HTTP error, unsigned/unverifiable/unparseable answer) or
+        answer: read timeout, HTTP error, unsigned/unverifiable/unparseable answer, in
+        certificate mode an answer naming no or an untrusted certificate) or
         ``ChannelAuthError`` (an unsigned answer saying our signature/app was rejected).
         """
         timestamp = to_beijing(self._clock()).strftime("%Y-%m-%d %H:%M:%S")
-        data = self._sdk.build_body(method, dict(biz_content), timestamp=timestamp)
+        extra = {"app_auth_token": self._token} if self._token else {}
+        data = self._sdk.build_body(method, dict(biz_content), timestamp=timestamp, **extra)
         url = self.gateway_url + "?" + self._sdk.sign_data(data)
         raw = self._get(url, operation=operation, limit=MAX_ANSWER_BYTES)
         if after_send is not None:
@@ -177,7 +357,12 @@ class AlipayClient:
         response_type = method.replace(".", "_") + "_response"
         try:
             text = raw.decode("utf-8")
-            body = self._sdk._verify_and_return_sync_response(text, response_type)
+        except ValueError:
+            raise OutcomeUnknown("Alipay answer is not UTF-8", channel=CHANNEL,
+                                 operation=operation, code="UNPARSEABLE") from None
+        verifier = self._verifier_for(text, response_type, operation)
+        try:
+            body = verifier._verify_and_return_sync_response(text, response_type)
         except AliPayValidationError:
             # DESIGN invariant 4: an unverifiable answer to a request that was sent is an
             # unknown outcome (query first), not a refusal. SignatureInvalid is kept for
@@ -194,16 +379,33 @@ class AlipayClient:
         if not isinstance(body, dict):
             raise OutcomeUnknown("Alipay answer is not an object", channel=CHANNEL,
                                  operation=operation, code="UNPARSEABLE")
-        return Answer(method, body)
+        return Answer(method, self._scrubbed(body))
+
+    def _scrubbed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """isv.invalid-signature echoes the string we signed, app_auth_token included
+        (sandbox/alipay.py, addendum §6): never keep the token in evidence."""
+        msg = body.get("sub_msg")
+        if self._token and isinstance(msg, str) and self._token in msg:
+            return {**body, "sub_msg": msg.replace(self._token, "***")}
+        return body
 
     def verify(self, params: Mapping[str, str], signature: str) -> bool:
         """Notification check (CH §1.5): ``params`` without ``sign``; ``sign_type`` is
-        popped by the SDK, so the canonical string excludes both. Never raises."""
-        data = dict(params)   # the SDK mutates its argument
-        try:
-            return bool(self._sdk.verify(data, signature))
-        except (AliPayException, ValueError, TypeError):   # bad sign_type, bad base64
-            return False
+        popped by the SDK, so the canonical string excludes both. In certificate mode a
+        notification names no certificate: any Alipay certificate held and valid now, the
+        one answers last named first. Never raises."""
+        sdks = [self._sdk]
+        if self._verifiers:
+            now = utcnow()
+            sdks = [self._verifiers[sn].sdk for sn in self.alipay_cert_sns
+                    if self._verifiers[sn].valid(now)]
+        for sdk in sdks:
+            try:
+                if sdk.verify(dict(params), signature):   # the SDK mutates its argument
+                    return True
+            except (AliPayException, ValueError, TypeError):   # bad sign_type, bad base64
+                return False
+        return False
 
     def fetch(self, url: str, *, operation: str, limit: int) -> bytes:
         """A plain GET (the bill URL is pre-authorised, CH §4.5), at most ``limit`` bytes."""
@@ -240,6 +442,23 @@ class AlipayClient:
             if error is None:
                 raise
             raise error from None
+
+
+def _sdk_or_config_error(make: Callable[[], BaseAliPay]) -> BaseAliPay:
+    try:
+        return make()
+    except (ValueError, IndexError, TypeError) as exc:
+        # Cryptodome says "RSA key format is not supported"; never echo the key.
+        raise ConfigurationError(
+            "REFUND_GATEWAY_ALIPAY__APP_PRIVATE_KEY / ALIPAY_PUBLIC_KEY: not an RSA PEM "
+            f"key ({type(exc).__name__})", setting="REFUND_GATEWAY_ALIPAY__APP_PRIVATE_KEY"
+        ) from None
+
+
+def _verifier(sn: str, sdk: BaseAliPay, cert: x509.Certificate, *,
+              configured: bool = False) -> _Verifier:
+    return _Verifier(sn, sdk, cert.not_valid_before_utc, cert.not_valid_after_utc,
+                     configured)
 
 
 def transport_error(exc: BaseException, operation: str) -> ChannelError | None:

@@ -81,6 +81,11 @@ AUTH_SUB_CODES: Final = frozenset({
     # A timestamp Alipay refuses is our clock, not this refund: FAILED would fail every
     # refund while the clock is skewed; AUTH keeps them open until it is fixed.
     "isv.invalid-timestamp", "isv.missing-timestamp",
+    # Certificate mode (CHANNELS-ADDENDUM §5; the names of Alipay's common error codes,
+    # CommonErrorType in its v3 SDKs): our certificate settings, not the refund (40002
+    # would otherwise read as FAILED).
+    "isv.missing-app-cert-sn", "isv.app-cert-not-exist", "isv.app-cert-expired",
+    "isv.missing-alipay-root-cert-sn", "isv.invalid-alipay-root-cert-sn",
 })
 
 # CHANNELS-ADDENDUM §6 table, by ``code`` (CH §4 "Common response fields"). 20000: no

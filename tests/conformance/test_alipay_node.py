@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import zipfile
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,7 +21,9 @@ from urllib.parse import parse_qsl
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from dotenv import dotenv_values
 
+from sandbox.alipay import AUTH_APP_ID, CERT_APP_ID, AlipayChannel
 from sandbox.server import SandboxServer
 from sandbox.state import BEIJING
 from tests.conformance.conftest import fault, pay, truth
@@ -147,3 +150,59 @@ def test_notification_verified_by_the_sdk(sandbox: SandboxServer, sdk: Any,
     assert good["params"]["trade_status"] == "TRADE_SUCCESS"
     forged = sdk("verify_notify", body=by_no["RN2"])
     assert forged["verified"] is False and forged["verifiedV1"] is False, forged
+
+
+@pytest.fixture
+def cert_env(sandbox: SandboxServer, tmp_path: Any) -> Iterator[dict[str, str]]:
+    """The env file ``refund-gateway sandbox serve --alipay-mode cert --alipay-isv``
+    writes: the certificate app, read back as an outside client reads it."""
+    channel = sandbox.channel("alipay")
+    assert isinstance(channel, AlipayChannel)
+    channel.client_mode, channel.client_isv = "cert", True
+    try:
+        path = sandbox.write_env_file(tmp_path / "cert.env")
+    finally:
+        channel.client_mode, channel.client_isv = "key", False
+    yield {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+@pytest.fixture
+def cert_sdk(node: Any, cert_env: dict[str, str]) -> Any:
+    assert PREFIX + "ALIPAY_PUBLIC_KEY" not in cert_env
+    base = {"gateway": cert_env[PREFIX + "GATEWAY_URL"], "appId": cert_env[PREFIX + "APP_ID"],
+            "privateKey": cert_env[PREFIX + "APP_PRIVATE_KEY"],
+            "appCertContent": cert_env[PREFIX + "APP_CERT"],
+            "alipayPublicCertContent": cert_env[PREFIX + "ALIPAY_CERT"],
+            "alipayRootCertContent": cert_env[PREFIX + "ALIPAY_ROOT_CERT"],
+            "appAuthToken": cert_env[PREFIX + "APP_AUTH_TOKEN"]}
+
+    def run(command: str, **args: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = node(SCRIPT, command, {**base, **args})
+        return answer
+    return run
+
+
+def test_certificate_mode_and_isv_with_the_official_sdk(sandbox: SandboxServer,
+                                                        cert_sdk: Any) -> None:
+    """Alipay's Node SDK computes app_cert_sn and alipay_root_cert_sn its own way
+    (antcertutil.getSN: the issuer's attributes reversed, the RSA roots only): the
+    sandbox accepts them, and its answers verify with the Alipay certificate's key."""
+    payment = pay(sandbox, "alipay")
+    answer = refund(cert_sdk, payment, no="RC1")
+    assert "error" not in answer, answer
+    assert (answer["code"], answer["fundChange"]) == ("10000", "Y")
+    found = cert_sdk("query", tradeNo=payment["channel_trade_no"], outRequestNo="RC1")
+    assert "error" not in found and found["refundStatus"] == "REFUND_SUCCESS", found
+    [row] = truth(sandbox, "alipay")
+    assert (row["extra"]["app_id"], row["extra"]["auth_app_id"]) == (CERT_APP_ID,
+                                                                     AUTH_APP_ID)
+
+
+def test_certificate_mode_refuses_a_rotated_answer_it_cannot_verify(
+        sandbox: SandboxServer, cert_sdk: Any) -> None:
+    """The Node SDK verifies with the configured certificate only: after cert_rotated its
+    check fails (a client that follows alipay_cert_sn is what the gateway does)."""
+    payment = pay(sandbox, "alipay")
+    fault(sandbox, "alipay", "refund", "cert_rotated")
+    answer = refund(cert_sdk, payment, no="RC2")
+    assert answer.get("error") == "AlipayRequestError" and "验签失败" in answer["message"]

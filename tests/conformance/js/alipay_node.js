@@ -9,15 +9,29 @@
 const { run } = require('./cli.js');
 const { AlipaySdk } = require('alipay-sdk');
 
+// Public-key mode (alipayPublicKey), or certificate mode when appCertContent is given: the
+// SDK then computes app_cert_sn / alipay_root_cert_sn itself (antcertutil.getSN) and
+// verifies with the key of alipayPublicCertContent.
 function sdk(cfg) {
+  const certs = cfg.appCertContent ? {
+    appCertContent: cfg.appCertContent,
+    alipayPublicCertContent: cfg.alipayPublicCertContent,
+    alipayRootCertContent: cfg.alipayRootCertContent,
+  } : { alipayPublicKey: cfg.alipayPublicKey };
   return new AlipaySdk({
     appId: cfg.appId,
     privateKey: cfg.privateKey,
     keyType: cfg.keyType || 'PKCS8',
-    alipayPublicKey: cfg.alipayPublicKey,
     gateway: cfg.gateway,
     timeout: 10000,
+    ...certs,
   });
+}
+
+// ISV: the authorised merchant's token, a top-level request parameter.
+function auth(cfg, params) {
+  if (cfg.appAuthToken) params.appAuthToken = cfg.appAuthToken;
+  return params;
 }
 
 const commands = {
@@ -31,17 +45,17 @@ const commands = {
       },
     };
     if (cfg.notifyUrl) params.notify_url = cfg.notifyUrl;
-    return sdk(cfg).exec('alipay.trade.refund', params, { validateSign: true });
+    return sdk(cfg).exec('alipay.trade.refund', auth(cfg, params), { validateSign: true });
   },
 
   async query(cfg) {
-    return sdk(cfg).exec('alipay.trade.fastpay.refund.query', {
+    return sdk(cfg).exec('alipay.trade.fastpay.refund.query', auth(cfg, {
       bizContent: {
         tradeNo: cfg.tradeNo,
         outRequestNo: cfg.outRequestNo,
         queryOptions: ['gmt_refund_pay', 'refund_detail_item_list', 'deposit_back_info'],
       },
-    }, { validateSign: true });
+    }), { validateSign: true });
   },
 
   // The SDK gives the URL; the file is a plain GET (CH §4.5), fetched with Node's fetch.
