@@ -210,6 +210,7 @@ METHODS = {"alipay.trade.refund": "refund",
            "alipay.trade.fastpay.refund.query": "query",
            "alipay.data.dataservice.bill.downloadurl.query": "statement"}
 CERT_DOWNLOAD = "alipay.open.app.alipaycert.download"   # no faults: not in METHODS
+CLIENT_MODES = ("key", "cert")           # the apps client_settings() can write
 RSA_SIGNATURES = "1.2.840.113549.1.1"
 DBACK_PENDING_QUERIES = 1                # queries answered P before the bank acks
 BILL_URL_TTL = 30.0                      # seconds a bill_download_url stays valid
@@ -405,6 +406,8 @@ class AlipayChannel(Channel):
         (``CERT_APP_ID`` with its three certificates, no public key); ``isv``: with the
         authorised merchant's ``app_auth_token``. ``prefix`` may name an account, e.g.
         ``REFUND_GATEWAY_ALIPAY__ACCOUNTS__CERT__``."""
+        if mode not in CLIENT_MODES:
+            raise ValueError(f"mode is one of {CLIENT_MODES}")
         if mode == "cert":
             settings = {"APP_ID": CERT_APP_ID,
                         "APP_PRIVATE_KEY": self.keys.alipay_cert_app.private_pem(),

@@ -9,6 +9,7 @@ import threading
 
 import click
 
+from sandbox.alipay import CLIENT_MODES, AlipayChannel
 from sandbox.server import SandboxServer
 from sandbox.state_file import StateFileError
 
@@ -34,8 +35,17 @@ def sandbox_group() -> None:
                    "(written through on every change), and resume from it: a restarted "
                    "sandbox remembers them and signs with the same keys. Faults stay in "
                    "memory.")
+@click.option("--alipay-mode", default="key", show_default=True,
+              type=click.Choice(CLIENT_MODES),
+              help="Which Alipay app the settings written to --env-file configure: the "
+                   "public-key app, or the public-key-certificate app (its app, Alipay "
+                   "and root certificates instead of Alipay's public key).")
+@click.option("--alipay-isv", is_flag=True, default=False,
+              help="Write the Alipay settings as a service provider's (ISV): with the "
+                   "app_auth_token of the merchant that authorised the app.")
 def serve(host: str, port: int, env_file: str | None, seed: int,
-          state_path: str | None) -> None:
+          state_path: str | None, alipay_mode: str = "key",
+          alipay_isv: bool = False) -> None:
     """Serve all four channels on one port until stopped (Ctrl-C)."""
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     try:
@@ -46,6 +56,9 @@ def serve(host: str, port: int, env_file: str | None, seed: int,
         raise click.ClickException(f"cannot use {state_path} as a state file: {exc}") from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    alipay = server.channel("alipay")
+    if isinstance(alipay, AlipayChannel):
+        alipay.client_mode, alipay.client_isv = alipay_mode, alipay_isv
     if env_file:
         server.write_env_file(env_file)
     click.echo(f"sandbox listening on {server.url}"

@@ -11,6 +11,12 @@ ignored here (the project's tests make warnings errors).
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +24,14 @@ import requests
 from alipay import AliPay, DCAliPay  # noqa: TID251 - the real SDK is the point
 from alipay.exceptions import AliPayException, AliPayValidationError  # noqa: TID251
 from cryptography import x509
+from dotenv import dotenv_values
 
+from gateway import Money, Payment, RefundRequest, RefundStatus, Route
+from gateway.bootstrap import build_adapters, build_gateway
+from gateway.settings import load_settings
 from sandbox.alipay import AUTH_APP_ID, CERT_APP_ID, CERT_DOWNLOAD, AlipayChannel
 from sandbox.server import SandboxServer
+from tests.reliability.harness import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:X509.*deprecated:DeprecationWarning")
 PREFIX = "REFUND_GATEWAY_ALIPAY__"
@@ -163,3 +174,45 @@ def test_app_auth_token(sandbox: SandboxServer) -> None:
     assert "aop.invalid-app-auth-token" in str(info.value)     # 20001, error_response
     assert len(requests.get(sandbox.url + "/_sandbox/refunds",
                             timeout=5).json()["refunds"]) == 1
+
+
+def test_serve_writes_a_certificate_mode_isv_env_file(tmp_path: Path) -> None:
+    """``sandbox serve --alipay-mode cert --alipay-isv --env-file``: a gateway built from
+    that file alone refunds in certificate mode for the authorised merchant."""
+    port, env_file = free_port(), tmp_path / "sandbox.env"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from gateway.cli import main; main()", "sandbox", "serve",
+         "--port", str(port), "--env-file", str(env_file), "--alipay-mode", "cert",
+         "--alipay-isv"], env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            with contextlib.suppress(requests.RequestException):
+                if env_file.exists() and requests.get(f"{base}/_sandbox/refunds",
+                                                      timeout=1).ok:
+                    break
+            time.sleep(0.1)
+        written = dotenv_values(env_file)
+        assert written[PREFIX + "APP_ID"] == CERT_APP_ID
+        assert PREFIX + "ALIPAY_PUBLIC_KEY" not in written
+        assert written[PREFIX + "APP_AUTH_TOKEN"]
+        settings = load_settings(env_file=env_file,
+                                 database_url=f"sqlite:///{tmp_path / 'gw.db'}")
+        gw = build_gateway(settings, adapters=build_adapters(settings, routes=[Route.ALIPAY]),
+                           sleep=lambda _: None, configure_logs=False)
+        try:
+            doc = requests.post(f"{base}/_sandbox/payments",
+                                json={"route": "alipay", "amount_fen": 1000}, timeout=5).json()
+            refund = gw.refund(RefundRequest("k1", Payment(
+                Route.ALIPAY, doc["merchant_order_no"], doc["channel_trade_no"], Money(1000)),
+                Money(400), "env file"))
+            assert refund.status is RefundStatus.SUCCEEDED
+        finally:
+            gw.close()
+        [row] = requests.get(f"{base}/_sandbox/refunds", timeout=5).json()["refunds"]
+        assert (row["extra"]["app_id"], row["extra"]["auth_app_id"]) == (CERT_APP_ID,
+                                                                         AUTH_APP_ID)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
