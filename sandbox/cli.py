@@ -12,6 +12,7 @@ import click
 from sandbox.alipay import CLIENT_MODES, AlipayChannel
 from sandbox.server import SandboxServer
 from sandbox.state_file import StateFileError
+from sandbox.wechatpay import VERIFICATIONS, WechatPayChannel
 
 
 @click.group("sandbox")
@@ -43,9 +44,15 @@ def sandbox_group() -> None:
 @click.option("--alipay-isv", is_flag=True, default=False,
               help="Write the Alipay settings as a service provider's (ISV): with the "
                    "app_auth_token of the merchant that authorised the app.")
+@click.option("--wechatpay-verification", default="public_key", show_default=True,
+              type=click.Choice(VERIFICATIONS),
+              help="How the WeChat settings written to --env-file verify answers: the "
+                   "public key, the platform certificates (downloaded from "
+                   "/v3/certificates) or both (a migration).")
 def serve(host: str, port: int, env_file: str | None, seed: int,
           state_path: str | None, alipay_mode: str = "key",
-          alipay_isv: bool = False) -> None:
+          alipay_isv: bool = False,
+          wechatpay_verification: str = "public_key") -> None:
     """Serve all four channels on one port until stopped (Ctrl-C)."""
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     try:
@@ -56,6 +63,9 @@ def serve(host: str, port: int, env_file: str | None, seed: int,
         raise click.ClickException(f"cannot use {state_path} as a state file: {exc}") from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    wechat = server.channel("wechatpay")
+    if isinstance(wechat, WechatPayChannel):
+        wechat.env_verification = wechatpay_verification
     alipay = server.channel("alipay")
     if isinstance(alipay, AlipayChannel):
         alipay.client_mode, alipay.client_isv = alipay_mode, alipay_isv

@@ -1,7 +1,9 @@
 """``/_sandbox/...``: the control API tests and developers drive the sandbox with.
 
-POST /_sandbox/payments      {"route", "amount_fen", "user_id"?, "funding"?} -> a paid
-                             payment ("funding": "bankcard" = paid by bank card)
+POST /_sandbox/payments      {"route", "amount_fen", "user_id"?, "funding"?, "merchant"?}
+                             -> a paid payment ("funding": "bankcard" = paid by bank
+                             card; "merchant": which of the channel's merchants took it,
+                             e.g. WeChat's sub-merchant SUB_MCHID)
 GET  /_sandbox/refunds       the truth: every refund a channel executed
 POST /_sandbox/faults        {"route", "operation"?, "kind", "count"?, ...params}
                              operation omitted (or "*"): any operation of the route;
@@ -70,14 +72,17 @@ def handle_control(server: SandboxServer, request: Request) -> Response:
             return _bad(f"route must be one of {', '.join(ROUTES)}")
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             return _bad("amount_fen must be a positive integer")
-        funding = body.get("funding")
+        funding, merchant = body.get("funding"), body.get("merchant")
         if funding is not None and not isinstance(funding, str):
             return _bad("funding must be a string")
-        p = state.add_payment(route, amount, body.get("user_id"), funding)
+        if merchant is not None and not isinstance(merchant, str):
+            return _bad("merchant must be a string")
+        p = state.add_payment(route, amount, body.get("user_id"), funding, merchant)
         return Response.json({"route": p.route, "merchant_order_no": p.merchant_order_no,
                               "channel_trade_no": p.channel_trade_no,
                               "amount_fen": p.amount_fen, "user_id": p.user_id,
-                              "card_last4": p.card_no[-4:], "funding": p.funding})
+                              "card_last4": p.card_no[-4:], "funding": p.funding,
+                              "merchant": p.merchant})
     if path == "/_sandbox/refunds":
         return Response.json({"refunds": state.truth()})
     if path == "/_sandbox/faults":

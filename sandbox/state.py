@@ -57,13 +57,18 @@ RESP_CODE_FAULTS = tuple(f"resp_code_{code}" for code in UNIONPAY_CODES)
 # certificate-mode app: a new Alipay certificate; UnionPay: a new signPubKeyCert); what
 # each does with it and its params: sandbox/alipay.py, sandbox/unionpay.py "Certificates".
 CERT_ROTATED = "cert_rotated"
+# ``serial_switch`` (WeChat, sandbox/wechatpay.py): an answer or notification signed by the
+# merchant's other verifier, the platform certificate instead of the public key or back.
+SERIAL_SWITCH = "serial_switch"
 FAULT_KINDS = (*FRAMEWORK_FAULTS, "rate_limited", "abnormal", "bad_signature",
                "duplicate_notification", "out_of_order_notification",
                "missing_from_statement", "duplicate_in_statement", "amount_drift",
-               *RESP_CODE_FAULTS, LATENCY, *ALIPAY_GATEWAY_FAULTS, CERT_ROTATED)
+               *RESP_CODE_FAULTS, LATENCY, *ALIPAY_GATEWAY_FAULTS, CERT_ROTATED,
+               SERIAL_SWITCH)
 # ``download``: fetching a bill file a statement answer pointed at (Alipay's
 # bill_download_url, WeChat's /v3/billdownload/file); UnionPay's file comes in the answer.
-OPERATIONS = ("refund", "query", "notify", "statement", "download")
+# ``certificates``: WeChat's platform-certificate download (GET /v3/certificates).
+OPERATIONS = ("refund", "query", "notify", "statement", "download", "certificates")
 
 
 def now_utc() -> datetime:
@@ -177,6 +182,9 @@ class Payment(_Kept):
     # How the buyer paid, when the creator said (e.g. "bankcard": Alipay then refunds
     # through a bank leg with deposit_back_info); None = the channel's default.
     funding: str | None = None
+    # Which of the channel's merchants took it, when not its default one (WeChat: a
+    # service provider's sub_mchid, sandbox/wechatpay.py); None = the default merchant.
+    merchant: str | None = None
 
 
 @dataclass
@@ -326,7 +334,8 @@ class State:
             return f"{self.counter:0{width}d}"
 
     def add_payment(self, route: str, amount_fen: int, user_id: str | None = None,
-                    funding: str | None = None) -> Payment:
+                    funding: str | None = None, merchant: str | None = None
+                    ) -> Payment:
         with self.lock:
             n = self.next_id(8)
             day = datetime.now(BEIJING).strftime("%Y%m%d")
@@ -339,7 +348,7 @@ class State:
                               channel_trade_no=trade, amount_fen=amount_fen,
                               created_at=now_utc(), user_id=user_id or f"user{n}",
                               card_no=f"62220210{self.rng.randrange(10**8):08d}",
-                              funding=funding)
+                              funding=funding, merchant=merchant)
             self.payments[(route, payment.merchant_order_no)] = payment
             self.payments_by_trade[(route, trade)] = payment
             return payment

@@ -70,7 +70,14 @@ FAULT_NOTES: dict[str, str] = {
     "CA, its `alipay_cert_sn` on every answer and downloadable with "
     "`alipay.open.app.alipaycert.download`. UnionPay: a new `signPubKeyCert` from the same "
     "middle CA. Params to test trust: `\"issuer\": \"foreign\"` (from a CA outside the "
-    "chain), `\"expired\": true`, `\"cn\"` (UnionPay: another CN).",
+    "chain), `\"expired\": true`, `\"cn\"` (UnionPay: another CN). WeChat: a new "
+    "platform certificate (new key and serial) signs every certificate-signed answer and "
+    "notification from this one on (the public key's are unchanged), the previous one "
+    "still listed by `/v3/certificates`.",
+    "serial_switch": "WeChat only. The answer (or, operation `notify`, the next "
+    "notification) is signed by the merchant's other verifier: the platform certificate "
+    "instead of the public key, or the public key instead of the certificate (a merchant "
+    "migrating between the two); `\"count\": null` for every one.",
 }
 
 # UnionPay answer codes (sandbox/unionpay.py "Fault kinds resp_code_<code>", addendum §2).

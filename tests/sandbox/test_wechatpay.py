@@ -132,13 +132,23 @@ def test_response_headers_public_key_mode(sandbox: SandboxServer, wx: WeChatPay)
     path = "/v3/refund/domestic/refunds/RH"
     auth = build_authorization(path, "GET", wx._core._mchid, wx._core._cert_serial_no,
                                wx._core._private_key)
-    r = requests.get(wx._core._gate_way + path, headers={"Authorization": auth}, timeout=5)
+    # the SDK in public-key mode sends the key's id on every request (CH §2.2)
+    r = requests.get(wx._core._gate_way + path, timeout=5,
+                     headers={"Authorization": auth, "Wechatpay-Serial": PUB_KEY_ID_SANDBOX})
     assert r.status_code == 200
     assert r.headers["Wechatpay-Serial"] == PUB_KEY_ID_SANDBOX
     assert r.headers["Wechatpay-Signature-Type"] == "WECHATPAY2-SHA256-RSA2048"
     assert r.headers["Content-Type"] == "application/json; charset=utf-8"
     assert r.headers["Request-ID"]
     assert PUB_KEY_ID_SANDBOX.startswith("PUB_KEY_ID_")
+    # a merchant migrating to the key (both): without the id, the certificate signs
+    wechat = sandbox.channel("wechatpay")
+    wechat.set_verification(wx._core._mchid, "both")
+    auth = build_authorization(path, "GET", wx._core._mchid, wx._core._cert_serial_no,
+                               wx._core._private_key)
+    r = requests.get(wx._core._gate_way + path, headers={"Authorization": auth}, timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Wechatpay-Serial"] == wechat.certificate.serial
 
 
 def test_idempotent_repeat_and_changed_repeat(sandbox: SandboxServer, wx: WeChatPay) -> None:

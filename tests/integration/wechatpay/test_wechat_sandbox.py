@@ -86,9 +86,11 @@ def ask(payment: Payment, fen: int, key: str = "k1") -> RefundRequest:
     return RefundRequest(key, payment, Money(fen), "sandbox")
 
 
-def resolve(gw: RefundGateway, clock: FakeClock, refund_id: str) -> RefundStatus:
+def resolve(gw: RefundGateway, clock: FakeClock, refund_id: str,
+            step_minutes: float = 61) -> RefundStatus:
+    """Run the resolver until the refund is final (at most 8 steps of business time)."""
     for _ in range(8):
-        clock.advance(minutes=61)
+        clock.advance(minutes=step_minutes)
         gw.resolve_due()
         if gw.get(refund_id).status.is_final:
             break
