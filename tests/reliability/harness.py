@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,8 @@ class SandboxProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     _log: Any = None
+    # ``--state``: a restarted process (``start()`` again) resumes from this file.
+    state_file: Path | None = None
 
     @property
     def url(self) -> str:
@@ -49,10 +52,11 @@ class SandboxProcess:
         return self.workdir / "sandbox.env"
 
     def start(self) -> SandboxProcess:
-        self._log = log = (self.workdir / "sandbox.log").open("wb")
+        self._log = log = (self.workdir / "sandbox.log").open("ab")
+        state = ["--state", str(self.state_file)] if self.state_file else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--env-file", str(self.env_file)],
+             "--port", str(self.port), "--env-file", str(self.env_file), *state],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **NO_PROXY})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -70,6 +74,14 @@ class SandboxProcess:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
+            self.proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no handler runs, nothing is flushed or closed."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
         if self._log is not None:
             self._log.close()
