@@ -199,3 +199,32 @@ def test_a_wrong_app_auth_token_waits_never_failed(make: Make, sandbox: Sandbox)
     refund = gw.refund(ask(sandbox))            # 20001 aop.invalid-app-auth-token
     assert (refund.status, refund.failure_code) == (S.PENDING, None)
     assert sandbox.truth() == []
+
+
+def test_one_gateway_two_alipay_apps_one_in_certificate_mode(
+        database_url: str, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19's setup: the public-key app as the account ``default`` and the
+    certificate app (for the authorised merchant) as the account ``cert``; each refunds
+    through its own app, and each notification is verified by the account it is for."""
+    url = sandbox.server.url
+    env = {**sandbox.channel.app_settings(url, mode="key"),
+           **sandbox.channel.app_settings(url, mode="cert", isv=True,
+                                          prefix=PREFIX + "ACCOUNTS__CERT__")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    gw = build_gateway(load_settings(database_url=database_url), clock=FakeClock(),
+                       sleep=lambda _: None, configure_logs=False)
+    try:
+        own = gw.refund(ask(sandbox, "k1"))
+        paid = sandbox.payment()
+        theirs = gw.refund(RefundRequest("k2", Payment(
+            Route.ALIPAY, paid.merchant_order_no, paid.channel_trade_no, paid.amount,
+            merchant_account="cert"), Money(1_000), "the authorised merchant's"))
+        assert (own.status, theirs.status) == (S.SUCCEEDED, S.SUCCEEDED)
+        apps = {r["channel_refund_no"]: (r["extra"]["app_id"], r["extra"]["auth_app_id"])
+                for r in sandbox.truth()}
+        assert apps == {own.channel_refund_no: ("2021000000000001", None),
+                        theirs.channel_refund_no: (CERT_APP_ID, AUTH_APP_ID)}
+        assert deliver(gw, sandbox.notices()) == [True, True]
+    finally:
+        gw.close()
