@@ -44,5 +44,13 @@ typecheck: install
 test: install system-deps lint typecheck docs
 	$(BIN)/pytest
 
-bench: install
+# The benchmarks' baselines too (the `bench` extra: pandas for bench_reconcile.py).
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,postgres,mysql,bench]'
+	rm -f $(VENV)/.bench-installed-*
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run_all.py

@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -161,14 +162,16 @@ def configured_routes(settings: dict[str, str], wanted: Sequence[str]) -> list[s
 
 class SandboxProcess:
     """``python -m sandbox serve`` in its own process (so it does not share the GIL with
-    the gateway); payments created through its control API."""
+    the gateway); payments created through its control API. ``limited``: the sandbox with
+    a per-route call-rate limit and a call log (``bench/_limited_sandbox.py``)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, limited: bool = False) -> None:
         self.env_file = directory / "sandbox.env"
         self._log = (directory / "sandbox.log").open("w")
+        command = ([sys.executable, str(HERE / "_limited_sandbox.py")] if limited
+                   else [sys.executable, "-m", "sandbox", "serve"])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "serve", "--port", "0",
-             "--env-file", str(self.env_file)],
+            [*command, "--port", "0", "--env-file", str(self.env_file)],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while not (self.env_file.exists() and self.env_file.stat().st_size):
@@ -191,6 +194,40 @@ class SandboxProcess:
         r.raise_for_status()
         data: dict[str, Any] = r.json()
         return data
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A control call (``/_sandbox/...``, ``/_bench/...``); raises on a refusal."""
+        r = self.http.post(f"{self.url}{path}", json=body, timeout=30)
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    def get(self, path: str) -> dict[str, Any]:
+        r = self.http.get(f"{self.url}{path}", timeout=120)
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    def add_payments(self, route: str, fens: Sequence[int], threads: int = 8
+                     ) -> list[dict[str, Any]]:
+        """Many payments at once, through ``threads`` connections (in order)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import requests
+
+        local = threading.local()
+
+        def one(fen: int) -> dict[str, Any]:
+            if not hasattr(local, "http"):
+                local.http = requests.Session()
+            r = local.http.post(f"{self.url}/_sandbox/payments",
+                                json={"route": route, "amount_fen": fen}, timeout=30)
+            r.raise_for_status()
+            data: dict[str, Any] = r.json()
+            return data
+
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(one, fens))
 
     def truth(self) -> list[dict[str, Any]]:
         r = self.http.get(f"{self.url}/_sandbox/refunds", timeout=60)
