@@ -62,6 +62,8 @@ def serve(host: str, port: int, env_file: str | None, seed: int,
     except sqlite3.Error as exc:
         raise click.ClickException(f"cannot use {state_path} as a state file: {exc}") from None
     except OSError as exc:
+        if exc.filename:          # the state file's folder is missing or not writable
+            raise click.ClickException(f"cannot open {exc.filename}: {exc.strerror}") from None
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     wechat = server.channel("wechatpay")
     if isinstance(wechat, WechatPayChannel):

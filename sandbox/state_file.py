@@ -176,7 +176,14 @@ def keepable(value: Any) -> bool:
     containers and numbers are a channel's run-time state and are not."""
     if isinstance(value, tuple):
         return bool(value) and all(keepable(v) for v in value)
-    return isinstance(value, str | bytes | KeyPair | x509.Certificate) or _sandbox_frozen(value)
+    if not (isinstance(value, str | bytes | KeyPair | x509.Certificate)
+            or _sandbox_frozen(value)):
+        return False
+    try:
+        _encode(value)
+    except TypeError:             # e.g. a dataclass holding a lock: run-time state
+        return False
+    return True
 
 
 def _sandbox_frozen(value: Any) -> bool:

@@ -211,6 +211,9 @@ def test_one_sandbox_per_state_file(sandbox: SandboxServer, state_path: Path,
     result = CliRunner().invoke(sandbox_group, ["serve", "--port", "0",
                                                 "--state", str(state_path)])
     assert result.exit_code == 1 and "in use by another sandbox" in result.output
+    missing = tmp_path / "no-such-folder" / "state.db"
+    result = CliRunner().invoke(sandbox_group, ["serve", "--port", "0", "--state", str(missing)])
+    assert result.exit_code == 1 and f"cannot open {missing}-lock" in result.output
     other = tmp_path / "other.db"
     StateFile(other).close()
     with sqlite3.connect(other) as db:
