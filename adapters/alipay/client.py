@@ -216,8 +216,13 @@ class AlipayClient:
     @property
     def alipay_cert_sns(self) -> tuple[str, ...]:
         """The SNs of the Alipay certificates held, the one answers last named first."""
-        order = sorted(self._verifiers, key=lambda sn: sn != self._current_sn)
-        return tuple(order)
+        return tuple(v.sn for v in self._held())
+
+    def _held(self) -> list[_Verifier]:
+        # ``_verifiers`` is replaced, never changed in place (``_keep``): this snapshot is
+        # safe to read while another thread keeps a downloaded certificate.
+        held, current = self._verifiers, self._current_sn
+        return sorted(held.values(), key=lambda v: v.sn != current)
 
     def _certificate_mode(self, app_id: str, private_key_pem: str,
                           files: certs.CertificateMode) -> BaseAliPay:
@@ -254,10 +259,11 @@ class AlipayClient:
         return sdk
 
     def _keep(self, verifier: _Verifier) -> None:
-        self._verifiers[verifier.sn] = verifier
-        downloaded = [sn for sn, v in self._verifiers.items() if not v.configured]
+        kept = {**self._verifiers, verifier.sn: verifier}
+        downloaded = [sn for sn, v in kept.items() if not v.configured]
         for sn in downloaded[:-MAX_DOWNLOADED_CERTS]:      # the oldest first
-            del self._verifiers[sn]
+            del kept[sn]
+        self._verifiers = kept                             # copy on write: see _held
 
     def _verifier_for(self, text: str, response_type: str, operation: str) -> BaseAliPay:
         """The SDK object to verify this answer with: in certificate mode the one of the
@@ -397,8 +403,7 @@ class AlipayClient:
         sdks = [self._sdk]
         if self._verifiers:
             now = utcnow()
-            sdks = [self._verifiers[sn].sdk for sn in self.alipay_cert_sns
-                    if self._verifiers[sn].valid(now)]
+            sdks = [v.sdk for v in self._held() if v.valid(now)]
         for sdk in sdks:
             try:
                 if sdk.verify(dict(params), signature):   # the SDK mutates its argument

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from adapters.alipay.adapter import client_for
 from adapters.alipay.certs import CertificateMode
-from adapters.alipay.client import CERT_DOWNLOAD, AlipayClient
+from adapters.alipay.client import CERT_DOWNLOAD, MAX_DOWNLOADED_CERTS, AlipayClient
 from gateway.errors import ChannelUnavailable, ConfigurationError, OutcomeUnknown
 from gateway.settings import AlipaySettings
 from tests.unit.adapters.alipay.ca import CA, ecdsa_root, name, new_key, pem
@@ -289,3 +289,18 @@ def test_notification_params_are_what_the_sdk_verifies(client: AlipayClient,
     text = "&".join(f"{k}={v}" for k, v in sorted(form.items()) if k != "sign_type")
     assert client.verify(dict(form), pki.alipay.sign(text))
     assert urllib.parse.urlencode(form)        # the form as Alipay posts it
+
+
+def test_downloaded_certificates_are_bounded_the_configured_one_stays(
+        client: AlipayClient, canned: Canned, pki: Pki) -> None:
+    sns = []
+    for _ in range(MAX_DOWNLOADED_CERTS + 2):
+        keys = KeyPair(new_key())
+        cert = pki.class2.leaf(name("Alipay"), key=keys.private)
+        sns.append(alipay_sn(pki, cert))
+        canned.answers += [answer(QUERY, OK, keys, sns[-1]),
+                           download(pki.alipay_file(cert), keys, sns[-1])]
+        client.call(QUERY, {}, operation="query")
+    held = client.alipay_cert_sns
+    assert held[0] == sns[-1] and alipay_sn(pki) in held
+    assert set(held) == {alipay_sn(pki), *sns[-MAX_DOWNLOADED_CERTS:]}
