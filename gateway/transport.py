@@ -38,6 +38,10 @@ from gateway.errors import ChannelError, ChannelUnavailable, OutcomeUnknown
 DEADLINE_MARGIN: Final = 2.0
 DOWNLOAD_DEADLINE: Final = 600.0
 _CHUNK: Final = 64 * 1024
+# Connections kept open per channel host. requests keeps 10 by default and closes any
+# further one after its call, so the resolver's concurrent checks (32 by default) and a
+# refund service's threads would open a new connection (a TLS handshake) for most calls.
+POOL_SIZE: Final = 64
 
 
 def call_deadline(connect: float, read: float, deadline: float | None = None) -> float:
@@ -250,7 +254,7 @@ class _WatchedAdapter(HTTPAdapter):
 def session() -> requests.Session:
     """A pooled session whose sockets ``deadline_guard`` can bound."""
     s = requests.Session()
-    adapter = _WatchedAdapter()
+    adapter = _WatchedAdapter(pool_maxsize=POOL_SIZE)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     return s

@@ -349,3 +349,15 @@ def test_refund_and_sync_calls_are_never_paced(sqlite_url: str, clock: FakeClock
         gw.sync(gw.refund(r).id)             # ten calls: 4.5 s at the resolver's 2/s
     assert time.monotonic() - started < 1.5
     gw.close()
+
+
+def test_the_channel_session_keeps_a_connection_for_every_concurrent_check() -> None:
+    from gateway import transport
+
+    session = transport.session()
+    adapter = session.get_adapter("https://api.mch.weixin.qq.com/")
+    pool = adapter.poolmanager.connection_from_url("https://api.mch.weixin.qq.com/")
+    # requests' default 10 would close most connections of 32 concurrent checks after
+    # each call (a new TLS handshake for the next one)
+    assert pool.pool.maxsize >= load_settings(database_url="sqlite://").resolver.concurrency
+    session.close()
