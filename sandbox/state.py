@@ -141,6 +141,9 @@ class _Rows(dict[K, V]):
         self._table, self._touch = table, touch
 
     def __setitem__(self, key: K, value: V) -> None:
+        replaced = self.get(key)
+        if replaced is not None and replaced is not value:   # its changes are no longer ours
+            object.__setattr__(replaced, "_record", None)
         super().__setitem__(key, value)
         object.__setattr__(value, "_record", functools.partial(self._touch, self._table, key))
         self._touch(self._table, key, value)

@@ -237,11 +237,13 @@ def test_changes_outside_the_lock_inside_extra_and_the_queue_order_are_kept(
         state.refunds[("alipay", "R1")] = refund
         state.refunds[("alipay", "R2")] = replace(refund, channel_refund_no="R2", extra={})
     refund.extra["dback_queries"] += 1      # outside the lock, inside extra
-    payment.refunded_fen = 300
     state.queue_notification(Notification("alipay", None, {}, b"first", "R1",
                                           hold_back=True))
     state.queue_notification(Notification("alipay", None, {}, b"second", "R2"))
     del state.refunds[("alipay", "R2")]
+    stale = state.payments[("alipay", payment.merchant_order_no)]
+    state.payments[("alipay", payment.merchant_order_no)] = replace(stale, refunded_fen=300)
+    stale.refunded_fen = 999                # replaced: no longer the row's
     state.flush()
     state.close()
     again = State(store=StateFile(path))
