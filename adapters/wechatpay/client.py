@@ -37,8 +37,11 @@ Where the SDK's certificate handling is not sound, ours replaces it:
   earlier before the last certificate expires; an unknown serial once per
   ``certificate_retry_seconds``).
 * ``Core._last_certificate`` (the encryption and ``Wechatpay-Serial`` of an encrypted
-  request) takes the latest-expiring certificate, even one WeChat does not use yet; ours
-  the latest effective one.
+  request) takes the latest-expiring certificate, even one WeChat does not use yet, by
+  cryptography's deprecated naive ``not_valid_after``; ours the latest effective one.
+* ``Core._verify_signature`` parses any serial other than ``public_key_id`` as hex
+  (``ValueError`` for a ``PUB_KEY_ID_...`` in certificate mode): ours refuses a serial the
+  mode does not accept first, and keeps the SDK's choice for the rest.
 """
 
 from __future__ import annotations
@@ -208,8 +211,16 @@ class _GatewayCore(Core):  # type: ignore[misc] # the SDK is untyped
         store = self._store
         if store is None or not self._base_url_set:
             return False
-        with self._refresh_lock:   # one download at a time; the others then find it
-            if not (store.miss_allowed() if miss else store.due()):
+
+        def allowed() -> bool:
+            return store.miss_allowed() if miss else store.due()
+
+        if not miss and store.valid() and not store.due():
+            return False             # the common case: no lock, no wait
+        # One download at a time. A thread that missed, or has no certificate at all,
+        # waits for the one in flight and then uses what it brought.
+        with self._refresh_lock:
+            if not allowed():
                 if miss:
                     log.info("wechatpay.certificate_refresh_deferred",
                              retry_seconds=store.retry_seconds)

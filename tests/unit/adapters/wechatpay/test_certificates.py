@@ -556,3 +556,31 @@ def test_a_direct_merchant_refuses_a_partner_notification(adapter: WechatPayAdap
         adapter.parse_notification(*canned.notification("RF1", sp_mchid=canned.MCHID,
                                                         sub_mchid=SUB_MCHID))
     assert info.value.code == "MCHID_MISMATCH"
+
+
+def test_concurrent_unknown_serials_share_one_download(mono: Mono,
+                                                       mocked: responses.RequestsMock) -> None:
+    import threading
+
+    a, b = make_cert(SERIAL_A), make_cert(SERIAL_B)
+    mocked.add(responses.GET, CERTS, **certificates_answer(a))
+    mocked.add(responses.POST, REFUNDS, **refund_answer("RF0", a))
+    adapter = adapter_of(make_client(mono))
+    adapter.submit(canned.refund("RF0"))
+    mocked.replace(responses.GET, CERTS, **certificates_answer(a, b, signer=b))
+    mocked.replace(responses.POST, REFUNDS, **refund_answer("RF0", b))   # rotated
+    results: list[Any] = []
+
+    def submit() -> None:
+        try:
+            results.append(adapter.submit(canned.refund("RF0")).status)
+        except Exception as exc:  # recorded for the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [S.PROCESSING] * 4
+    assert calls(mocked).count("GET /v3/certificates") == 2
