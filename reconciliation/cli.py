@@ -259,18 +259,29 @@ def run_document(result: RunResult, *, database: str | None, saved: bool,
 
 
 def _download(ctx: click.Context, routes: list[Route], day: date) -> list[Source]:
-    from gateway.bootstrap import build_adapters  # noqa: PLC0415 - lazy: adapters on download
+    """Each configured merchant account's statement of ``day`` (the account ``default``
+    and every ``..._ACCOUNTS__<NAME>``): the platform's refunds of a route span all its
+    accounts, so all of their statements are read."""
+    from gateway.bootstrap import (  # noqa: PLC0415 - lazy: adapters on download
+        build_accounts,
+        build_adapters,
+    )
 
-    adapters = build_adapters(_settings(ctx), routes=routes or None)
+    settings = _settings(ctx)
+    adapters = {(route, "default"): adapter for route, adapter in
+                build_adapters(settings, routes=routes or None).items()}
+    adapters.update(build_accounts(settings, routes=routes or None))
     if not adapters:
         raise StatementError("no statements given and no route configured to download one")
     out = []
-    for route, adapter in sorted(adapters.items(), key=lambda kv: kv[0].value):
+    for (route, account), adapter in sorted(adapters.items(),
+                                            key=lambda kv: (kv[0][0].value, kv[0][1])):
         if not adapter.capabilities.statements:
             continue
+        name = (f"{route.value}-{day.isoformat()}" if account == "default"
+                else f"{route.value}-{account}-{day.isoformat()}")
         try:
-            out.append(Source.of(adapter.download_statement(day),
-                                 f"{route.value}-{day.isoformat()}"))
+            out.append(Source.of(adapter.download_statement(day), name))
         finally:
             adapter.close()
     return out
