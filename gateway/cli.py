@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import Enum
 from functools import cached_property, wraps
 from importlib.metadata import entry_points
@@ -29,6 +29,7 @@ import structlog
 from dotenv import dotenv_values
 
 from gateway import calendar
+from gateway.clock import BEIJING, utcnow
 from gateway.errors import ConfigurationError, GatewayError, OutcomeUnknown, StoreUnavailable
 from gateway.logging import configure_logging
 from gateway.models import Payment, Refund, RefundRequest, RefundStatus, Route
@@ -375,6 +376,40 @@ def doctor_cmd(app: AppContext, warn_days: int, routes: tuple[str, ...],
     click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=2) if as_json
                else report.table())
     sys.exit(report.exit_code)
+
+
+@main.group("events")
+def events_group() -> None:
+    """The outbox: every refund status change, for the refund service and the relays."""
+
+
+@events_group.command("list")
+@click.option("--after", "cursor", type=click.IntRange(0), default=0, show_default=True,
+              help="the cursor to read after (an event's cursor; 0 from the start)")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@pass_app
+@handle_errors
+def events_list_cmd(app: AppContext, cursor: int, limit: int) -> None:
+    """Status changes after a cursor, oldest first."""
+    found = app.gateway.events_since(cursor, limit)
+    lines = [f"{e.cursor:>8}  {e.at.astimezone(BEIJING):%Y-%m-%d %H:%M:%S}  {e.refund_id}  "
+             f"{e.status_from.value if e.status_from else '-':>10} -> {e.status_to.value}"
+             for e in found]
+    app.emit({"events": found}, "\n".join(lines) or "no events")
+
+
+@events_group.command("prune")
+@click.option("--older-than-days", type=click.IntRange(1), default=None,
+              help="default: the events_retention_days setting")
+@pass_app
+@handle_errors
+def events_prune_cmd(app: AppContext, older_than_days: int | None) -> None:
+    """Delete events older than the retention that every consumer has read."""
+    days = older_than_days or app.settings.events_retention_days
+    before = utcnow() - timedelta(days=days)
+    pruned = app.gateway.store.prune_outbox(before=before)
+    app.emit({"pruned": pruned, "older_than_days": days},
+             f"pruned {pruned} events older than {days} days (read by every consumer)")
 
 
 @main.command("calendar")

@@ -381,6 +381,8 @@ class GatewaySettings(BaseSettings):
         log_level: the log level (``INFO``, ``WARNING``, ...).
         retry: inline resends of provably-unsent submits.
         resolver: the resolver's cadence, concurrency and rate limits.
+        events_retention_days: how long outbox events are kept; ``refund-gateway events
+            prune`` deletes older ones that every consumer has read.
         receipts: transfer receipts' keys.
         alipay: the Alipay route; unset: disabled.
         wechatpay: the WeChat Pay route; unset: disabled.
@@ -413,6 +415,9 @@ class GatewaySettings(BaseSettings):
     log_level: str = "INFO"
     retry: RetrySettings = RetrySettings()
     resolver: ResolverSettings = ResolverSettings()
+    # Outbox events older than this are pruned by `refund-gateway events prune`, never
+    # before every consumer has read them.
+    events_retention_days: int = Field(30, ge=1, le=3650)
     receipts: ReceiptSettings = ReceiptSettings()
     alipay: AlipaySettings | None = None
     wechatpay: WechatPaySettings | None = None

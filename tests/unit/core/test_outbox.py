@@ -150,3 +150,27 @@ def test_prune_keeps_what_a_consumer_has_not_read(gw: RefundGateway) -> None:
     pruned = gw.store.prune_outbox(before=gw._clock() + timedelta(days=1))
     assert pruned == len(seen)
     assert [e.idempotency_key for e in gw.events_since(0, 100)] == ["k2", "k2"]
+
+
+def test_the_cli_lists_and_prunes_events(tmp_path: object,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    db = Path(str(tmp_path)) / "g.db"
+    monkeypatch.setenv("REFUND_GATEWAY_DATABASE_URL", f"sqlite:///{db}")
+    g = build_gateway(load_settings(), clock=FakeClock(), sleep=lambda _: None,
+                      configure_logs=False, adapters={Route.WECHATPAY: FakeChannel()})
+    g.refund(request())                    # two events, made "2026-11-20" (FakeClock)
+    g.close()
+    listed = CliRunner().invoke(main, ["--json", "events", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert [e["status_to"] for e in json.loads(listed.output)["events"]] == [
+        "pending", "processing"]
+    pruned = CliRunner().invoke(main, ["--json", "events", "prune", "--older-than-days", "1"])
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.output)["pruned"] == 2     # no consumer: nothing unread
