@@ -486,6 +486,9 @@ class NotificationAck:
         content_type: the ``Content-Type`` of ``body``.
         refund_id: the refund it was applied to, when it was.
         accepted: whether it was verified and applied (or a harmless redelivery).
+        reason: why, in one word: ``applied``, ``duplicate``, ``signature_invalid``,
+            ``unknown_route``, ``route_sends_none``, ``replayed``, ``unknown_refund``,
+            ``amount_mismatch``, ``account_mismatch``, ``store_unavailable`` (metrics).
     """
 
     http_status: int
@@ -493,3 +496,4 @@ class NotificationAck:
     content_type: str = "text/plain"
     refund_id: str | None = None
     accepted: bool = True
+    reason: str | None = None

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -626,12 +626,13 @@ class RefundGateway:
             candidates = self._notification_adapters(route, account)
         except (ValueError, ConfigurationError):
             security_log.warning("notification.unknown_route", route=str(route)[:32])
-            return NotificationAck(404, b"unknown route", accepted=False)
+            return NotificationAck(404, b"unknown route", accepted=False,
+                                   reason="unknown_route")
         first = candidates[0][1]
         if not first.capabilities.notifications:   # the wallet notifies nobody
             security_log.warning("notification.route_sends_none", route=route.value)
             return NotificationAck(404, b"this route sends no notifications",
-                                   accepted=False)
+                                   accepted=False, reason="route_sends_none")
         if isinstance(body, str):
             body = body.encode("utf-8")
         if not isinstance(body, bytes | bytearray | memoryview):
@@ -648,7 +649,7 @@ class RefundGateway:
         assert rejected is not None  # noqa: S101 - at least one candidate
         security_log.warning("notification.rejected", route=route.value,
                              **rejected.describe())
-        return first.notification_ack(False)
+        return replace(first.notification_ack(False), reason="signature_invalid")
 
     def _apply_notification(self, verified: _Verified, now: datetime) -> _Decided:
         """One notification's own unit of work."""
@@ -685,7 +686,8 @@ class RefundGateway:
                   event_id=verified.result.event_id, error=exc.message)
         refused = verified.adapter.notification_ack(False)
         # 503: every channel redelivers a notification it was not told "success" for
-        return NotificationAck(503, refused.body, refused.content_type, accepted=False)
+        return NotificationAck(503, refused.body, refused.content_type, accepted=False,
+                               reason="store_unavailable")
 
     def _answer_notification(self, verified: _Verified, decided: _Decided
                              ) -> NotificationAck:
@@ -700,14 +702,15 @@ class RefundGateway:
                                  channel_refund_no=result.channel_refund_no,
                                  refund_id=refund.id if refund else None,
                                  stated_minor=result.amount.minor if result.amount else None)
-            return adapter.notification_ack(False)
+            return replace(adapter.notification_ack(False), reason=outcome)
         else:
             log.info("notification.applied", refund_id=refund.id, route=route.value,
                      status=refund.status.value, event_id=result.event_id)
         if change is not None:
             self._announce(refund, change, "notification")
         ack = adapter.notification_ack(True)
-        return NotificationAck(ack.http_status, ack.body, ack.content_type, refund.id, True)
+        return NotificationAck(ack.http_status, ack.body, ack.content_type, refund.id, True,
+                               reason=outcome)
 
     # -- internals: reroutes ----------------------------------------------------------
     def _abnormal_port(self, adapter: ChannelAdapter, refund: Refund) -> AbnormalRefundPort:

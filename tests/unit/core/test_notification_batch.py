@@ -70,3 +70,17 @@ def test_a_batch_the_database_cannot_record_is_retried_by_the_channel(
     assert (answers[0].http_status, answers[0].accepted) == (503, False)
     assert not answers[1].accepted and answers[1].http_status != 503   # the forgery
     assert gw.get(a.id).status is S.PROCESSING
+
+
+def test_each_answer_says_why(gw: RefundGateway) -> None:
+    a = gw.refund(request("k1", 100, order="O1"))
+    answers = gw.handle_notifications([
+        note(a.channel_refund_no, "succeeded", 100, "r1"),
+        note(a.channel_refund_no, "succeeded", 100, "r2", good=False),
+        note("RFNOSUCHREFUND00000000000", "succeeded", 100, "r3"),
+        note(a.channel_refund_no, "succeeded", 100, "r4"),
+        note(a.channel_refund_no, "succeeded", 100, "r4")])     # the same nonce again
+    assert [x.reason for x in answers] == ["applied", "signature_invalid", "unknown_refund",
+                                           "duplicate", "replayed"]
+    assert gw.handle_notification("nowhere", {}, b"").reason == "unknown_route"
+    assert gw.handle_notification(Route.BALANCE, GOOD, b"").reason == "route_sends_none"
