@@ -7,7 +7,7 @@ FREQUENCY_LIMITED, nothing executed). The outage left N refunds behind (default 
 PENDING, a query then a resend each), the rest were executed by the channel but their
 answer was lost (PROCESSING, one query each); all are due at once. Then 1 and 3 resolver
 processes (``refund-gateway resolve --loop``, default settings: WeChat 150 calls/s,
-concurrency 32) on PostgreSQL drain it, each run on a fresh backlog.
+concurrency 64) on PostgreSQL drain it, each run on a fresh backlog.
 
 From the sandbox's call log: the drain rate (refunds/s, first call to the last refund's
 deciding call), the calls/s the channel accepted beside the limit (target: at least 90%,
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -131,8 +132,11 @@ def state_of(url: str, ids: list[str]) -> dict[str, int]:
 
 
 def resolvers(procs: int, sandbox: SandboxProcess, url: str, tmp: Path,
-              concurrency: int | None) -> list[subprocess.Popen[bytes]]:
-    """``refund-gateway resolve --loop`` processes, as deployed (JSON logs at INFO)."""
+              concurrency: int | None, profile: bool = False
+              ) -> list[subprocess.Popen[bytes]]:
+    """``refund-gateway resolve --loop`` processes, as deployed (JSON logs at INFO);
+    ``profile``: each under ``py-spy record`` (``pip install py-spy``), a flame graph per
+    process in bench/results/."""
     exe = Path(sys.executable).with_name("refund-gateway")
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFUND_GATEWAY_")}
     env.update({"REFUND_GATEWAY_DATABASE_URL": url, "REFUND_GATEWAY_LOG_FORMAT": "json",
@@ -141,14 +145,17 @@ def resolvers(procs: int, sandbox: SandboxProcess, url: str, tmp: Path,
     out = []
     for k in range(procs):
         log = (tmp / f"resolver-{k}.log").open("wb")
+        spy = ([str(exe.with_name("py-spy")), "record", "--nonblocking", "-o",
+                str(RESULTS / f"backlog_resolver_{procs}proc_{k}.svg"), "--"]
+               if profile else [])
         out.append(subprocess.Popen(
-            [str(exe), "--env-file", str(sandbox.env_file), "resolve", "--loop",
+            [*spy, str(exe), "--env-file", str(sandbox.env_file), "resolve", "--loop",
              "--interval", "1", *extra], cwd=ROOT, env=env, stdout=log, stderr=log))
     return out
 
 
 def drain(procs: int, n: int, pending_share: float, latency_ms: float, limit: float,
-          concurrency: int | None, kind: str) -> dict[str, Any]:
+          concurrency: int | None, kind: str, profile: bool = False) -> dict[str, Any]:
     pending = round(n * pending_share)
     with workdir("bench-backlog-") as tmp:
         sandbox = SandboxProcess(tmp, limited=True)
@@ -166,7 +173,8 @@ def drain(procs: int, n: int, pending_share: float, latency_ms: float, limit: fl
                 sandbox.post("/_bench/limits", {"wechatpay": limit})
                 sandbox.post("/_bench/calls/reset", {})
                 every = made["processing"] + made["pending"]
-                workers = resolvers(procs, sandbox, url, tmp, concurrency)
+                cpu_before = _children_cpu()
+                workers = resolvers(procs, sandbox, url, tmp, concurrency, profile)
                 deadline = time.monotonic() + 120 + 3 * n / limit
                 try:
                     while time.monotonic() < deadline:
@@ -183,6 +191,7 @@ def drain(procs: int, n: int, pending_share: float, latency_ms: float, limit: fl
                             w.wait(60)
                         except subprocess.TimeoutExpired:
                             w.kill()
+                resolver_cpu = _children_cpu() - cpu_before
                 end_state = state_of(url, every)
                 calls = sandbox.get("/_bench/calls")["calls"]
                 log_dir = RESULTS / f"backlog_{procs}proc"
@@ -196,6 +205,8 @@ def drain(procs: int, n: int, pending_share: float, latency_ms: float, limit: fl
     return {"procs": procs, "database": kind, "refunds": n, "pending": pending,
             "setup_seconds": round(setup, 1), "end_state": end_state,
             "exit_codes": [w.returncode for w in workers],
+            # the resolver processes' CPU (user + system) per refund drained, whole run
+            "resolver_cpu_ms_per_refund": round(resolver_cpu * 1000 / n, 2),
             **figures(calls, made, limit)}
 
 
@@ -247,6 +258,11 @@ def figures(calls: list[dict[str, Any]], made: dict[str, list[str]], limit: floa
     }
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak(times: list[float]) -> int:
     best = j = 0
     for i, t in enumerate(times):
@@ -268,7 +284,8 @@ def _print(r: dict[str, Any]) -> None:
           f"({r['calls_per_refund']} calls per refund; peak {r['peak_calls_in_1s']} in 1 s); "
           f"429s {r['limited_429']}; queried twice in one cycle: "
           f"{r['queried_twice_in_one_cycle']}; undecided {r['undecided']}; "
-          f"store {r['end_state']} {mark}", flush=True)
+          f"store {r['end_state']}; resolver CPU {r['resolver_cpu_ms_per_refund']} ms per "
+          f"refund {mark}", flush=True)
 
 
 def main() -> None:
@@ -282,8 +299,10 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=150.0)
     ap.add_argument("--limit", type=float, default=150.0, help="the channel's calls/s")
     ap.add_argument("--concurrency", type=int, default=None,
-                    help="resolve --concurrency (default: the setting's, 32)")
+                    help="resolve --concurrency (default: the setting's, 64)")
     ap.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    ap.add_argument("--profile", action="store_true",
+                    help="run each resolver under py-spy (flame graphs in bench/results/)")
     args = ap.parse_args()
     n = 1_000 if args.quick else args.n
     problem = postgres_available() if args.database == "postgres" else None
@@ -303,7 +322,7 @@ def main() -> None:
             print(f"{procs} processes: skipped (several resolvers need PostgreSQL)")
             continue
         run = drain(procs, n, args.pending, args.latency_ms, args.limit, args.concurrency,
-                    args.database)
+                    args.database, args.profile)
         result["runs"].append(run)
         _print(run)
     print(f"wrote {write_result('backlog', result)}")

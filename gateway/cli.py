@@ -302,7 +302,7 @@ def status_cmd(app: AppContext, refund_id: str, do_sync: bool, show_events: bool
 @click.option("--limit", type=click.IntRange(1, 100_000), default=None)
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
               help="Refunds checked at once (default: REFUND_GATEWAY_RESOLVER__CONCURRENCY,"
-                   " 32), within each route and account's rate and in-flight limits.")
+                   " 64), within each route and account's rate and in-flight limits.")
 @pass_app
 @handle_errors
 def resolve_cmd(app: AppContext, loop: bool, interval: int, limit: int | None,

@@ -322,7 +322,7 @@ class ResolverSettings(BaseModel):
     first_check_seconds: int = Field(10, ge=0, le=60)   # Alipay: query >= 10 s after refund
     lease_seconds: int = Field(120, ge=5, le=3600)      # claimed refunds hidden from peers
     batch_size: int = Field(500, ge=1, le=10_000)
-    concurrency: int = Field(32, ge=1, le=1024)
+    concurrency: int = Field(64, ge=1, le=1024)
     limits: RouteLimits = Field(default_factory=RouteLimits)
 
     def limits_for(self, route: str, account: str) -> AccountLimits:

@@ -39,7 +39,7 @@ DEADLINE_MARGIN: Final = 2.0
 DOWNLOAD_DEADLINE: Final = 600.0
 _CHUNK: Final = 64 * 1024
 # Connections kept open per channel host. requests keeps 10 by default and closes any
-# further one after its call, so the resolver's concurrent checks (32 by default) and a
+# further one after its call, so the resolver's concurrent checks (64 by default) and a
 # refund service's threads would open a new connection (a TLS handshake) for most calls.
 POOL_SIZE: Final = 64
 
