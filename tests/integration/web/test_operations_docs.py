@@ -36,7 +36,8 @@ GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 # label values the gateway can produce that a short run may not show
 POSSIBLE = {
     "reason": {"accepted", "signature_invalid", "unreadable", "refused", "unknown_route",
-               "route_sends_none", "store_unavailable"},
+               "route_sends_none", "store_unavailable", "replayed", "unknown_refund",
+               "amount_mismatch", "account_mismatch", "duplicate"},
     "result": {"accepted", "rejected"},
     "class": {k.value for k in Klass},
     "status": {PENDING, DELIVERED, DEAD} | {"pending", "processing", "succeeded", "failed",

@@ -125,12 +125,13 @@ def test_metrics_and_tracing_stacked_count_notifications_by_reason(
                for f in text_string_to_metric_families(text) for s in f.samples
                if s.name == "refund_gateway_notifications_total"}
     assert counted == {("wechatpay", "accepted", "accepted"): 1,
-                       ("wechatpay", "rejected", "refused"): 2,
+                       ("wechatpay", "rejected", "replayed"): 1,
+                       ("wechatpay", "rejected", "unknown_refund"): 1,
                        ("wechatpay", "rejected", "signature_invalid"): 1,
                        ("unknown", "rejected", "unknown_route"): 1,
                        ("balance", "rejected", "route_sends_none"): 1}
     notified = [s for s in exporter.get_finished_spans()
                 if s.name == "refund_gateway handle_notification"]
     assert [dict(s.attributes or {}).get("refund_gateway.reason") for s in notified] == [
-        "accepted", "refused", "signature_invalid", "refused", "unknown_route",
+        "accepted", "replayed", "signature_invalid", "unknown_refund", "unknown_route",
         "route_sends_none"]
