@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import sys
 import threading
 import time
@@ -114,6 +115,7 @@ def _worker(mode: str, env_file: str, db_url: str, tmp: str,
     pool = [threading.Thread(target=run, args=(c,)) for c in chunks]
     barrier.wait()
     idle = rss_bytes()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     running.set()
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -123,10 +125,13 @@ def _worker(mode: str, env_file: str, db_url: str, tmp: str,
         t.join()
     running.clear()
     sampler.join()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if mode == "gateway":
         gw.close()
     logs.close()
-    out.put({"rows": results, "idle_rss": idle, "samples": samples, "threads": threads})
+    out.put({"rows": results, "idle_rss": idle, "samples": samples, "threads": threads,
+             "cpu_seconds": cpu})
 
 
 def run_once(mode: str, sandbox: SandboxProcess, db_url: str, tmp: Path, n: int,
@@ -155,9 +160,12 @@ def run_once(mode: str, sandbox: SandboxProcess, db_url: str, tmp: Path, n: int,
             statuses[k] = statuses.get(k, 0) + v
     count = sum(r["n"] for r in rows)
     errors = sum(r["errors"] for r in rows)
+    cpu = sum(p["cpu_seconds"] for p in parts)
     return {"refunds": count, "errors": errors, "seconds": round(end - start, 3),
             "per_second": round((count - errors) / (end - start), 1),
-            "statuses": statuses, "memory": memory(parts)}
+            "statuses": statuses, "memory": memory(parts),
+            # the refund processes' own CPU (user + system) per refund, over the run
+            "cpu_ms_per_refund": round(cpu * 1000 / max(count, 1), 2)}
 
 
 def memory(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -234,7 +242,8 @@ def _print(r: dict[str, Any]) -> None:
     mem = r.get("memory") or {}
     mark = "" if "meets_target" not in r else ("ok" if r["meets_target"] else "MISS")
     print(f"{r['mode']:<8} {r['database']:<9} {r['per_second']:>7.1f}/s ({r['refunds']} in "
-          f"{r['seconds']} s, errors {r['errors']}, {r['statuses']}); "
+          f"{r['seconds']} s, errors {r['errors']}, {r['statuses']}); CPU "
+          f"{r['cpu_ms_per_refund']} ms per refund; "
           f"{mem.get('kib_per_in_flight_refund', '?')} KiB per in-flight refund, RSS "
           f"growth {mem.get('rss_growth_bytes_per_refund', '?')} B per refund done "
           f"{mark}", flush=True)
