@@ -177,6 +177,7 @@ class Mark:
     reserved: bool = False
     limited: int = 0
     last_limited: str | None = None        # the call refused last: submit or query
+    inside: bool = False                   # in a paced call (a wrapper around a wrapper)
 
 
 _MARK: contextvars.ContextVar[Mark | None] = contextvars.ContextVar(
@@ -198,12 +199,13 @@ class _Paced:
 
     def __call__(self, refund: Refund) -> ChannelResult:
         mark = _MARK.get()
-        if mark is None or mark.adapter is not self._adapter:
+        if mark is None or mark.adapter is not self._adapter or mark.inside:
             return self._call(refund)
         if mark.reserved:
             mark.reserved = False
         else:                       # a second call in one check (a resend)
             mark.wait(mark.lane.rate.reserve())
+        mark.inside = True
         try:
             result = self._call(refund)
         except BaseException as exc:
@@ -211,8 +213,22 @@ class _Paced:
                 mark.limited += 1
                 mark.last_limited = self._name
             raise
+        finally:
+            mark.inside = False
         mark.lane.called(None)
         return result
+
+
+def _paced(call: object) -> bool:
+    """Whether ``call`` is, or wraps (``__wrapped__``, e.g. gateway.instrument's
+    observers), a pace-able call already."""
+    for _ in range(16):
+        if getattr(call, "paced", False):
+            return True
+        call = getattr(call, "__wrapped__", None)
+        if call is None:
+            return False
+    return False
 
 
 class Pacer:
@@ -249,7 +265,7 @@ class Pacer:
         wrapper only passes the call on."""
         for name in PACED_CALLS:
             current = getattr(adapter, name)
-            if not getattr(current, "paced", False):
+            if not _paced(current):
                 setattr(adapter, name, _Paced(adapter, current, name))
 
     @staticmethod

@@ -361,3 +361,23 @@ def test_the_channel_session_keeps_a_connection_for_every_concurrent_check() -> 
     # each call (a new TLS handshake for the next one)
     assert pool.pool.maxsize >= load_settings(database_url="sqlite://").resolver.concurrency
     session.close()
+
+
+def test_an_adapter_observed_after_the_resolver_started_is_paced_once(
+        sqlite_url: str, clock: FakeClock) -> None:
+    from contextlib import nullcontext
+
+    from gateway.instrument import observe_adapter
+
+    channel = Gate(open_=True)
+    gw = build(sqlite_url, clock, channel, concurrency=4)
+    make(gw, 3, prefix="a")
+    clock.advance(minutes=5)
+    gw.resolve_due()                              # the adapter is pace-able now ...
+    observe_adapter(channel, lambda call: nullcontext(), marker="test")  # ... then observed
+    make(gw, 3, prefix="b")
+    clock.advance(minutes=5)
+    gw.resolve_due()
+    (lane,) = gw._pacer.lanes()
+    assert lane.calls == len(channel.started) > 6     # each call paced and counted once
+    gw.close()
