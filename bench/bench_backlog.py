@@ -177,11 +177,11 @@ def drain(procs: int, n: int, pending_share: float, latency_ms: float, limit: fl
                 workers = resolvers(procs, sandbox, url, tmp, concurrency, profile)
                 deadline = time.monotonic() + 120 + 3 * n / limit
                 try:
-                    while time.monotonic() < deadline:
-                        time.sleep(1.0)
-                        st = state_of(url, every)
-                        if (st.get("pending", 0) == 0 and st.get("succeeded", 0)
-                                >= len(made["processing"])):
+                    while time.monotonic() < deadline:   # every PENDING one sent, every
+                        time.sleep(1.0)                   # PROCESSING one SUCCEEDED
+                        if (state_of(url, made["pending"]).get("pending", 0) == 0
+                                and state_of(url, made["processing"]).get("succeeded", 0)
+                                == len(made["processing"])):
                             break
                 finally:
                     for w in workers:

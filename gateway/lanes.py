@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,10 +40,13 @@ WAIT_SLICE_SECONDS = 0.25
 # A check the channel refused as "too many requests" (nothing was answered, nothing was
 # executed: WeChat's 429 is "not accepted", addendum §9) is recorded like any unknown
 # outcome, then tried again in the same batch once the lane has slowed down, up to this
-# many times, rather than waiting for the lifecycle's next check (minutes away). A refused
-# resend is sent again as it was (same number; the query just before found nothing), not
+# many times, rather than waiting for the lifecycle's next check (minutes away), each
+# try later than the last (0.25, 0.5, 1, 2, 4 s: at a batch's end nothing else spaces them
+# out while several resolvers are still finding their shares of the limit). A refused
+# resend is sent again as it was (same number; the query before it found nothing), not
 # queried a second time.
-RETRIES_WHEN_LIMITED = 3
+RETRIES_WHEN_LIMITED = 5
+RETRY_DELAY_SECONDS = 0.25
 
 
 class PerThreadCount:
@@ -86,6 +90,15 @@ class _Queue:
     refunds: deque[Refund] = field(default_factory=deque)
     waiting: int = 0
     active: int = 0
+    later: list[tuple[float, Refund]] = field(default_factory=list)   # (not before, refund)
+
+    def ripen(self, now: float) -> float | None:
+        """Queue the retries whose time has come; seconds until the next one (None: none
+        left to wait for)."""
+        ready = [r for at, r in self.later if at <= now]
+        self.later = [(at, r) for at, r in self.later if at > now]
+        self.refunds.extend(ready)
+        return min(at for at, _ in self.later) - now if self.later else None
 
 
 class Batch:
@@ -190,10 +203,13 @@ class Batch:
         lane has nothing left for this worker (nothing queued, nothing in flight that
         could come back) or the batch is stopping."""
         with self._turn:
-            while not self._stopping and len(queue.refunds) <= queue.waiting:
-                if queue.active == 0:
+            while not self._stopping:
+                wait_more = queue.ripen(time.monotonic())
+                if len(queue.refunds) > queue.waiting:
+                    break
+                if queue.active == 0 and wait_more is None:
                     return False
-                self._turn.wait(WATCH_SECONDS)
+                self._turn.wait(min(WATCH_SECONDS, wait_more or WATCH_SECONDS))
             if self._stopping:
                 return False
             queue.waiting += 1
@@ -248,7 +264,8 @@ class Batch:
                          and tries < RETRIES_WHEN_LIMITED)
                 if again:
                     self._retries[refund.id] = tries + 1
-                    queue.refunds.append(after)
+                    queue.later.append((time.monotonic() + RETRY_DELAY_SECONDS * 2 ** tries,
+                                        after))
                     if (mark.last_limited == "submit"
                             and queue.adapter.capabilities.idempotent_submit):
                         self._send_again.add(refund.id)

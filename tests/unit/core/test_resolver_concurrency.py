@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from gateway import Money, Payment, RefundGateway, RefundRequest, RefundStatus, Route
+from gateway import Money, Payment, RefundGateway, RefundRequest, RefundStatus, Route, lanes
 from gateway.bootstrap import build_gateway
 from gateway.errors import OutcomeUnknown
 from gateway.lanes import RETRIES_WHEN_LIMITED
@@ -312,7 +312,8 @@ def test_a_refused_resend_is_sent_again_without_a_second_query(
 
 
 def test_a_channel_that_refuses_everything_is_asked_a_bounded_number_of_times(
-        sqlite_url: str, clock: FakeClock) -> None:
+        sqlite_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lanes, "RETRY_DELAY_SECONDS", 0.01)   # 0.01 .. 0.16 s apart
     channel = Gate(open_=True)
     channel.limited = 1_000
     gw = build(sqlite_url, clock, channel, concurrency=4,
