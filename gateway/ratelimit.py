@@ -85,7 +85,7 @@ class AdaptiveRate:
         self._last_cut = -math.inf
         self._grown_at = monotonic()
         self._anchor = 0.0                  # unlimited lanes: the rate measured at a cut
-        self._recent: deque[float] = deque(maxlen=100_000)
+        self._recent: deque[float] = deque(maxlen=100_000)   # calls of the last second
         self.cuts = 0
 
     def reserve(self) -> float:
@@ -93,6 +93,7 @@ class AdaptiveRate:
         with self._lock:
             now = self._now()
             self._grow(now)
+            self._measured(now)             # keeps only the last second's calls
             self._recent.append(now)
             if math.isinf(self.rate):
                 return 0.0

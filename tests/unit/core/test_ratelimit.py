@@ -85,6 +85,15 @@ def test_an_unlimited_lane_is_cut_from_what_it_was_sending_and_lifted_again() ->
     assert math.isinf(rate.rate)                   # grown to twice the anchor: unlimited
 
 
+def test_what_a_lane_remembers_of_its_calls_is_one_second_of_them() -> None:
+    ticks = Ticks()
+    rate = AdaptiveRate(None, monotonic=ticks)
+    for _ in range(5_000):                         # 5,000 calls over 50 s, 100 a second
+        rate.reserve()
+        ticks.t += 0.01
+    assert len(rate._recent) <= 101
+
+
 @pytest.mark.parametrize(("exc", "route", "expected"), [
     (OutcomeUnknown("429", channel="wechatpay", operation="query", http_status=429,
                     code="FREQUENCY_LIMITED"), Route.WECHATPAY, True),
