@@ -5,8 +5,6 @@ driver exception leaking out of the public API."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import structlog
 from sqlalchemy import text
@@ -24,40 +22,13 @@ from gateway import (
     RefundStatus,
     Route,
 )
-from gateway.bootstrap import build_gateway
 from gateway.errors import RerouteRefused, StoreUnavailable
 from gateway.models import EventKind, Refund
-from gateway.settings import load_settings
-from tests.fakes import FakeBalance, FakeChannel, Ledger
+from tests.fakes import FakeBalance, FakeChannel
 from tests.helpers import FakeClock, request
 
 S = RefundStatus
 GOOD = {"x-signature": "good"}
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def channel() -> FakeChannel:
-    return FakeChannel()
-
-
-@pytest.fixture
-def balance() -> FakeBalance:
-    return FakeBalance(Ledger())
-
-
-@pytest.fixture
-def gw(database_url: str, clock: FakeClock, channel: FakeChannel,
-       balance: FakeBalance) -> Iterator[RefundGateway]:
-    gateway = build_gateway(load_settings(database_url=database_url), clock=clock,
-                            sleep=lambda _: None, configure_logs=False,
-                            adapters={Route.WECHATPAY: channel, Route.BALANCE: balance})
-    yield gateway
-    gateway.close()
 
 
 def nothing_due(gw: RefundGateway, clock: FakeClock) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,38 +19,11 @@ from gateway import (
     RefundStatus,
     Route,
 )
-from gateway.bootstrap import build_gateway
 from gateway.models import EventKind
-from gateway.settings import load_settings
-from tests.fakes import FakeBalance, FakeChannel, Ledger
+from tests.fakes import FakeBalance, FakeChannel
 from tests.helpers import FakeClock, request
 
 S = RefundStatus
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def channel() -> FakeChannel:
-    return FakeChannel()
-
-
-@pytest.fixture
-def balance() -> FakeBalance:
-    return FakeBalance(Ledger())
-
-
-@pytest.fixture
-def gw(database_url: str, clock: FakeClock, channel: FakeChannel,
-       balance: FakeBalance) -> Iterator[RefundGateway]:
-    gateway = build_gateway(load_settings(database_url=database_url), clock=clock,
-                            sleep=lambda _: None, configure_logs=False,
-                            adapters={Route.WECHATPAY: channel, Route.BALANCE: balance})
-    yield gateway
-    gateway.close()
 
 
 def test_refund_is_stored_sent_and_followed(gw: RefundGateway, channel: FakeChannel,
