@@ -85,7 +85,7 @@ def build_adapters(settings: GatewaySettings, clock: Clock = utcnow,
 
 
 def build_store(settings: GatewaySettings) -> RefundStore:
-    engine: Engine = make_engine(settings.database_url,
+    engine: Engine = make_engine(settings.database_url, pool_size=settings.database_pool_size,
                                  lock_timeout=settings.database_lock_timeout)
     if settings.auto_migrate and needs_upgrade(engine):
         upgrade(engine)
@@ -127,4 +127,6 @@ def build_gateway(settings: GatewaySettings | None = None, *, clock: Clock = utc
         kwargs["accounts"] = build_accounts(settings, clock)
     extra: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
     return RefundGateway(store, built, clock=clock, retry=settings.retry,
-                         resolver=settings.resolver, **extra, **kwargs)
+                         resolver=settings.resolver,
+                         notification_group_max=settings.notification_group_max,
+                         **extra, **kwargs)

@@ -37,6 +37,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.events import run_consumer
+from gateway.groupcommit import GroupCommit
 from gateway.lanes import Batch, PerThreadCount
 from gateway.lifecycle import Change, Failure, Source
 from gateway.models import (
@@ -113,6 +114,13 @@ class _Verified:
 _Decided = tuple[str, "Refund | None", "Change | None"]
 
 
+def _relearnable(verified: _Verified) -> bool:
+    """What the notification says can be learnt again by a query: its commit may be
+    relaxed (DESIGN.md invariant 5 asks a full sync only for what cannot)."""
+    return (verified.adapter.capabilities.refund_query
+            and verified.result.status in _RELEARNABLE)
+
+
 def _failure(exc: ChannelError) -> Failure:
     if isinstance(exc, ChannelUnavailable):
         return Failure.UNAVAILABLE
@@ -138,7 +146,8 @@ class RefundGateway:
                  clock: Clock = utcnow, sleep: Callable[[float], None] = time.sleep,
                  retry: RetrySettings | None = None, resolver: ResolverSettings | None = None,
                  id_factory: Callable[[datetime], str] = new_refund_id,
-                 accounts: Mapping[tuple[Route, str], ChannelAdapter] | None = None) -> None:
+                 accounts: Mapping[tuple[Route, str], ChannelAdapter] | None = None,
+                 notification_group_max: int = 256) -> None:
         self.store = store
         self.adapters = dict(adapters)          # the account ``default`` of each route
         # Named merchant accounts (settings ``..._ACCOUNTS__<NAME>``), by (route, name).
@@ -151,6 +160,11 @@ class RefundGateway:
         # Resends counted per thread: each resolver worker reports its own (gateway.lanes).
         self._resends = PerThreadCount()
         self._pacer = Pacer(self._resolver)     # the resolver's lanes and their rates
+        # Concurrent ``handle_notification`` calls (a web worker's threads) share commits
+        # (gateway.groupcommit); a failure that is not the store's is retried one by one.
+        self._notification_commits: GroupCommit[tuple[_Verified, datetime], _Decided] = (
+            GroupCommit(self._apply_notifications, max_batch=notification_group_max,
+                        split_on=lambda exc: not isinstance(exc, StoreUnavailable)))
         for route, adapter in [*self.adapters.items(),
                                *((r, a) for (r, _), a in self.accounts.items())]:
             if adapter.route is not route:
@@ -357,9 +371,8 @@ class RefundGateway:
         if isinstance(verified, NotificationAck):
             return verified
         failpoints.failpoint(failpoints.IN_NOTIFICATION)
-        now = self._clock()
         try:
-            decided = self._apply_notification(verified, now)
+            decided = self._notification_commits.submit((verified, self._clock()))
         except StoreUnavailable as exc:
             return self._not_recorded(verified, exc)
         return self._answer_notification(verified, decided)
@@ -383,19 +396,12 @@ class RefundGateway:
         if verified:
             now = self._clock()
             try:
-                with self.store.notifications(relaxed=all(
-                        v.adapter.capabilities.refund_query
-                        and v.result.status in _RELEARNABLE for _, v in verified)) as batch_tx:
-                    decided = [(i, v, self._decide_notification(
-                        batch_tx.one(v.route, channel_refund_no=v.result.channel_refund_no,
-                                     replay_key=v.result.replay_key,
-                                     event_id=v.result.event_id, now=now), v, now))
-                        for i, v in verified]
+                decided = self._apply_notifications([(v, now) for _, v in verified])
             except StoreUnavailable as exc:
                 for i, v in verified:
                     answers[i] = self._not_recorded(v, exc)
             else:
-                for i, v, outcome in decided:
+                for (i, v), outcome in zip(verified, decided, strict=True):
                     answers[i] = self._answer_notification(v, outcome)
         return [a for a in answers if a is not None]
 
@@ -651,14 +657,33 @@ class RefundGateway:
                              **rejected.describe())
         return replace(first.notification_ack(False), reason="signature_invalid")
 
-    def _apply_notification(self, verified: _Verified, now: datetime) -> _Decided:
-        """One notification's own unit of work."""
-        caps, result = verified.adapter.capabilities, verified.result
-        with self.store.notification(
-                verified.route, channel_refund_no=result.channel_refund_no,
-                replay_key=result.replay_key, event_id=result.event_id, now=now,
-                relaxed=caps.refund_query and result.status in _RELEARNABLE) as tx:
-            return self._decide_notification(tx, verified, now)
+    def _apply_notifications(self, items: Sequence[tuple[_Verified, datetime]]
+                             ) -> list[_Decided]:
+        """Verified notifications in one transaction (a batch, or a group commit of
+        concurrent handlers), decided in the order of their refunds' numbers so two
+        processes' batches lock rows in the same order (no deadlock); one notification
+        is its own unit of work. The commit is relaxed only when every one of them
+        could be learnt again by a query."""
+        if len(items) == 1:
+            verified, now = items[0]
+            result = verified.result
+            with self.store.notification(
+                    verified.route, channel_refund_no=result.channel_refund_no,
+                    replay_key=result.replay_key, event_id=result.event_id, now=now,
+                    relaxed=_relearnable(verified)) as tx:
+                return [self._decide_notification(tx, verified, now)]
+        order = sorted(range(len(items)), key=lambda k: (
+            items[k][0].route.value, items[k][0].result.channel_refund_no or ""))
+        decided: dict[int, _Decided] = {}
+        with self.store.notifications(
+                relaxed=all(_relearnable(v) for v, _ in items)) as batch_tx:
+            for k in order:
+                v, now = items[k]
+                decided[k] = self._decide_notification(
+                    batch_tx.one(v.route, channel_refund_no=v.result.channel_refund_no,
+                                 replay_key=v.result.replay_key,
+                                 event_id=v.result.event_id, now=now), v, now)
+        return [decided[k] for k in range(len(items))]
 
     @staticmethod
     def _decide_notification(tx: NotificationWork, verified: _Verified, now: datetime

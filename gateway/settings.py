@@ -374,6 +374,11 @@ class GatewaySettings(BaseSettings):
             reservations and final outcomes (README "Durability").
         database_lock_timeout: SQLite: seconds a write waits for the file's write lock
             before ``StoreUnavailable``.
+        database_pool_size: database connections one process keeps open (as many
+            again may be opened under load): about the threads that call the gateway at
+            once, e.g. the refund service's workers or ``resolve --concurrency``.
+        notification_group_max: at most this many concurrent notifications share one
+            commit (group commit of a web worker's threads); 1: a commit each.
         holiday_schedule: a TOML file of the State Council's holiday notice for years the
             package lacks (``[YYYY]`` with ``holidays`` and ``workdays``); years covered
             by neither count Monday to Friday, flagged approximate.
@@ -411,6 +416,12 @@ class GatewaySettings(BaseSettings):
     # SQLite: the longest a write waits for the file's write lock (queue and BEGIN
     # IMMEDIATE together) before StoreUnavailable; also the busy timeout of reads.
     database_lock_timeout: float = Field(30.0, gt=0, le=600)
+    # Connections a process keeps (and as many again under load): too few and threads
+    # wait for one, or open and close a new connection per refund.
+    database_pool_size: int = Field(5, ge=1, le=500)
+    # Concurrent handle_notification calls share a commit, up to this many (no waiting
+    # for a timer: a lone notification commits at once).
+    notification_group_max: int = Field(256, ge=1, le=10_000)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     retry: RetrySettings = RetrySettings()

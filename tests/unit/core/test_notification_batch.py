@@ -84,3 +84,64 @@ def test_each_answer_says_why(gw: RefundGateway) -> None:
                                            "duplicate", "replayed"]
     assert gw.handle_notification("nowhere", {}, b"").reason == "unknown_route"
     assert gw.handle_notification(Route.BALANCE, GOOD, b"").reason == "route_sends_none"
+
+
+def test_concurrent_handlers_share_commits_and_each_gets_its_own_answer(
+        gw: RefundGateway) -> None:
+    """A web worker's threads: notifications arriving while one commits wait for the
+    next commit together (group commit), none answered before its commit."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    made = [gw.refund(request(f"g{i}", 100, order=f"G{i}")) for i in range(9)]
+    commits: list[int] = []
+    first_in, go = threading.Event(), threading.Event()
+
+    def hold_first(_conn: Any) -> None:
+        commits.append(1)
+        if len(commits) == 1:
+            first_in.set()
+            assert go.wait(10)
+
+    event.listen(gw.store.engine, "commit", hold_first)
+    try:
+        with ThreadPoolExecutor(9) as pool:
+            first = pool.submit(gw.handle_notification, *note(
+                made[0].channel_refund_no, "succeeded", 100, "c0"))
+            assert first_in.wait(5)
+            rest = [pool.submit(gw.handle_notification, *note(
+                r.channel_refund_no, "succeeded", 100, f"c{i}"))
+                for i, r in enumerate(made[1:], start=1)]
+            for _ in range(500):
+                with gw._notification_commits._cond:
+                    if len(gw._notification_commits._queue) == 8:
+                        break
+                threading.Event().wait(0.01)
+            assert not any(f.done() for f in rest)
+            go.set()
+            answers = [first.result(10), *(f.result(10) for f in rest)]
+    finally:
+        event.remove(gw.store.engine, "commit", hold_first)
+    assert [a.refund_id for a in answers] == [r.id for r in made]
+    assert all(a.accepted and a.reason == "applied" for a in answers)
+    assert len(commits) == 2                                  # 9 notifications, 2 commits
+    assert all(gw.get(r.id).status is S.SUCCEEDED for r in made)
+
+
+def test_concurrent_handlers_the_database_cannot_record_are_all_retried(
+        gw: RefundGateway) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    made = [gw.refund(request(f"d{i}", 100, order=f"D{i}")) for i in range(6)]
+    with gw.store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE notifications RENAME TO notifications_away"))
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda r: gw.handle_notification(*note(
+                r[1].channel_refund_no, "succeeded", 100, f"d{r[0]}")), enumerate(made)))
+    finally:
+        with gw.store.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE notifications_away RENAME TO notifications"))
+    assert [(a.http_status, a.accepted, a.reason) for a in answers] == [
+        (503, False, "store_unavailable")] * 6
+    assert all(gw.get(r.id).status is S.PROCESSING for r in made)
