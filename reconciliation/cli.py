@@ -10,7 +10,10 @@ command on stdout, named by its ``schema`` (``refund-gateway/cli/reconcile/v1``,
 names the database it used, password masked. ``discrepancies list`` and ``show`` refuse a
 SQLite file that does not exist (they would create an empty one and say "nothing").
 Statements come from ``--statement`` files or, without them, from each route's adapter
-(``download_statement``) built by ``gateway.bootstrap``. Owns arguments and printing only.
+(``download_statement``) built by ``gateway.bootstrap``. ``--account`` scopes a run to
+some merchant accounts: only their statements are downloaded (given ``--statement``
+files are taken as theirs), only their refunds and open items are judged (``job``), and
+the outputs name them. Owns arguments and printing only.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import polars as pl
 from sqlalchemy import Engine
 
 from gateway.clock import to_beijing
-from gateway.errors import GatewayError, StatementError
+from gateway.errors import ConfigurationError, GatewayError, StatementError
 from gateway.masking import mask_text
 from gateway.models import Route
 from gateway.money import Money
-from gateway.settings import GatewaySettings
+from gateway.ports import ChannelAdapter
+from gateway.settings import ACCOUNT_NAME, DEFAULT_ACCOUNT, GatewaySettings
 from gateway.store.location import database_label, require_existing_sqlite
 from reconciliation.items import item_history
 from reconciliation.job import (
@@ -125,6 +129,10 @@ def _yuan(minor: int | None) -> str | None:
 @click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]),
               help="Statement day (Beijing), YYYY-MM-DD.")
 @click.option("--route", "routes", multiple=True, type=click.Choice([r.value for r in Route]))
+@click.option("--account", "accounts", multiple=True,
+              help="Only this merchant account (repeatable; 'default' or a name of "
+                   "..._ACCOUNTS__<NAME>): its statements, its refunds, its open items. "
+                   "Default: every account.")
 @click.option("--statement", "statements", multiple=True,
               type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--platform-csv", type=click.Path(dir_okay=False, path_type=Path))
@@ -136,8 +144,9 @@ def _yuan(minor: int | None) -> str | None:
 @json_option
 @click.pass_context
 def reconcile_command(ctx: click.Context, day: datetime, routes: tuple[str, ...],
-                      statements: tuple[Path, ...], platform_csv: Path | None, out: Path,
-                      formats: str, max_bad_lines: int, no_save: bool, as_json: bool) -> None:
+                      accounts: tuple[str, ...], statements: tuple[Path, ...],
+                      platform_csv: Path | None, out: Path, formats: str,
+                      max_bad_lines: int, no_save: bool, as_json: bool) -> None:
     """Match the platform's refunds against the channels' statements for one day."""
     as_json = _json(ctx, as_json)
     run_date = day.date()
@@ -148,6 +157,9 @@ def reconcile_command(ctx: click.Context, day: datetime, routes: tuple[str, ...]
 
     if unknown := [f for f in fmts if f not in FORMATS]:
         fail(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    scope = sorted({a.strip().lower() for a in accounts}) or None
+    if bad := [a for a in scope or [] if not ACCOUNT_NAME.fullmatch(a)]:
+        fail(f"--account {', '.join(bad)}: a merchant account name is 1-32 of [a-z0-9_-]")
     database: str | None = None
     try:
         for p in statements:
@@ -161,7 +173,7 @@ def reconcile_command(ctx: click.Context, day: datetime, routes: tuple[str, ...]
             found = [detect(s).route for s in sources]
             chosen = chosen or sorted(set(found), key=list(Route).index)
         else:
-            sources = _download(ctx, chosen, run_date)
+            sources = _download(ctx, chosen, run_date, scope)
             chosen = chosen or sorted({detect(s).route for s in sources},
                                       key=list(Route).index)
         engine = None if no_save and platform_csv else _engine(ctx)
@@ -173,14 +185,15 @@ def reconcile_command(ctx: click.Context, day: datetime, routes: tuple[str, ...]
             def platform(carried: list[str]) -> Iterable[pl.DataFrame]:
                 # Read inside the run (in parallel with the statements) and handed over
                 # in chunks, so the engine can free them as it goes.
-                return from_csv_parts(csv_path, routes=chosen)
+                return from_csv_parts(csv_path, routes=chosen, accounts=scope)
             source_name = str(platform_csv)
         else:
             start, end = beijing_day(run_date)
             store_engine = engine if engine is not None else _engine(ctx)
 
             def platform(carried: list[str]) -> Iterable[pl.DataFrame]:
-                return [from_store(store_engine, start, end, chosen, carried, links=True)]
+                return [from_store(store_engine, start, end, chosen, carried, links=True,
+                                   accounts=scope)]
             source_name = "store"
         total = sum((s.size() or 0) for s in sources)
         with click.progressbar(length=max(total, 1), label="reading statements",
@@ -190,7 +203,7 @@ def reconcile_command(ctx: click.Context, day: datetime, routes: tuple[str, ...]
                                platform=platform, platform_source=source_name,
                                engine=None if no_save else engine,
                                max_bad_lines=max_bad_lines,
-                               progress=lambda n: bar.update(n * 100))
+                               progress=lambda n: bar.update(n * 100), accounts=scope)
             bar.update(total)
     except TooManyBadLines as exc:
         for e in exc.errors:
@@ -242,7 +255,8 @@ def run_document(result: RunResult, *, database: str | None, saved: bool,
     return {
         "schema": schema_of("reconcile"), "database": database, "saved": saved,
         "run_id": result.run_id, "run_date": result.run_date,
-        "routes": [r.value for r in result.routes], "platform_source": platform_source,
+        "routes": [r.value for r in result.routes], "accounts": result.accounts,
+        "platform_source": platform_source,
         "statements": [{"name": s.name, "format": s.format, "route": s.route.value,
                         "sha256": s.sha256 or None} for s in result.statements],
         "counts": counts,
@@ -258,19 +272,14 @@ def run_document(result: RunResult, *, database: str | None, saved: bool,
     }
 
 
-def _download(ctx: click.Context, routes: list[Route], day: date) -> list[Source]:
+def _download(ctx: click.Context, routes: list[Route], day: date,
+              accounts: list[str] | None = None) -> list[Source]:
     """Each configured merchant account's statement of ``day`` (the account ``default``
     and every ``..._ACCOUNTS__<NAME>``): the platform's refunds of a route span all its
-    accounts, so all of their statements are read."""
-    from gateway.bootstrap import (  # noqa: PLC0415 - lazy: adapters on download
-        build_accounts,
-        build_adapters,
-    )
-
+    accounts, so all of their statements are read. With ``accounts``, those accounts'
+    only (the run's platform side is theirs only too)."""
     settings = _settings(ctx)
-    adapters = {(route, "default"): adapter for route, adapter in
-                build_adapters(settings, routes=routes or None).items()}
-    adapters.update(build_accounts(settings, routes=routes or None))
+    adapters = _statement_adapters(settings, routes, accounts)
     if not adapters:
         raise StatementError("no statements given and no route configured to download one")
     out = []
@@ -278,7 +287,7 @@ def _download(ctx: click.Context, routes: list[Route], day: date) -> list[Source
                                             key=lambda kv: (kv[0][0].value, kv[0][1])):
         if not adapter.capabilities.statements:
             continue
-        name = (f"{route.value}-{day.isoformat()}" if account == "default"
+        name = (f"{route.value}-{day.isoformat()}" if account == DEFAULT_ACCOUNT
                 else f"{route.value}-{account}-{day.isoformat()}")
         try:
             out.append(Source.of(adapter.download_statement(day), name))
@@ -287,8 +296,73 @@ def _download(ctx: click.Context, routes: list[Route], day: date) -> list[Source
     return out
 
 
+def _statement_adapters(settings: GatewaySettings, routes: list[Route],
+                        accounts: list[str] | None
+                        ) -> dict[tuple[Route, str], ChannelAdapter]:
+    """The adapters to download with, by (route, account): every account's, or only
+    those of ``accounts`` (each must be configured on one of ``routes``, or of any route
+    when none is given: a ``ConfigurationError`` listing the configured ones)."""
+    from gateway.bootstrap import (  # noqa: PLC0415 - lazy: adapters on download
+        build_accounts,
+        build_adapters,
+    )
+
+    if accounts is None:
+        adapters = {(route, DEFAULT_ACCOUNT): adapter for route, adapter in
+                    build_adapters(settings, routes=routes or None).items()}
+        adapters.update(build_accounts(settings, routes=routes or None))
+        return adapters
+    configured = _configured_accounts(settings, routes)
+    missing = sorted(set(accounts) - {a for names in configured.values() for a in names})
+    if missing:
+        where = ", ".join(r.value for r in routes) if routes else "any route"
+        listed = "; ".join(f"{r.value}: {', '.join(names)}" for r, names in configured.items())
+        raise ConfigurationError(
+            f"no merchant account {', '.join(missing)} is configured on {where} "
+            f"(configured: {listed or 'none'})")
+    with_default = [r for r, names in configured.items() if DEFAULT_ACCOUNT in names
+                    and DEFAULT_ACCOUNT in accounts]
+    adapters = ({(route, DEFAULT_ACCOUNT): adapter for route, adapter in
+                 build_adapters(settings, routes=with_default).items()}
+                if with_default else {})
+    if named := set(accounts) - {DEFAULT_ACCOUNT}:
+        adapters.update(build_accounts(_narrowed(settings, named), routes=routes or None))
+    return adapters
+
+
+def _narrowed(settings: GatewaySettings, names: set[str]) -> GatewaySettings:
+    """``settings`` whose routes keep only the named accounts in ``names``, so that
+    ``build_accounts`` builds those alone (another account's settings may be broken or
+    another team's: a scoped run must not need them)."""
+    update: dict[str, Any] = {}
+    for route in Route:
+        top = settings.route_settings(route.value)
+        named = getattr(top, "accounts", None)
+        if top is not None and named:
+            update[route.value] = top.model_copy(update={"accounts": {
+                k: v for k, v in named.items() if k.lower() in names}})
+    return settings.model_copy(update=update)
+
+
+def _configured_accounts(settings: GatewaySettings, routes: list[Route]
+                         ) -> dict[Route, list[str]]:
+    """The merchant accounts of each configured route of ``routes`` (all routes when
+    empty), ``default`` first. A route asked for without settings is a
+    ``ConfigurationError``, as an unscoped download makes it."""
+    found: dict[Route, list[str]] = {}
+    for route in routes or list(Route):
+        names = list(settings.route_accounts(route.value))
+        if not names and routes:
+            raise ConfigurationError(f"route {route.value} has no settings",
+                                     setting=f"REFUND_GATEWAY_{route.value.upper()}")
+        if names:
+            found[route] = names
+    return found
+
+
 def _print_run(result: RunResult, database: str | None, paths: list[Path]) -> None:
     click.echo(f"database: {database or 'none (--no-save)'}")
+    click.echo(f"accounts: {', '.join(result.accounts) if result.accounts else 'all'}")
     _print_summary(result.counts(), result.bad_lines)
     for w in result.warnings:
         click.echo(f"warning: {w.message}")

@@ -15,7 +15,7 @@ and ``note`` and an open item; reopening a resolved one. No classification here
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
@@ -25,6 +25,7 @@ from sqlalchemy import Connection, CursorResult, Engine, Table, func, insert, se
 from gateway.clock import utcnow
 from gateway.errors import GatewayError
 from gateway.money import Money
+from gateway.store.schema import payments, refunds
 from reconciliation.matching import Klass
 from reconciliation.schema import recon_item_events, recon_items, recon_matches, recon_runs
 
@@ -126,13 +127,46 @@ def _event(conn: Connection, item_id: int, *, at: datetime, actor: str, action: 
     return {"id": event_id, **values}
 
 
-def open_items(engine: Engine, routes: Iterable[str]) -> list[dict[str, Any]]:
-    """The open items of ``routes``, each with ``first_seen_date`` (its first run's day)."""
+def open_items(engine: Engine, routes: Iterable[str],
+               accounts: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """The open items of ``routes``, each with ``first_seen_date`` (its first run's day).
+
+    ``accounts`` (a run scoped to some merchant accounts; None: every account): only the
+    items of those accounts, so a run that did not read an account's statement does not
+    judge that account's items (an in-transit refund of another shop would become
+    "refunded, not received" for want of a line on a statement nobody read). An item
+    belongs to its refund's payment's account; one with no refund in the store (unknown
+    to the platform, or a CSV platform's refund) to the accounts of the run that first
+    saw it: it is carried when that run was scoped to a subset of ``accounts`` (an
+    unscoped run's stays with the unscoped runs)."""
+    q = (select(recon_items, recon_runs.c.run_date.label("first_seen_date"))
+         .join(recon_runs, recon_runs.c.id == recon_items.c.first_seen_run)
+         .where(recon_items.c.state == "open", recon_items.c.route.in_(list(routes))))
+    if accounts is None:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+    q = (q.add_columns(payments.c.merchant_account.label("scope_account"),
+                       recon_runs.c.accounts.label("scope_run_accounts"))
+         .outerjoin(refunds, refunds.c.id == recon_items.c.refund_id)
+         .outerjoin(payments, payments.c.id == refunds.c.payment_id))
+    kept = []
     with engine.connect() as conn:
-        q = (select(recon_items, recon_runs.c.run_date.label("first_seen_date"))
-             .join(recon_runs, recon_runs.c.id == recon_items.c.first_seen_run)
-             .where(recon_items.c.state == "open", recon_items.c.route.in_(list(routes))))
-        return [dict(r._mapping) for r in conn.execute(q)]
+        for row in conn.execute(q):
+            item = dict(row._mapping)
+            if _in_scope(item.pop("scope_account"), item.pop("scope_run_accounts"),
+                         accounts):
+                kept.append(item)
+    return kept
+
+
+def _in_scope(account: str | None, run_accounts: str | None,
+              accounts: Collection[str]) -> bool:
+    """Whether an item of ``account`` (its refund's; None: no refund in the store), first
+    seen by a run of ``run_accounts`` (JSON list; None: every account), is of
+    ``accounts``."""
+    if account is not None:
+        return account in accounts
+    return run_accounts is not None and set(json.loads(run_accounts)) <= set(accounts)
 
 
 def _by_keys(conn: Connection, table: Table, keys: Sequence[tuple[str, str]]
@@ -236,7 +270,8 @@ def persist(engine: Engine, result: Any, *, platform_source: str,
                                                             ensure_ascii=False),
             warnings=json.dumps([w.to_json() for w in result.warnings], ensure_ascii=False,
                                 default=str),
-            outcome=outcome)))
+            outcome=outcome, accounts=None if result.accounts is None
+            else json.dumps(result.accounts))))
         open_keys = [(i["route"], i["item_key"]) for i in result.open_before]
         known = list(result.known_items)
         # Matched rows concern items only when they close one: a 1M-refund day is ~1%

@@ -8,6 +8,12 @@ open item stored: so an in-transit refund whose arrival deadline passes with no
 statement line becomes "refunded, not received" that day, and a later line closes it. An
 unknown-to-platform item's stored statement line stands in for today's.
 
+Accounts: a run scoped to some merchant accounts (``accounts``; ``reconcile --account``)
+reads those accounts' statements, so its platform side (the loader's, the paid-twice
+refunds) and the items it carries are those accounts' only (``items.open_items``: an
+item is its refund's payment's account, or its first run's accounts); the run records
+its accounts. An unscoped run (None) takes every account, as before accounts existed.
+
 A statement line whose refund is not on the day's platform side is looked up in the
 store (``lookup``): a refund of another day is classified as usual, one matched by an
 earlier run of another day is a duplicate. Inputs are checked by ``inputs`` (refused or
@@ -118,6 +124,8 @@ class RunResult:
     # the open items before the run, and keys of items the lookup found (persist reads)
     open_before: list[dict[str, Any]] = field(default_factory=list)
     known_items: set[tuple[str, str]] = field(default_factory=set)
+    # The merchant accounts the run was scoped to, sorted; None: every account.
+    accounts: list[str] | None = None
 
     @property
     def rows(self) -> pl.DataFrame:
@@ -305,8 +313,11 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
               platform_source: str,
               engine: Engine | None, max_bad_lines: int = 100,
               progress: Callable[[int], None] | None = None,
-              spill_dir: Path | None = None) -> RunResult:
-    """Run and (with ``engine``) persist. ``platform(carried_keys)`` loads the refunds.
+              spill_dir: Path | None = None,
+              accounts: Iterable[str] | None = None) -> RunResult:
+    """Run and (with ``engine``) persist. ``platform(carried_keys)`` loads the refunds
+    (of ``accounts`` only, when given: the loader's to scope; carried items and
+    paid-twice refunds are scoped here).
     A run of more than ``PARTITION_ROWS`` rows spills to a temporary directory under
     ``spill_dir`` (default: the system's), removed at the end, and keeps its classified
     rows in files in another one there, removed by ``RunResult.close``. Wrong input is a
@@ -315,8 +326,10 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
     infos = check_sources(statements, routes)
     bad = BadLines(limit=max_bad_lines)
     day_check = DayCheck(run_date)
-    items = open_items(engine, [r.value for r in routes]) if engine is not None else []
-    twice = paid_twice(engine, routes) if engine is not None else PaidTwice()
+    scope = None if accounts is None else sorted(set(accounts))
+    items = (open_items(engine, [r.value for r in routes], scope) if engine is not None
+             else [])
+    twice = paid_twice(engine, routes, scope) if engine is not None else PaidTwice()
     carried = [i["item_key"] for i in items if i["refund_id"] is not None]
     lookup = StoreLookup(engine, run_date) if engine is not None else None
     parts = RunParts(PLATFORM_SCHEMA, spill_rows=PARTITION_ROWS, buckets=SPILL_BUCKETS,
@@ -355,7 +368,7 @@ def reconcile(*, run_date: date, routes: Sequence[Route], statements: Sequence[S
         parts.close()
     result = RunResult(None, run_date, list(routes), stored, summary, bad.errors,
                        linked=twice.linked, warnings=warnings, statements=infos,
-                       carried=loaded.carried, open_before=items)
+                       carried=loaded.carried, open_before=items, accounts=scope)
     if lookup is not None:
         result.earlier = lookup.earlier
         result.known_items = lookup.items | loaded.other_days

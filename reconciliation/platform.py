@@ -6,8 +6,18 @@ CSV columns: ``refund_id, route, merchant_order_no, channel_trade_no, channel_re
 amount, currency, status, created_at, succeeded_at``; ``amount`` in yuan (``12.30``,
 ``Money.parse`` rules), ``status`` a ``RefundStatus`` value, times ISO 8601 with an offset;
 optional ``rerouted_from`` (the refund this one took over after a reroute), passed on as
-an extra column for the job's reroute chains. A bad row is a ``PlatformInputError``
+an extra column for the job's reroute chains; optional ``merchant_account`` (the account
+of the route the payment came through, ``Payment.merchant_account``): a file without the
+column, or a row with it empty, is the account ``default``. The column is read only to
+scope a run to some accounts (``accounts=``, ``reconcile --account``): rows of other
+accounts are left out, like rows of other routes. A bad row is a ``PlatformInputError``
 naming file and line (the CLI exits 2).
+
+Accounts: ``from_store``, ``from_csv_parts`` and ``paid_twice`` take ``accounts`` (None:
+every account), so a run scoped to a shop's account sees that account's refunds only.
+``known_refunds`` does not: it explains lines of the statements the run read (those
+accounts' own), by channel refund number, which names one refund of the route whatever
+account the store filed its payment under.
 
 ``known_refunds`` and ``reroute_chains`` read the store for the job: refunds by channel
 refund number (statement lines of refunds outside the day's window), and the reroute
@@ -21,7 +31,7 @@ the store whatever the platform source, with the refunds that took over their am
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +42,7 @@ from sqlalchemy import ColumnElement, Engine, and_, or_, select
 
 from gateway.errors import GatewayError
 from gateway.models import RefundStatus, Route
+from gateway.settings import DEFAULT_ACCOUNT
 from gateway.store.schema import payments, refunds
 from reconciliation.matching import PLATFORM_SCHEMA, Klass
 from reconciliation.schema import recon_items
@@ -48,6 +59,8 @@ CSV_COLUMNS: Final = ["refund_id", "route", "merchant_order_no", "channel_trade_
                       "succeeded_at"]
 # The extra column a loader may add beside ``PLATFORM_SCHEMA`` (the job takes it off).
 LINK_COLUMN: Final = "rerouted_from"
+# The CSV's optional column naming the payment's merchant account (empty: ``default``).
+ACCOUNT_COLUMN: Final = "merchant_account"
 
 
 class PlatformInputError(GatewayError):
@@ -67,10 +80,11 @@ def _times(df: pl.DataFrame, col: str) -> pl.DataFrame:
 
 
 def from_csv(path: Path, *, routes: Iterable[Route] | None = None,
+             accounts: Collection[str] | None = None,
              chunk_bytes: int = CHUNK_BYTES) -> pl.DataFrame:
     """The whole export as one frame (checked for repeated refund numbers)."""
-    df = pl.concat(from_csv_parts(path, routes=routes, chunk_bytes=chunk_bytes),
-                   how="vertical")
+    df = pl.concat(from_csv_parts(path, routes=routes, accounts=accounts,
+                                  chunk_bytes=chunk_bytes), how="vertical")
     # A refund number twice is a broken export (the number is the match key); the full
     # duplicate scan runs only when the cheap count says there is one.
     if df.select(pl.col("channel_refund_no").n_unique()).item() != df.height:
@@ -81,14 +95,17 @@ def from_csv(path: Path, *, routes: Iterable[Route] | None = None,
 
 
 def from_csv_parts(path: Path, *, routes: Iterable[Route] | None = None,
+                   accounts: Collection[str] | None = None,
                    chunk_bytes: int = CHUNK_BYTES) -> Iterator[pl.DataFrame]:
     """The refund service's export, streamed in chunks cut at line ends (a 10M-row export
     is never in memory, as text or as a frame): each chunk is parsed, checked and reduced
     to ``PLATFORM_SCHEMA`` and yielded before the next is read (repeated refund numbers
     are caught by ``from_csv`` or the engine). The export has one row per line (no quoted
-    line breaks: the refund service writes none). Errors arise while iterating."""
+    line breaks: the refund service writes none). ``accounts``: only rows of these
+    merchant accounts (None: every row). Errors arise while iterating."""
     name = path.name
     wanted_routes = None if routes is None else [r.value for r in routes]
+    wanted_accounts = None if accounts is None else sorted(accounts)
     try:
         with path.open("rb") as fh:
             header = fh.readline().decode("utf-8-sig").strip().split(",")
@@ -99,17 +116,18 @@ def from_csv_parts(path: Path, *, routes: Iterable[Route] | None = None,
             yield pl.DataFrame(schema=PLATFORM_SCHEMA)
             line = 2
             for chunk in iter_chunks(fh, chunk_bytes):
-                yield _chunk(chunk, header, line, name, wanted_routes)
+                yield _chunk(chunk, header, line, name, wanted_routes, wanted_accounts)
                 line += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
     except OSError as exc:
         raise PlatformInputError(f"unreadable CSV ({exc.strerror})", file=name) from exc
 
 
 def _chunk(data: bytes, header: list[str], first_line: int, name: str,
-           routes: list[str] | None) -> pl.DataFrame:
+           routes: list[str] | None, accounts: list[str] | None) -> pl.DataFrame:
     wanted = [c for c in CSV_COLUMNS if c != "channel_trade_no"]   # not used in matching
     link = [LINK_COLUMN] if LINK_COLUMN in header else []
-    wanted += link
+    account = [ACCOUNT_COLUMN] if accounts is not None and ACCOUNT_COLUMN in header else []
+    wanted += link + account
     try:
         df = pl.read_csv(data, has_header=False, new_columns=header, infer_schema=False,
                          empty_string_is_null=False, columns=[header.index(c) for c in wanted],
@@ -121,6 +139,8 @@ def _chunk(data: bytes, header: list[str], first_line: int, name: str,
         [pl.col(c).str.strip_chars() for c in wanted])
     if routes is not None:
         df = df.filter(pl.col("route").is_in(routes))
+    if accounts is not None:
+        df = df.filter(_csv_account(account).is_in(accounts))
     df = df.with_columns(amount_minor("amount").alias("amount_minor"))
     df = _times(_times(df, "created_at"), "succeeded_at")
     statuses = [s.value for s in RefundStatus]
@@ -153,6 +173,15 @@ def _chunk(data: bytes, header: list[str], first_line: int, name: str,
         *[pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in link])
 
 
+def _csv_account(column: list[str]) -> pl.Expr:
+    """Each row's merchant account: the column's value, ``default`` when it is empty or
+    the file has no such column."""
+    if not column:
+        return pl.lit(DEFAULT_ACCOUNT)
+    value = pl.col(ACCOUNT_COLUMN)
+    return pl.when(value == "").then(pl.lit(DEFAULT_ACCOUNT)).otherwise(value)
+
+
 def _platform_columns() -> list[ColumnElement[Any]]:
     """``PLATFORM_SCHEMA``'s columns from ``refunds`` joined with ``payments``."""
     return [refunds.c.id, refunds.c.route, payments.c.merchant_order_no,
@@ -161,12 +190,19 @@ def _platform_columns() -> list[ColumnElement[Any]]:
             refunds.c.status, refunds.c.created_at, refunds.c.succeeded_at]
 
 
+def _of_accounts(accounts: Collection[str] | None) -> list[ColumnElement[bool]]:
+    """The WHERE clause (none, or one) keeping refunds whose payment is of ``accounts``
+    (None: every account)."""
+    return [] if accounts is None else [payments.c.merchant_account.in_(sorted(accounts))]
+
+
 def from_store(engine: Engine, start: datetime, end: datetime, routes: Iterable[Route],
-               carried_refund_nos: Iterable[str] = (), *, links: bool = False
-               ) -> pl.DataFrame:
+               carried_refund_nos: Iterable[str] = (), *, links: bool = False,
+               accounts: Collection[str] | None = None) -> pl.DataFrame:
     """Refunds that succeeded in [start, end), or were created then and have not
-    succeeded, plus those named by open carried-over items. ``links``: with the
-    ``rerouted_from`` column too (``LINK_COLUMN``)."""
+    succeeded, plus those named by open carried-over items; with ``accounts``, only
+    those whose payment came through one of them. ``links``: with the ``rerouted_from``
+    column too (``LINK_COLUMN``)."""
     route_values = [r.value for r in routes]
     carried = list(carried_refund_nos)
     window = or_(
@@ -177,7 +213,7 @@ def from_store(engine: Engine, start: datetime, end: datetime, routes: Iterable[
     extra = [refunds.c.rerouted_from] if links else []
     q = (select(*_platform_columns(), *extra)
          .join_from(refunds, payments, refunds.c.payment_id == payments.c.id)
-         .where(refunds.c.route.in_(route_values)).where(cond))
+         .where(refunds.c.route.in_(route_values), *_of_accounts(accounts)).where(cond))
     with engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(q)]
     schema = {**PLATFORM_SCHEMA, **({LINK_COLUMN: pl.String()} if links else {})}
@@ -248,12 +284,14 @@ class PaidTwice:
     linked: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
 
-def paid_twice(engine: Engine, routes: Iterable[Route]) -> PaidTwice:
-    """The refunds of ``routes`` with ``paid_after_release_at`` set (DESIGN.md "paid
-    twice"). Their linked refunds: the reroute chain (``linked_refunds``, else
-    ``rerouted_to``) for a rerouted refund; otherwise the payment's other refunds whose
-    amount counts against it (a failed or closed refund whose amount a later refund
-    took). Two small queries: such refunds are an alarm, rare by construction."""
+def paid_twice(engine: Engine, routes: Iterable[Route],
+               accounts: Collection[str] | None = None) -> PaidTwice:
+    """The refunds of ``routes`` (of ``accounts``' payments; None: every account) with
+    ``paid_after_release_at`` set (DESIGN.md "paid twice"). Their linked refunds: the
+    reroute chain (``linked_refunds``, else ``rerouted_to``) for a rerouted refund;
+    otherwise the payment's other refunds whose amount counts against it (a failed or
+    closed refund whose amount a later refund took). Two small queries: such refunds are
+    an alarm, rare by construction."""
     route_values = [r.value for r in routes]
     item = and_(recon_items.c.route == refunds.c.route,
                 recon_items.c.item_key == refunds.c.channel_refund_no)
@@ -263,7 +301,7 @@ def paid_twice(engine: Engine, routes: Iterable[Route]) -> PaidTwice:
          .join_from(refunds, payments, refunds.c.payment_id == payments.c.id)
          .outerjoin(recon_items, item)
          .where(refunds.c.paid_after_release_at.is_not(None),
-                refunds.c.route.in_(route_values))
+                refunds.c.route.in_(route_values), *_of_accounts(accounts))
          .order_by(refunds.c.route, refunds.c.channel_refund_no))
     width = len(PLATFORM_SCHEMA)
     with engine.connect() as conn:

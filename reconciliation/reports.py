@@ -11,13 +11,19 @@ widths, a frozen header row and an autofilter. CSV and JSON keep the machine col
 the rows' ``reason`` column when the platform side carries one (DOMAIN.md: finance looks
 at refunds by reason and by route); without it they say the reason was not recorded.
 
+A run scoped to some merchant accounts (``reconcile --account``) says so: the JSON's
+``accounts`` (null: every account), the HTML header, and the file names
+(``reconciliation-<day>-<account>...``, so one account's reports do not overwrite
+another's in the same folder; an unscoped run's keep ``reconciliation-<day>``).
+
 Deterministic: fixed columns, rows already sorted by the engine, no timestamps of the
 writing itself, so golden files can pin them. Text cells that a spreadsheet would run as
 a formula (starting with = + - @ tab CR) are neutralised; amounts stay numeric (yuan, two
-decimals, from integer fen). Reports carry no account or card numbers (none are loaded);
-bad-line messages, which quote cells, have card numbers masked by ``gateway.masking``
-(``mask_text``: the ``****``+last 4 a receipt shows; times and ids are left whole: they
-are what finance searches by). No matching, no store access.
+decimals, from integer fen). Reports carry no account or card numbers (none are loaded;
+a scoped run's merchant accounts are the names settings give them); bad-line messages,
+which quote cells, have card numbers masked by ``gateway.masking`` (``mask_text``: the
+``****``+last 4 a receipt shows; times and ids are left whole: they are what finance
+searches by). No matching, no store access.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ LABELS: Final[dict[str, tuple[str, str]]] = {
     "code": ("代码", "Code"), "message": ("说明", "Message"), "bad_line": ("坏行", "Bad line"),
 }
 NO_REASON: Final = "未记录 not recorded"
+ALL_ACCOUNTS: Final = "全部 all"      # the HTML header of a run not scoped to accounts
 STATE_NAMES: Final = {**_ITEM_STATES, "unsaved": "未保存 unsaved"}
 _TIME_COLS: Final = {"succeeded_at", "statement_time"}
 _AMOUNT_COLS: Final = {"platform_amount", "statement_amount"}
@@ -263,7 +270,8 @@ def _neutralised(col: str) -> pl.Expr:
 def write_json(result: RunResult, path: Path) -> Path:
     doc = {
         "run_id": result.run_id, "run_date": result.run_date.isoformat(),
-        "routes": [r.value for r in result.routes], "counts": result.counts(),
+        "routes": [r.value for r in result.routes], "accounts": result.accounts,
+        "counts": result.counts(),
         "summary": summary_records(result),
         "totals_by_reason": totals(result, "reason"),
         "totals_by_route": totals(result, "route"),
@@ -470,7 +478,7 @@ figure{margin:0}figcaption{font-weight:600;margin:6px 0}svg text{font-size:12px}
 .d{color:#b00020}.note{color:#555;font-size:12.5px}
 </style></head><body>
 <h1>退款对账报告 Refund reconciliation — {{ run_date }}</h1>
-<p class="meta">对账批次 Run {{ run_id if run_id is not none else "未保存 (not saved)" }} · 退款路径 Routes: {{ routes }} · {{ total }} 笔 rows · 差异 {{ discrepancies }} discrepancies · 坏行 {{ bad_lines|length }} bad statement lines · 时间均为北京时间 all times Beijing (UTC+8) · 金额单位：元 amounts in yuan (CNY)</p>
+<p class="meta">对账批次 Run {{ run_id if run_id is not none else "未保存 (not saved)" }} · 退款路径 Routes: {{ routes }} · 商户号/账户 Accounts: {{ accounts }} · {{ total }} 笔 rows · 差异 {{ discrepancies }} discrepancies · 坏行 {{ bad_lines|length }} bad statement lines · 时间均为北京时间 all times Beijing (UTC+8) · 金额单位：元 amounts in yuan (CNY)</p>
 {% if paid_twice %}<p class="d" id="paid-twice-alarm"><strong>重复退款 {{ paid_twice }} paid twice</strong>：金额释放后仍有资金转出，请财务立即追回 money moved after its amount was released; finance, recover at once (the refunds of each release are in the <a href="#paid_twice">paid twice</a> table).</p>{% endif %}
 {% if warnings %}<h2 id="warnings">输入警告 Input warnings</h2>
 <table><thead><tr><th>代码 Code</th><th>说明 Message</th><th class="n">笔数 Count</th><th>来源 Source</th></tr></thead><tbody>
@@ -549,7 +557,9 @@ def write_html(result: RunResult, path: Path) -> Path:
              else "f" if c == "source" else "" for c in [*HTML_COLUMNS, "linked_refunds", "statement_lines"]}
     html = env.from_string(_HTML).render(
         run_date=result.run_date.isoformat(), run_id=result.run_id,
-        routes=", ".join(route_name(r.value) for r in result.routes), total=result.total,
+        routes=", ".join(route_name(r.value) for r in result.routes),
+        accounts=", ".join(result.accounts) if result.accounts else ALL_ACCOUNTS,
+        total=result.total,
         discrepancies=sum(counts[k.value] for k in Klass if k.is_discrepancy),
         paid_twice=counts[Klass.PAID_TWICE.value], warnings=warning_records(result),
         bad_lines=sorted(mask_text(str(e)) for e in result.bad_lines), classes=classes,
@@ -564,7 +574,13 @@ def write_html(result: RunResult, path: Path) -> Path:
 WRITERS: Final = {"csv": write_csv, "xlsx": write_xlsx, "html": write_html, "json": write_json}
 
 
+def report_stem(result: RunResult) -> str:
+    """``reconciliation-<day>``, with the run's accounts after it when it was scoped."""
+    return "-".join([f"reconciliation-{result.run_date.isoformat()}",
+                     *(result.accounts or [])])
+
+
 def write_reports(result: RunResult, out: Path, formats: Sequence[str]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"reconciliation-{result.run_date.isoformat()}"
+    stem = report_stem(result)
     return [WRITERS[f](result, out / f"{stem}.{f}") for f in formats]

@@ -1,8 +1,8 @@
 """Reconciliation tables (SQLAlchemy Core) on the gateway's MetaData: runs, the
 discrepancies they found, each discrepancy's history, and the statement line that matched
-each refund. Created by migrations ``0002_reconciliation`` and ``0004_recon_history``;
-this module is what queries are written against. Amounts are integer minor units, times
-aware UTC.
+each refund. Created by migrations ``0002_reconciliation``, ``0004_recon_history`` and
+``0009_recon_run_accounts``; this module is what queries are written against. Amounts
+are integer minor units, times aware UTC.
 
 ``recon_item_events`` is append-only: every opening, reclassification, closing by a
 statement line, resolution and reopening of an item is a row (who, when, note, class and
@@ -33,6 +33,10 @@ recon_runs = Table(
     # JSON list of {code, message, count, source} (input warnings: lines of other days...);
     # NULL reads as [] (runs recorded before 0004_recon_history)
     Column("warnings", Text),
+    # JSON list of the merchant accounts a run was scoped to (``reconcile --account``);
+    # NULL: every account (and every run recorded before 0009_recon_run_accounts).
+    # Carry-over reads it for the items with no refund of their own (job.py).
+    Column("accounts", Text),
     Index("ix_recon_runs_date", "run_date"),
 )
 

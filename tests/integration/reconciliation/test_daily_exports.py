@@ -34,7 +34,7 @@ THU, FRI, NEXT_THU, NEXT_FRI, MON = (date(2026, 11, 19), date(2026, 11, 20),
                                      date(2026, 11, 26), date(2026, 11, 27),
                                      date(2026, 11, 30))
 DEADLINE = "2026-11-26"      # 5 working days after the 19th
-RECONCILE_KEYS = {"schema", "database", "saved", "run_id", "run_date", "routes",
+RECONCILE_KEYS = {"schema", "database", "saved", "run_id", "run_date", "routes", "accounts",
                   "platform_source", "statements", "counts", "summary", "discrepancies",
                   "carried_over", "chains", "warnings", "bad_lines", "reports", "exit_code"}
 

@@ -25,15 +25,20 @@ OLD_ITEMS = sa.table("recon_items", *(sa.column(c) for c in (
     "last_seen_run", "resolved_by", "resolved_at", "note")))
 
 
+def insert_old_run(conn: sa.Connection, routes: str = "alipay") -> None:
+    """Run 1 as every migration since 0002 can store it (only the first columns)."""
+    conn.execute(sa.insert(OLD_RUNS).values(
+        id=1, run_date=date(2026, 11, 19), routes=routes, started_at=AT,
+        platform_source="store", statements="[]", totals="{}", bad_lines="[]",
+        outcome="discrepancies"))
+
+
 def test_notes_become_history_and_come_back_on_downgrade(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
         upgrade(engine, "0003_payment_identity")
         with engine.begin() as conn:
-            conn.execute(sa.insert(OLD_RUNS).values(
-                id=1, run_date=date(2026, 11, 19), routes="alipay", started_at=AT,
-                platform_source="store", statements="[]", totals="{}", bad_lines="[]",
-                outcome="discrepancies"))
+            insert_old_run(conn)
             conn.execute(sa.insert(OLD_ITEMS), [
                 {"id": 1, "route": "alipay", "item_key": "K1", "class": "unknown_to_platform",
                  "state": "resolved", "currency": "CNY", "first_seen_run": 1,
