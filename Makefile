@@ -42,7 +42,7 @@ typecheck: install
 	$(BIN)/mypy
 
 test: install system-deps lint typecheck docs
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist worksteal
 
 # The benchmarks' baselines too (the `bench` extra: pandas for bench_reconcile.py).
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)

@@ -98,3 +98,16 @@ def _quiet_logs() -> None:
     from gateway.logging import configure_logging
 
     configure_logging("console", os.environ.get("REFUND_GATEWAY_TEST_LOG_LEVEL", "WARNING"))
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that configures logging (``build_gateway`` with ``log_level="ERROR"``, a
+    CLI run) leaves it as it found it: otherwise a later test's ``capture_logs`` sees
+    nothing below that level, depending on which tests ran before it (pytest-xdist
+    shows it)."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)

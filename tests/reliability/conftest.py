@@ -25,7 +25,7 @@ def profile(request: pytest.FixtureRequest) -> dict[str, int]:
     # fewer of them in CI keep the suite inside its time budget.
     # The CI profile keeps the README's test command near its time budget (the suite runs
     # on three stores now); --long runs the full 1,000 of each.
-    return {"crash_runs": 1000 if long else 20, "crash_runs_pg": 1000 if long else 20,
+    return {"crash_runs": 1000 if long else 12, "crash_runs_pg": 1000 if long else 12,
             "fault_refunds": 1000 if long else 400}
 
 
