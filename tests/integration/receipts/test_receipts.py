@@ -6,6 +6,7 @@ with pdftoppm for a person to look at (a sample is copied to tests/output/receip
 from __future__ import annotations
 
 import hashlib
+import base64
 import json
 import re
 import shutil
@@ -219,6 +220,15 @@ def test_verification_fails_after_any_one_character_changes(world: World) -> Non
         swap = "0" if ch != "0" else "1"
         tampered = (text[:i] + swap + text[i + 1:]).encode("utf-8")
         assert not verify(tampered, ring).ok, f"position {i} ({ch!r}) changed yet verified"
+    # Another base64 spelling of the same signature bytes (the 4 unread bits of the
+    # last character before "==") is an edit too: this used to verify, now and then.
+    value = json.loads(blob)["signature"]["value"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    assert value.endswith("==")
+    index = alphabet.index(value[-3])
+    respelt = value[:-3] + alphabet[(index & 0b110000) | ((index + 1) & 0b1111)] + "=="
+    assert base64.b64decode(respelt) == base64.b64decode(value)
+    assert not verify(blob.replace(value.encode(), respelt.encode()), ring).ok
     doc = json.loads(blob)
     doc["amount"]["minor"] = 19901
     edited = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
