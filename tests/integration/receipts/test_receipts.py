@@ -5,8 +5,8 @@ with pdftoppm for a person to look at (a sample is copied to tests/output/receip
 
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 import json
 import re
 import shutil
