@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import calendar
 from gateway.clock import Clock, utcnow
@@ -85,11 +86,19 @@ def build_adapters(settings: GatewaySettings, clock: Clock = utcnow,
 
 
 def build_store(settings: GatewaySettings) -> RefundStore:
+    """The store on ``settings.database_url``, its schema checked (and migrated with
+    ``auto_migrate``). A database that cannot be reached (down, starting up, refusing
+    connections) is ``StoreUnavailable``, as on any later call, never a driver error."""
     engine: Engine = make_engine(settings.database_url, pool_size=settings.database_pool_size,
                                  lock_timeout=settings.database_lock_timeout)
-    if settings.auto_migrate and needs_upgrade(engine):
-        upgrade(engine)
-    elif needs_upgrade(engine):
+    try:
+        stale = needs_upgrade(engine)
+        if stale and settings.auto_migrate:
+            upgrade(engine)
+    except (SQLAlchemyError, OSError) as exc:
+        engine.dispose()
+        raise RefundStore.unavailable(exc) from None
+    if stale and not settings.auto_migrate:
         raise ConfigurationError("the database schema is not current: run "
                                  "`refund-gateway db upgrade`",
                                  setting="REFUND_GATEWAY_DATABASE_URL")

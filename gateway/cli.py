@@ -317,7 +317,6 @@ def resolve_cmd(app: AppContext, loop: bool, interval: int, limit: int | None,
     if concurrency is not None:
         settings = app.settings
         settings.resolver = settings.resolver.model_copy(update={"concurrency": concurrency})
-    gw = app.gateway
 
     def emit(report: ResolveReport) -> None:
         app.emit(report, f"claimed {report.claimed}, changed {report.changed}, "
@@ -325,7 +324,7 @@ def resolve_cmd(app: AppContext, loop: bool, interval: int, limit: int | None,
                          f"errors {report.errors}")
 
     if not loop:
-        report = gw.resolve_due(limit)
+        report = app.gateway.resolve_due(limit)
         emit(report)
         sys.exit(EXIT_PROBLEM if report.errors else EXIT_OK)
     stop = threading.Event()
@@ -336,9 +335,28 @@ def resolve_cmd(app: AppContext, loop: bool, interval: int, limit: int | None,
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    run_loop(gw, interval=interval, limit=limit, stop=stop, on_cycle=emit,
-             settings=app.settings)
+    gw = _reachable_gateway(app, stop)
+    if gw is not None:
+        run_loop(gw, interval=interval, limit=limit, stop=stop, on_cycle=emit,
+                 settings=app.settings)
     sys.exit(EXIT_OK)
+
+
+def _reachable_gateway(app: AppContext, stop: threading.Event) -> RefundGateway | None:
+    """The gateway once its database answers: a resolver started while the database is
+    down or still starting (a host reboot brings both up at once) waits for it, with
+    backoff up to 30 s, logging each try, instead of exiting. None: stopped (SIGTERM)
+    before the database answered."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return app.gateway
+        except StoreUnavailable as exc:
+            log.warning("resolver.store_unavailable_at_start", error=exc.message,
+                        retry_in_seconds=delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+    return None
 
 
 @main.command("doctor")

@@ -146,16 +146,18 @@ class RefundStore:
         except IntegrityError as exc:
             if keep_integrity_errors:
                 raise
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
         except (SQLAlchemyError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
         except Exception as exc:
             if isinstance(exc, self.engine.dialect.loaded_dbapi.Error):
-                raise self._unavailable(exc) from exc
+                raise self.unavailable(exc) from exc
             raise
 
     @staticmethod
-    def _unavailable(exc: BaseException) -> StoreUnavailable:
+    def unavailable(exc: BaseException) -> StoreUnavailable:
+        """``StoreUnavailable`` for a database or driver error: its class and first line
+        (no parameters, no URL)."""
         cause = getattr(exc, "orig", None) or exc
         first = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
         return StoreUnavailable(f"the database failed ({type(cause).__name__}: {first})",

@@ -36,6 +36,7 @@ from gateway import (
     RefundRequest,
     RefundStatus,
     Route,
+    StoreUnavailable,
 )
 from gateway.bootstrap import build_adapters, build_gateway
 from gateway.clock import utcnow
@@ -215,12 +216,60 @@ def test_resolve_loop_outlives_a_postgres_restart(cluster: OwnCluster, refund_sa
         except subprocess.TimeoutExpired:
             loop.kill()
             code = -9
-    log_out.close()
+        log_out.close()   # also when the test fails: the next test would see it unclosed
     err = log_file.read_text()
     summarise(summary_path, "postgres restarted (immediate, fast) under resolve --loop",
               statuses, loop_exit=code, cycle_failures=err.count("resolver.cycle_failed"))
     assert len(ids) == 4 and statuses == Counter({"succeeded": 4}), statuses
     assert code == 0
+
+
+def test_resolve_loop_started_before_postgres_waits_for_it(
+        cluster: OwnCluster, refund_sandbox: SandboxServer, tmp_path: Path) -> None:
+    """A host reboot starts the resolver and the database together: the loop started
+    first waits for the database (logged, backoff) instead of dying with a driver
+    traceback, then resolves as usual; building a gateway on a database that is down
+    is StoreUnavailable."""
+    gateway(refund_sandbox, tmp_path, cluster.url).close()       # migrates the schema
+    cluster.stop("fast")
+    with pytest.raises(StoreUnavailable, match="the database failed"):
+        gateway(refund_sandbox, tmp_path, cluster.url)
+    env_file = refund_sandbox.write_env_file(tmp_path / "sandbox.env")
+    log_file = tmp_path / "resolver.log"
+    with log_file.open("w") as log_out:
+        loop = subprocess.Popen(
+            [str(Path(sys.executable).parent / "refund-gateway"), "--env-file",
+             str(env_file), "resolve", "--loop", "--interval", "1"],
+            env={**ENV, "REFUND_GATEWAY_DATABASE_URL": cluster.url,
+                 "REFUND_GATEWAY_RESOLVER__FIRST_CHECK_SECONDS": "0",
+                 "REFUND_GATEWAY_LOG_FORMAT": "json"},
+            stdout=subprocess.DEVNULL, stderr=log_out)
+        try:
+            deadline = time.monotonic() + 60
+            while "resolver.store_unavailable_at_start" not in log_file.read_text() \
+                    and time.monotonic() < deadline and loop.poll() is None:
+                time.sleep(0.2)
+            assert loop.poll() is None, log_file.read_text()
+            cluster.start()
+            gw = gateway(refund_sandbox, tmp_path, cluster.url)
+            refund_sandbox.state.add_fault(Fault("alipay", "refund", "timeout_after_commit",
+                                                 1, {}))
+            with contextlib.suppress(OutcomeUnknown):
+                gw.refund(alipay_request(refund_sandbox, "late-db"))
+            [refund] = [r for r in gw.store.list_refunds()
+                        if r.idempotency_key == "late-db"]
+            deadline = time.monotonic() + 30
+            while gw.get(refund.id).status is not S.SUCCEEDED \
+                    and time.monotonic() < deadline:
+                time.sleep(0.5)
+            status = gw.get(refund.id).status
+            gw.close()
+        finally:
+            loop.send_signal(signal.SIGTERM)
+            code = loop.wait(timeout=30)
+    text = log_file.read_text()
+    assert status is S.SUCCEEDED, text
+    assert code == 0 and "Traceback" not in text, text
 
 
 @contextlib.contextmanager
