@@ -120,14 +120,16 @@ def postgres_available() -> str | None:
 ALL_ROUTES = ("alipay", "wechatpay", "bankcard", "balance")
 
 
-def build_gateway(env_file: Path, database_url: str, routes: Sequence[str]) -> Any:
+def build_gateway(env_file: Path, database_url: str, routes: Sequence[str],
+                  **settings: Any) -> Any:
     """``RefundGateway`` exactly as a deployment builds it (bootstrap, env file), with
-    only ``routes`` configured (the others' settings are overridden to None)."""
+    only ``routes`` configured (the others' settings are overridden to None) and
+    ``settings`` as a deployment would set them (e.g. ``database_pool_size``)."""
     from gateway.bootstrap import build_gateway as _build
     from gateway.settings import load_settings
 
     off = {r: None for r in ALL_ROUTES if r not in routes}
-    return _build(load_settings(env_file, database_url=database_url, **off),
+    return _build(load_settings(env_file, database_url=database_url, **off, **settings),
                   configure_logs=False)
 
 

@@ -66,7 +66,8 @@ def _worker(mode: str, env_file: str, db_url: str, tmp: str,
 
     logs = log_to_file(Path(tmp))
     if mode == "gateway":
-        gw = build_gateway(Path(env_file), db_url, ["wechatpay"])
+        # a connection per thread (REFUND_GATEWAY_DATABASE_POOL_SIZE), as README advises
+        gw = build_gateway(Path(env_file), db_url, ["wechatpay"], database_pool_size=threads)
 
         def call(job: tuple[str, str, int]) -> str:
             mo, trade, fen = job

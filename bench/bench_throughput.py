@@ -53,7 +53,8 @@ def _worker(mode: str, route: str, env_file: str, db_url: str, tmp: str,
 
     logs = log_to_file(Path(tmp))
     if mode == "gateway":
-        gw = build_gateway(Path(env_file), db_url, [route])
+        # a connection per thread (REFUND_GATEWAY_DATABASE_POOL_SIZE), as README advises
+        gw = build_gateway(Path(env_file), db_url, [route], database_pool_size=threads)
 
         def call(i: int, job: tuple[str, str, int]) -> str:
             mo, trade, fen = job
