@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_after_attempt,
@@ -27,8 +28,17 @@ def is_safe_to_resend(exc: BaseException) -> bool:
     return isinstance(exc, GatewayError) and exc.retryable and exc.resubmit_safe
 
 
-def resend_policy(settings: RetrySettings, sleep: Callable[[float], None] = time.sleep
+def resend_policy(settings: RetrySettings, sleep: Callable[[float], None] = time.sleep,
+                  before_resend: Callable[[BaseException, int], None] | None = None
                   ) -> Retrying:
+    """Inline resends of a submit that provably was not sent. ``before_resend(error,
+    attempt_number)`` runs only when another try follows (after the stop conditions
+    said go on), so the failed try it keeps as evidence is never also the last one."""
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if before_resend is not None and error is not None:
+            before_resend(error, state.attempt_number)
+
     return Retrying(
         retry=retry_if_exception(is_safe_to_resend),
         stop=stop_after_attempt(settings.max_attempts)
@@ -36,5 +46,6 @@ def resend_policy(settings: RetrySettings, sleep: Callable[[float], None] = time
         wait=wait_random_exponential(multiplier=settings.initial_backoff,
                                      max=settings.max_backoff),
         sleep=sleep,
+        before_sleep=before_sleep,
         reraise=True,
     )

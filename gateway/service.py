@@ -557,9 +557,14 @@ class RefundGateway:
     def _submit(self, refund: Refund, adapter: ChannelAdapter) -> Refund:
         """Send under the refund's fixed number, resending inline only what provably
         was not sent (``ChannelUnavailable``); record what came of it."""
-        policy = resend_policy(self._retry, self._sleep)
         attempt_no = 0
         started = self._clock()
+
+        def note_unsent(exc: BaseException, attempt: int) -> None:
+            if isinstance(exc, ChannelUnavailable):
+                self._note_unsent(refund, exc, started, attempt)
+
+        policy = resend_policy(self._retry, self._sleep, before_resend=note_unsent)
 
         def call() -> ChannelResult:
             nonlocal attempt_no, started
@@ -574,10 +579,6 @@ class RefundGateway:
                 raise ChannelUnavailable(f"refused before sending: {exc.message}",
                                          channel=refund.route.value, operation="submit",
                                          code="LOCAL_VALIDATION") from exc
-            except ChannelUnavailable as exc:
-                if attempt_no < self._retry.max_attempts:
-                    self._note_unsent(refund, exc, started, attempt_no)
-                raise
 
         try:
             result = policy(call)

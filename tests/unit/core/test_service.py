@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -19,7 +20,9 @@ from gateway import (
     RefundStatus,
     Route,
 )
+from gateway.bootstrap import build_gateway
 from gateway.models import EventKind
+from gateway.settings import load_settings
 from tests.fakes import FakeBalance, FakeChannel
 from tests.helpers import FakeClock, request
 
@@ -123,6 +126,27 @@ def test_unavailable_is_retried_inline_then_left_pending(gw: RefundGateway,
     after = gw.get(stuck.id)
     assert after.status is S.PROCESSING
     assert channel.ledger.executed[stuck.channel_refund_no] == 1
+
+
+def test_a_try_the_time_limit_ends_is_recorded_once(database_url: str, clock: FakeClock,
+                                                   channel: FakeChannel,
+                                                   balance: FakeBalance) -> None:
+    """The inline resends stop on time before they run out of tries: every try the
+    channel saw is one attempt, none twice (the last one used to be kept twice)."""
+    gateway = build_gateway(
+        load_settings(database_url=database_url,
+                      retry={"max_attempts": 5, "max_total_seconds": 0.05}),
+        clock=clock, sleep=lambda _: time.sleep(0.06), configure_logs=False,
+        adapters={Route.WECHATPAY: channel, Route.BALANCE: balance})
+    try:
+        channel.submit_script = ["unavailable"] * 5
+        stuck = gateway.refund(request("t", 100))
+        submits = [c for c in channel.ledger.calls if c[0] == "submit"]
+        assert len(submits) == 2                        # the second try is past 0.05 s
+        assert stuck.status is S.PENDING
+        assert len(gateway.store.attempts(stuck.id)) == len(submits)
+    finally:
+        gateway.close()
 
 
 def test_query_not_found_resends_same_number(gw: RefundGateway, channel: FakeChannel,
