@@ -10,6 +10,7 @@ Not a product: no pay flow, one app, trade bill only.
 from __future__ import annotations
 
 import base64
+import functools
 import http.server
 import io
 import json
@@ -249,7 +250,10 @@ class FakeAlipay:
         return Handler
 
 
+@functools.cache
 def _bomb() -> bytes:
+    """Built once: compressing 30 MB took over a second under a loaded test run, past
+    the adapter's 1 s socket timeout, so the test saw a timeout instead of the guard."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a.csv", b"0" * (30 * 1024 * 1024))
