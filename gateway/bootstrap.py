@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -116,9 +117,15 @@ def build_accounts(settings: GatewaySettings, clock: Clock = utcnow,
         for name, account in settings.route_accounts(route.value).items():
             if name == DEFAULT_ACCOUNT:
                 continue
-            scoped = settings.model_copy(update={route.value: account})
-            built[(route, name)] = adapter_factory(route)(scoped, clock)
+            built[(route, name)] = build_account(settings, route, account, clock)
     return built
+
+
+def build_account(settings: GatewaySettings, route: Route, account: BaseModel,
+                  clock: Clock = utcnow) -> ChannelAdapter:
+    """One merchant account's adapter: its route's factory on settings whose route block
+    is that account's (``GatewaySettings.route_accounts``, ``select_accounts``)."""
+    return adapter_factory(route)(settings.model_copy(update={route.value: account}), clock)
 
 
 def build_gateway(settings: GatewaySettings | None = None, *, clock: Clock = utcnow,

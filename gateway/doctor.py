@@ -41,7 +41,7 @@ from gateway.errors import (
 from gateway.models import Payment, Refund, RefundStatus, Route
 from gateway.money import Money
 from gateway.ports import ChannelAdapter
-from gateway.settings import DEFAULT_ACCOUNT, GatewaySettings, pem_text
+from gateway.settings import DEFAULT_ACCOUNT, GatewaySettings, pem_text, select_accounts
 
 log = structlog.get_logger("gateway.doctor")
 
@@ -832,11 +832,10 @@ def _error_facts(exc: GatewayError, started: float) -> dict[str, Any]:
 def _probe_account(route: Route, account: str, settings: GatewaySettings, cfg: BaseModel,
                    clock: Clock, now: datetime) -> Check:
     """Build the account's adapter as the gateway does, and call the channel with it."""
-    from gateway.bootstrap import adapter_factory  # noqa: PLC0415 - bootstrap imports service
+    from gateway.bootstrap import build_account  # noqa: PLC0415 - bootstrap imports service
 
     try:
-        adapter = adapter_factory(route)(settings.model_copy(update={route.value: cfg}),
-                                         clock)
+        adapter = build_account(settings, route, cfg, clock)
     except ConfigurationError as exc:
         return Check(route.value, account, "channel", Status.PROBLEM, "未检查：适配器无法创建",
                      f"not checked: adapter refused the settings ({exc.message})",
@@ -849,29 +848,6 @@ def _probe_account(route: Route, account: str, settings: GatewaySettings, cfg: B
 
 
 # -- the whole run --------------------------------------------------------------------------
-def selected_accounts(settings: GatewaySettings, routes: Sequence[str] = (),
-                      accounts: Sequence[str] = ()) -> list[tuple[Route, str, BaseModel]]:
-    """The (route, account, settings) to check. ConfigurationError when nothing is
-    configured or a route or account asked for has no settings."""
-    chosen: list[tuple[Route, str, BaseModel]] = []
-    for route in Route:
-        if routes and route.value not in routes:
-            continue
-        found = settings.route_accounts(route.value)
-        if routes and not found:
-            raise ConfigurationError(f"route {route.value} has no settings",
-                                     setting=f"REFUND_GATEWAY_{route.value.upper()}")
-        chosen += [(route, name, cfg) for name, cfg in found.items()
-                   if not accounts or name in accounts]
-    missing = set(accounts) - {name for _, name, _ in chosen}
-    if missing:
-        raise ConfigurationError(f"no merchant account {', '.join(sorted(missing))} on the "
-                                 "routes checked")
-    if not chosen:
-        raise ConfigurationError("no route is configured (REFUND_GATEWAY_<ROUTE>__...)")
-    return chosen
-
-
 def run(settings: GatewaySettings, *, warn_days: int = WARN_DAYS,
         routes: Sequence[str] = (), accounts: Sequence[str] = (), offline: bool = False,
         now: datetime | None = None, clock: Clock = utcnow,
@@ -880,7 +856,9 @@ def run(settings: GatewaySettings, *, warn_days: int = WARN_DAYS,
     """Check every selected account: offline checks, then (unless ``offline``) one
     channel call per account, run side by side so a dead channel costs one timeout."""
     moment = now or datetime.now(UTC)
-    chosen = selected_accounts(settings, routes, accounts)
+    chosen = select_accounts(settings, routes, accounts)
+    if not chosen:
+        raise ConfigurationError("no route is configured (REFUND_GATEWAY_<ROUTE>__...)")
     offline_checks = {(r, a): account_checks(r.value, a, cfg, now=moment, warn_days=warn_days)
                       for r, a, cfg in chosen}
     calls: dict[tuple[Route, str], Check] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic_settings import (
 )
 
 from gateway.errors import ConfigurationError
+from gateway.models import Route
 
 DEFAULT_ACCOUNT = "default"
 ACCOUNT_NAME = re.compile(r"[a-z0-9_-]{1,32}")
@@ -483,6 +485,34 @@ class GatewaySettings(BaseSettings):
                     f"{DEFAULT_ACCOUNT!r}", setting=f"REFUND_GATEWAY_{route.upper()}__ACCOUNTS")
             accounts[key] = account
         return accounts
+
+
+def select_accounts(settings: GatewaySettings, routes: Sequence[str] = (),
+                    accounts: Sequence[str] = ()) -> list[tuple[Route, str, BaseModel]]:
+    """The merchant accounts (route, name, the account's route settings) of ``routes``
+    (every configured route when empty) named in ``accounts`` (all when empty), in route
+    order, ``default`` first. ``ConfigurationError`` when a route asked for has no
+    settings, or an account asked for is configured on none of them (the message lists
+    the configured ones). Empty when nothing is configured: the caller says what that
+    means for it."""
+    configured: dict[Route, dict[str, BaseModel]] = {}
+    for route in Route:
+        if routes and route.value not in routes:
+            continue
+        found = settings.route_accounts(route.value)
+        if routes and not found:
+            raise ConfigurationError(f"route {route.value} has no settings",
+                                     setting=f"REFUND_GATEWAY_{route.value.upper()}")
+        if found:
+            configured[route] = found
+    missing = sorted(set(accounts) - {n for names in configured.values() for n in names})
+    if missing:
+        listed = "; ".join(f"{r.value}: {', '.join(names)}" for r, names in configured.items())
+        raise ConfigurationError(
+            f"no merchant account {', '.join(missing)} is configured on "
+            f"{', '.join(routes) if routes else 'any route'} (configured: {listed or 'none'})")
+    return [(route, name, cfg) for route, names in configured.items()
+            for name, cfg in names.items() if not accounts or name in accounts]
 
 
 def load_settings(env_file: str | Path | None = None, **overrides: Any) -> GatewaySettings:

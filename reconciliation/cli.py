@@ -31,12 +31,12 @@ import polars as pl
 from sqlalchemy import Engine
 
 from gateway.clock import to_beijing
-from gateway.errors import ConfigurationError, GatewayError, StatementError
+from gateway.errors import GatewayError, StatementError
 from gateway.masking import mask_text
 from gateway.models import Route
 from gateway.money import Money
 from gateway.ports import ChannelAdapter
-from gateway.settings import ACCOUNT_NAME, DEFAULT_ACCOUNT, GatewaySettings
+from gateway.settings import ACCOUNT_NAME, DEFAULT_ACCOUNT, GatewaySettings, select_accounts
 from gateway.store.location import database_label, require_existing_sqlite
 from reconciliation.items import item_history
 from reconciliation.job import (
@@ -301,63 +301,14 @@ def _statement_adapters(settings: GatewaySettings, routes: list[Route],
                         ) -> dict[tuple[Route, str], ChannelAdapter]:
     """The adapters to download with, by (route, account): every account's, or only
     those of ``accounts`` (each must be configured on one of ``routes``, or of any route
-    when none is given: a ``ConfigurationError`` listing the configured ones)."""
-    from gateway.bootstrap import (  # noqa: PLC0415 - lazy: adapters on download
-        build_accounts,
-        build_adapters,
-    )
+    when none is given: a ``ConfigurationError`` listing the configured ones). Only the
+    accounts chosen are built: another account's settings may be broken or another
+    team's, and a scoped run must not need them."""
+    from gateway.bootstrap import build_account  # noqa: PLC0415 - lazy: adapters on download
 
-    if accounts is None:
-        adapters = {(route, DEFAULT_ACCOUNT): adapter for route, adapter in
-                    build_adapters(settings, routes=routes or None).items()}
-        adapters.update(build_accounts(settings, routes=routes or None))
-        return adapters
-    configured = _configured_accounts(settings, routes)
-    missing = sorted(set(accounts) - {a for names in configured.values() for a in names})
-    if missing:
-        where = ", ".join(r.value for r in routes) if routes else "any route"
-        listed = "; ".join(f"{r.value}: {', '.join(names)}" for r, names in configured.items())
-        raise ConfigurationError(
-            f"no merchant account {', '.join(missing)} is configured on {where} "
-            f"(configured: {listed or 'none'})")
-    with_default = [r for r, names in configured.items() if DEFAULT_ACCOUNT in names
-                    and DEFAULT_ACCOUNT in accounts]
-    adapters = ({(route, DEFAULT_ACCOUNT): adapter for route, adapter in
-                 build_adapters(settings, routes=with_default).items()}
-                if with_default else {})
-    if named := set(accounts) - {DEFAULT_ACCOUNT}:
-        adapters.update(build_accounts(_narrowed(settings, named), routes=routes or None))
-    return adapters
-
-
-def _narrowed(settings: GatewaySettings, names: set[str]) -> GatewaySettings:
-    """``settings`` whose routes keep only the named accounts in ``names``, so that
-    ``build_accounts`` builds those alone (another account's settings may be broken or
-    another team's: a scoped run must not need them)."""
-    update: dict[str, Any] = {}
-    for route in Route:
-        top = settings.route_settings(route.value)
-        named = getattr(top, "accounts", None)
-        if top is not None and named:
-            update[route.value] = top.model_copy(update={"accounts": {
-                k: v for k, v in named.items() if k.lower() in names}})
-    return settings.model_copy(update=update)
-
-
-def _configured_accounts(settings: GatewaySettings, routes: list[Route]
-                         ) -> dict[Route, list[str]]:
-    """The merchant accounts of each configured route of ``routes`` (all routes when
-    empty), ``default`` first. A route asked for without settings is a
-    ``ConfigurationError``, as an unscoped download makes it."""
-    found: dict[Route, list[str]] = {}
-    for route in routes or list(Route):
-        names = list(settings.route_accounts(route.value))
-        if not names and routes:
-            raise ConfigurationError(f"route {route.value} has no settings",
-                                     setting=f"REFUND_GATEWAY_{route.value.upper()}")
-        if names:
-            found[route] = names
-    return found
+    return {(route, name): build_account(settings, route, cfg)
+            for route, name, cfg in select_accounts(settings, [r.value for r in routes],
+                                                    accounts or ())}
 
 
 def _print_run(result: RunResult, database: str | None, paths: list[Path]) -> None:

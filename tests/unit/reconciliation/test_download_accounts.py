@@ -27,17 +27,10 @@ class Ledger(FakeBalance):
 
 
 def test_every_account_statement_is_downloaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import bootstrap
-
-    default, shop2 = Ledger("default"), Ledger("shop2")
-    monkeypatch.setattr(cli, "_settings", lambda ctx: object())
-    monkeypatch.setattr(bootstrap, "build_adapters",
-                        lambda settings, routes=None: {Route.BALANCE: default})
-    monkeypatch.setattr(bootstrap, "build_accounts",
-                        lambda settings, routes=None: {(Route.BALANCE, "shop2"): shop2})
+    built = _two_accounts(monkeypatch)
     sources: list[Any] = cli._download(None, [Route.BALANCE], date(2026, 11, 20))  # type: ignore[arg-type]
     assert [s.name for s in sources] == ["balance-2026-11-20", "balance-shop2-2026-11-20"]
-    assert default.closed and shop2.closed
+    assert built["default"].closed and built["shop2"].closed
 
 
 def _two_accounts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Ledger]:
