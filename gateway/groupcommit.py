@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -37,7 +37,6 @@ class _Slot(Generic[T, R]):
     done: bool = False
     result: R | None = None
     error: BaseException | None = None
-    batch: int = field(default=0)
 
 
 class GroupCommit(Generic[T, R]):
@@ -57,6 +56,11 @@ class GroupCommit(Generic[T, R]):
         self._flushing = False
         self.batches = 0            # commits made (for tests and metrics)
         self.largest = 0            # the largest batch so far
+
+    def waiting(self) -> int:
+        """Callers queued for the next flush (not those of the flush running)."""
+        with self._cond:
+            return len(self._queue)
 
     def submit(self, item: T) -> R:
         slot: _Slot[T, R] = _Slot(item)
@@ -105,5 +109,4 @@ class GroupCommit(Generic[T, R]):
         for index, slot in enumerate(batch):
             slot.result = None if results is None else results[index]
             slot.error = error
-            slot.batch = len(batch)
             slot.done = True

@@ -665,14 +665,6 @@ class RefundGateway:
         processes' batches lock rows in the same order (no deadlock); one notification
         is its own unit of work. The commit is relaxed only when every one of them
         could be learnt again by a query."""
-        if len(items) == 1:
-            verified, now = items[0]
-            result = verified.result
-            with self.store.notification(
-                    verified.route, channel_refund_no=result.channel_refund_no,
-                    replay_key=result.replay_key, event_id=result.event_id, now=now,
-                    relaxed=_relearnable(verified)) as tx:
-                return [self._decide_notification(tx, verified, now)]
         order = sorted(range(len(items)), key=lambda k: (
             items[k][0].route.value, items[k][0].result.channel_refund_no or ""))
         decided: dict[int, _Decided] = {}

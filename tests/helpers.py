@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -78,3 +80,12 @@ def records_csv(result: RunResult) -> bytes:
                     ("platform_amount", "statement_amount") else ("" if v is None else v)
                     for c, v in rec.items()])
     return ("\ufeff" + ref.getvalue()).encode()
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float = 5.0, what: str = "") -> None:
+    """Poll ``predicate`` every 5 ms until it holds; AssertionError after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what or predicate}")
+        time.sleep(0.005)

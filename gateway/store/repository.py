@@ -542,37 +542,19 @@ class RefundStore:
             tx.flush()
 
     @contextmanager
-    def notification(self, route: Route, *, channel_refund_no: str | None,
-                     replay_key: str | None, event_id: str | None, now: datetime,
-                     relaxed: bool = False) -> Iterator[NotificationWork]:
-        """A verified notification's unit of work: the replay guard (nonce), the event-id
-        guard and the refund's lookup go out together (one round trip in a PostgreSQL
-        pipeline). ``tx.outcome`` is ``replayed``, ``unknown_refund``, ``duplicate`` (the
-        event id was applied before) or None (``tx.current`` is locked, to decide on).
-        An event id is kept only once a change was applied: a refused notification
-        leaves it unused, so its genuine redelivery is judged again."""
-        with self._tx(relaxed=relaxed, pipelined=True) as conn, self._notification_in(
-                conn, route, channel_refund_no=channel_refund_no, replay_key=replay_key,
-                event_id=event_id, now=now) as tx:
-            yield tx
-
-    @contextmanager
     def notifications(self, *, relaxed: bool = False) -> Iterator[NotificationBatch]:
-        """Many notifications in one transaction (one commit for a queue consumer's
-        batch): ``batch.one(...)`` is each one's unit of work, as ``notification``."""
+        """Notifications in one transaction (one commit for a queue consumer's batch or
+        a group commit; a batch of one for a lone one): ``batch.one(...)`` is each one's
+        unit of work. In it the replay guard (nonce), the event-id guard and the refund's
+        lookup go out together (one round trip in a PostgreSQL pipeline). ``tx.outcome``
+        is ``replayed``, ``unknown_refund``, ``duplicate`` (the event id was applied
+        before) or None (``tx.current`` is locked, to decide on). An event id is kept
+        only once a change was applied: a refused notification leaves it unused, so its
+        genuine redelivery is judged again."""
         with self._tx(relaxed=relaxed, pipelined=True) as conn:
             batch = NotificationBatch(self, conn)
             yield batch
             batch.close()
-
-    @contextmanager
-    def _notification_in(self, conn: Connection, route: Route, *,
-                         channel_refund_no: str | None, replay_key: str | None,
-                         event_id: str | None, now: datetime) -> Iterator[NotificationWork]:
-        tx = self._open_notification(conn, route, channel_refund_no=channel_refund_no,
-                                     replay_key=replay_key, event_id=event_id, now=now)
-        yield tx
-        self._close_notification(tx)
 
     def _open_notification(self, conn: Connection, route: Route, *,
                            channel_refund_no: str | None, replay_key: str | None,

@@ -4,17 +4,19 @@ only after the flush returned; a failure reaches everyone it rolled back (issue 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 
 from gateway.groupcommit import GroupCommit
+from tests.helpers import wait_for
 
 
 class Gate:
-    """A flush that records its batches and, while ``hold`` is set, blocks the first
-    one until ``release``: callers arriving meanwhile must queue for the next."""
+    """A flush that records its batches and blocks the first one until ``release``:
+    callers arriving meanwhile must queue for the next."""
 
     def __init__(self, fail_on: set[int] | None = None) -> None:
         self.batches: list[list[int]] = []
@@ -34,13 +36,19 @@ class Gate:
         return [f"r{i}" for i in items]
 
 
-def wait_queued(group: GroupCommit[int, str], n: int) -> None:
-    for _ in range(1000):
-        with group._cond:
-            if len(group._queue) >= n:
-                return
-        threading.Event().wait(0.005)
-    raise AssertionError(f"{n} callers never queued")
+@contextmanager
+def first_held(group: GroupCommit[int, str], gate: Gate, rest: Iterable[int]
+               ) -> Iterator[tuple[Future[str], list[Future[str]]]]:
+    """Item 0 submitted and its flush held by ``gate``; then ``rest`` submitted, each
+    from its own thread, and all of them queued for the next flush. Release the gate
+    inside the block."""
+    later = list(rest)
+    with ThreadPoolExecutor(len(later) + 1) as pool:
+        first = pool.submit(group.submit, 0)
+        assert gate.entered.wait(5)
+        futures = [pool.submit(group.submit, i) for i in later]
+        wait_for(lambda: group.waiting() == len(later), what="callers queued")
+        yield first, futures
 
 
 def test_a_lone_caller_is_flushed_at_once_in_a_batch_of_one() -> None:
@@ -54,11 +62,7 @@ def test_a_lone_caller_is_flushed_at_once_in_a_batch_of_one() -> None:
 def test_callers_arriving_during_a_flush_share_the_next_one() -> None:
     gate = Gate()
     group = GroupCommit(gate)
-    with ThreadPoolExecutor(12) as pool:
-        first = pool.submit(group.submit, 0)
-        assert gate.entered.wait(5)
-        rest = [pool.submit(group.submit, i) for i in range(1, 12)]
-        wait_queued(group, 11)
+    with first_held(group, gate, range(1, 12)) as (first, rest):
         assert not any(f.done() for f in rest)      # nobody answered before its flush
         gate.release.set()
         assert first.result(5) == "r0"
@@ -71,11 +75,7 @@ def test_callers_arriving_during_a_flush_share_the_next_one() -> None:
 def test_max_batch_caps_a_flush() -> None:
     gate = Gate()
     group = GroupCommit(gate, max_batch=4)
-    with ThreadPoolExecutor(11) as pool:
-        first = pool.submit(group.submit, 0)
-        assert gate.entered.wait(5)
-        rest = [pool.submit(group.submit, i) for i in range(1, 11)]
-        wait_queued(group, 10)
+    with first_held(group, gate, range(1, 11)) as (first, rest):
         gate.release.set()
         assert [f.result(5) for f in [first, *rest]] == [f"r{i}" for i in range(11)]
     assert [len(b) for b in gate.batches] == [1, 4, 4, 2]
@@ -84,11 +84,7 @@ def test_max_batch_caps_a_flush() -> None:
 def test_a_failed_flush_fails_every_caller_in_it() -> None:
     gate = Gate(fail_on={3})
     group = GroupCommit(gate)
-    with ThreadPoolExecutor(6) as pool:
-        first = pool.submit(group.submit, 0)
-        assert gate.entered.wait(5)
-        rest = [pool.submit(group.submit, i) for i in range(1, 6)]
-        wait_queued(group, 5)
+    with first_held(group, gate, range(1, 6)) as (first, rest):
         gate.release.set()
         assert first.result(5) == "r0"
         for f in rest:
@@ -100,11 +96,8 @@ def test_a_failed_flush_fails_every_caller_in_it() -> None:
 def test_split_on_retries_each_item_so_only_the_bad_one_fails() -> None:
     gate = Gate(fail_on={3})
     group = GroupCommit(gate, split_on=lambda exc: isinstance(exc, ValueError))
-    with ThreadPoolExecutor(6) as pool:
-        first = pool.submit(group.submit, 0)
-        assert gate.entered.wait(5)
-        rest = {i: pool.submit(group.submit, i) for i in range(1, 6)}
-        wait_queued(group, 5)
+    with first_held(group, gate, range(1, 6)) as (first, futures):
+        rest = dict(zip(range(1, 6), futures, strict=True))
         gate.release.set()
         first.result(5)
         with pytest.raises(ValueError):

@@ -13,7 +13,7 @@ from gateway import RefundGateway, RefundStatus, Route
 from gateway.bootstrap import build_gateway
 from gateway.settings import load_settings
 from tests.fakes import FakeBalance, FakeChannel, Ledger
-from tests.helpers import FakeClock, request
+from tests.helpers import FakeClock, request, wait_for
 
 S = RefundStatus
 GOOD = {"x-signature": "good"}
@@ -112,11 +112,7 @@ def test_concurrent_handlers_share_commits_and_each_gets_its_own_answer(
             rest = [pool.submit(gw.handle_notification, *note(
                 r.channel_refund_no, "succeeded", 100, f"c{i}"))
                 for i, r in enumerate(made[1:], start=1)]
-            for _ in range(500):
-                with gw._notification_commits._cond:
-                    if len(gw._notification_commits._queue) == 8:
-                        break
-                threading.Event().wait(0.01)
+            wait_for(lambda: gw._notification_commits.waiting() == 8, what="8 queued")
             assert not any(f.done() for f in rest)
             go.set()
             answers = [first.result(10), *(f.result(10) for f in rest)]
