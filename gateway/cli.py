@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -34,7 +35,7 @@ from gateway.errors import ConfigurationError, GatewayError, OutcomeUnknown, Sto
 from gateway.logging import configure_logging
 from gateway.models import Payment, Refund, RefundRequest, RefundStatus, Route
 from gateway.money import Money
-from gateway.resolver import run_loop
+from gateway.resolver import Backoff, run_loop
 from gateway.service import RefundGateway, ResolveReport
 from gateway.settings import GatewaySettings, load_settings
 from gateway.store.location import database_label, require_existing_sqlite
@@ -345,17 +346,19 @@ def resolve_cmd(app: AppContext, loop: bool, interval: int, limit: int | None,
 def _reachable_gateway(app: AppContext, stop: threading.Event) -> RefundGateway | None:
     """The gateway once its database answers: a resolver started while the database is
     down or still starting (a host reboot brings both up at once) waits for it, with
-    backoff up to 30 s, logging each try, instead of exiting. None: stopped (SIGTERM)
-    before the database answered."""
-    delay = 1.0
+    the resolver's own backoff up to 30 s (``gateway.resolver.Backoff``), logging each
+    try, instead of exiting. None: stopped (SIGTERM) before the database answered."""
+    backoff, rng = Backoff(cap=30.0), random.Random()  # noqa: S311 - jitter
+    failures = 0
     while not stop.is_set():
         try:
             return app.gateway
         except StoreUnavailable as exc:
+            failures += 1
+            delay = backoff.delay(failures, rng)
             log.warning("resolver.store_unavailable_at_start", error=exc.message,
-                        retry_in_seconds=delay)
+                        failures=failures, retry_in_seconds=round(delay, 1))
             stop.wait(delay)
-            delay = min(delay * 2, 30.0)
     return None
 
 
